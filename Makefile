@@ -1,0 +1,37 @@
+# `make run` and `make test` do all the set-up on a fresh machine, then run.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint check bench clean broker
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+broker:
+	scripts/ensure-rabbitmq.sh
+
+run: $(STAMP) broker
+	$(BIN)/routerd lint config/routes.yaml
+	$(BIN)/routerd serve --config config/routes.yaml
+
+check: $(STAMP)
+	$(BIN)/ruff check routerd tests scripts
+	$(BIN)/ruff format --check routerd tests scripts
+	$(BIN)/mypy
+
+test: $(STAMP) broker check
+	$(BIN)/routerd lint config/routes.yaml
+	$(BIN)/routerd test --config config/routes.yaml
+	$(BIN)/pytest
+
+bench: $(STAMP) broker
+	$(BIN)/python scripts/bench_pipeline.py
+	$(BIN)/python scripts/bench_serve.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,228 @@
+"""The route table: the compiled, immutable form of `routes.yaml` plus its schemas.
+
+Everything here is frozen and built once by the loader. The daemon swaps a whole
+`RouteTable` in one assignment on reload; a message handler reads the table once and
+uses that object to the end, so a request never sees half of two configs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+QueueType = Literal["classic", "quorum"]
+ExchangeType = Literal["direct", "topic", "fanout", "headers"]
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where a config node came from; line and column are 1-based like editors show them."""
+
+    file: Path
+    line: int = 0
+    column: int = 0
+
+    def __str__(self) -> str:
+        if self.line:
+            return f"{self.file}:{self.line}:{self.column}"
+        return str(self.file)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding of the loader or of `lint`: `file:line:col: severity: message [code]`."""
+
+    location: Location
+    severity: Severity
+    message: str
+    code: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.severity}: {self.message} [{self.code}]"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "file": str(self.location.file),
+            "line": self.location.line,
+            "column": self.location.column,
+            "severity": self.severity,
+            "message": self.message,
+            "code": self.code,
+        }
+
+
+class ConfigError(Exception):
+    """The config cannot be loaded; carries every problem found, each with its location."""
+
+    def __init__(self, problems: tuple[Problem, ...]) -> None:
+        self.problems = problems
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """A queue routerd declares (when asked) and, for targets, binds to the target's exchange."""
+
+    name: str
+    type: QueueType = "classic"
+    durable: bool = True
+    binding_key: str | None = None
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    queue: str
+    prefetch: int
+    declare: bool
+    queue_spec: QueueSpec
+    # After this many deliveries of one request whose publish keeps failing, it goes to
+    # rejected instead of being requeued again: requeue must never loop forever.
+    max_redeliveries: int
+
+
+@dataclass(frozen=True, slots=True)
+class Partitioning:
+    """Stable partitioning: crc32 of the field's text modulo `count`, same in every process."""
+
+    by: tuple[str | int, ...]
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingKeyTemplate:
+    """`bulk.{partition}` or `tx.{customer_id}`, compiled into literal text and field parts."""
+
+    source: str
+    # Each part is either literal text (str) or a field reference (tuple path). Reserved
+    # names (`partition`, `category`, `rule`, `schema_version`) are one-element tuples
+    # prefixed with "$".
+    parts: tuple[str | tuple[str | int, ...], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    exchange: str
+    exchange_type: ExchangeType
+    declare: bool
+    routing_key: RoutingKeyTemplate
+    partition: Partitioning | None
+    queues: tuple[QueueSpec, ...]
+    location: Location
+
+
+# A compiled condition: takes the request's evaluation context, answers True/False.
+Predicate = Callable[["MatchContext"], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class MatchContext:
+    """What a condition can look at: the decoded body, AMQP headers and properties."""
+
+    body: Mapping[str, Any]
+    headers: Mapping[str, Any]
+    properties: Mapping[str, Any]
+    schema_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One node of a rule's `when`, kept with its source text so `explain` can show it."""
+
+    kind: Literal["all", "any", "not", "leaf", "always"]
+    description: str
+    location: Location
+    children: tuple[Condition, ...] = ()
+    predicate: Predicate | None = None
+    # Canonical form of the condition, used by lint to find duplicated conditions.
+    canonical: str = ""
+
+    def matches(self, ctx: MatchContext) -> bool:
+        if self.kind == "always":
+            return True
+        if self.kind == "leaf":
+            assert self.predicate is not None
+            return self.predicate(ctx)
+        if self.kind == "all":
+            return all(c.matches(ctx) for c in self.children)
+        if self.kind == "any":
+            return any(c.matches(ctx) for c in self.children)
+        return not self.children[0].matches(ctx)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    when: Condition
+    category: str
+    target: Target
+    priority: int | None
+    headers: Mapping[str, Any]
+    location: Location
+
+    @property
+    def is_catch_all(self) -> bool:
+        return self.when.kind == "always"
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaVersionSource:
+    """Where a request names its schema version: an AMQP header first, then a body field."""
+
+    header: str | None
+    field: tuple[str | int, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorDetail:
+    pointer: str
+    keyword: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    name: str
+    version: str
+    file: Path
+    document: Mapping[str, Any]
+    location: Location
+    # is_valid is the hot path; errors() only runs for requests that failed it.
+    is_valid: Callable[[Any], bool]
+    errors: Callable[[Any], tuple[ErrorDetail, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_body_bytes: int
+    max_depth: int
+    max_reasons: int
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTable:
+    path: Path
+    content_hash: str
+    source: Source
+    limits: Limits
+    schema_version: SchemaVersionSource
+    schemas: Mapping[str, Schema]  # keyed by version text ("1", "2")
+    targets: Mapping[str, Target]
+    rules: tuple[Rule, ...]
+    unmatched: Target | None
+    rejected: Target
+    # Files the table was built from, so the reloader knows what to watch.
+    files: tuple[Path, ...]
+    # Raw parsed config with positions, kept for lint's static checks.
+    raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    positions: Mapping[tuple[str | int, ...], Location] = field(repr=False, default_factory=dict)
+
+    def target(self, name: str) -> Target:
+        return self.targets[name]

@@ -1,0 +1,41 @@
+"""Field paths into a request body (`recipients.to`, `to.0.email`) and JSON pointers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Final
+
+
+class _Missing:
+    """The value of a path that leads nowhere; distinct from JSON null."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+MISSING: Final = _Missing()
+
+
+def parse_path(text: str) -> tuple[str | int, ...]:
+    """`to.0.email` -> ("to", 0, "email"); digits index into lists."""
+    return tuple(int(part) if part.isdigit() else part for part in text.split("."))
+
+
+def resolve(data: Any, path: tuple[str | int, ...]) -> Any:
+    for part in path:
+        if isinstance(data, dict):
+            data = data.get(part if isinstance(part, str) else str(part), MISSING)
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return MISSING
+        if data is MISSING:
+            return MISSING
+    return data
+
+
+def pointer(parts: Iterable[str | int]) -> str:
+    """A JSON pointer (RFC 6901) for a path: ("to", 0) -> "/to/0"."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)

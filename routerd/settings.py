@@ -1,0 +1,191 @@
+"""How one `routerd serve` process runs: CLI flags over `ROUTERD_*` environment variables.
+
+Settings are what the route table is not: where the broker and the HTTP endpoint are, how
+to log, how long to wait. They are fixed for the life of the process; the route table is
+the part that reloads.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal, cast
+from urllib.parse import urlsplit
+
+from routerd.observe.logs import parse_level, redact_url
+
+log = logging.getLogger(__name__)
+
+LogFormat = Literal["text", "json"]
+
+DEFAULT_CONFIG = Path("config/routes.yaml")
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_HTTP_HOST = "127.0.0.1"
+DEFAULT_HTTP_PORT = 9464
+
+# Setting name -> environment variable. The first six are the CLI contract of `serve`;
+# the rest are tuning knobs ops rarely touch, so they have no flag.
+ENV_VARS: Mapping[str, str] = {
+    "config": "ROUTERD_CONFIG",
+    "amqp_url": "ROUTERD_AMQP_URL",
+    "http_addr": "ROUTERD_HTTP_ADDR",
+    "log_format": "ROUTERD_LOG_FORMAT",
+    "log_level": "ROUTERD_LOG_LEVEL",
+    "shutdown_timeout": "ROUTERD_SHUTDOWN_TIMEOUT",
+    "publish_timeout": "ROUTERD_PUBLISH_TIMEOUT",
+    "reconnect_min": "ROUTERD_RECONNECT_MIN",
+    "reconnect_max": "ROUTERD_RECONNECT_MAX",
+}
+
+
+class SettingsError(ValueError):
+    """A setting has a value routerd cannot use; names the setting, where it came from, the fix."""
+
+    def __init__(self, name: str, origin: str, value: str, problem: str) -> None:
+        self.name = name
+        self.origin = origin
+        self.value = value
+        self.problem = problem
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"invalid {self.name} {self.value!r} (from {self.origin}): {self.problem}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    config_path: Path = DEFAULT_CONFIG
+    # Kept out of repr: a Settings object printed in a traceback must not leak the password.
+    amqp_url: str = field(default=DEFAULT_AMQP_URL, repr=False)
+    http_host: str = DEFAULT_HTTP_HOST
+    http_port: int = DEFAULT_HTTP_PORT
+    log_format: LogFormat = "text"
+    log_level: str = "info"
+    shutdown_timeout: float = 30.0
+    publish_timeout: float = 10.0
+    reconnect_min: float = 0.5
+    reconnect_max: float = 30.0
+
+    @property
+    def redacted_url(self) -> str:
+        """The AMQP URL as it may appear in logs and output: the password replaced by ***."""
+        return redact_url(self.amqp_url)
+
+    @property
+    def http_addr(self) -> str:
+        host = f"[{self.http_host}]" if ":" in self.http_host else self.http_host
+        return f"{host}:{self.http_port}"
+
+    def describe(self) -> dict[str, Any]:
+        """Every setting by name, safe to log."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["amqp_url"] = self.redacted_url
+        out["config_path"] = str(self.config_path)
+        return out
+
+    @classmethod
+    def from_sources(
+        cls,
+        flags: Mapping[str, str | float | Path | None],
+        environ: Mapping[str, str],
+    ) -> Settings:
+        """Build settings from CLI flags (None = not given) over environment variables.
+
+        Keys of `flags` and `ENV_VARS` are the same names: config, amqp_url, http_addr,
+        log_format, log_level, shutdown_timeout, publish_timeout, reconnect_min,
+        reconnect_max. Raises `SettingsError` for the first bad value.
+        """
+        raw: dict[str, tuple[str, str]] = {}
+        for name, var in ENV_VARS.items():
+            if environ.get(var, "") != "":
+                raw[name] = (environ[var], f"environment variable {var}")
+        for name, value in flags.items():
+            if name not in ENV_VARS:
+                raise KeyError(f"unknown setting {name!r}")
+            if value is not None:
+                flag = "--" + name.replace("_", "-")
+                raw[name] = (str(value), f"option {flag}")
+        return _parse(raw)
+
+
+def _parse(raw: Mapping[str, tuple[str, str]]) -> Settings:
+    settings = Settings()
+    changes: dict[str, Any] = {}
+    if "config" in raw:
+        value, _ = raw["config"]
+        changes["config_path"] = Path(value)
+    if "amqp_url" in raw:
+        changes["amqp_url"] = _amqp_url(*raw["amqp_url"])
+    if "http_addr" in raw:
+        changes["http_host"], changes["http_port"] = _http_addr(*raw["http_addr"])
+    if "log_format" in raw:
+        value, origin = raw["log_format"]
+        if value.lower() not in ("text", "json"):
+            raise SettingsError("log format", origin, value, "use text or json")
+        changes["log_format"] = cast(LogFormat, value.lower())
+    if "log_level" in raw:
+        value, origin = raw["log_level"]
+        try:
+            parse_level(value)
+        except ValueError as exc:
+            raise SettingsError("log level", origin, value, str(exc)) from None
+        changes["log_level"] = value
+    for name in ("shutdown_timeout", "publish_timeout", "reconnect_min", "reconnect_max"):
+        if name in raw:
+            changes[name] = _seconds(name.replace("_", " "), *raw[name])
+    settings = replace(settings, **changes)
+    if settings.reconnect_min > settings.reconnect_max:
+        raise SettingsError(
+            "reconnect min",
+            "settings",
+            str(settings.reconnect_min),
+            f"must not exceed reconnect max ({settings.reconnect_max})",
+        )
+    return settings
+
+
+def _amqp_url(value: str, origin: str) -> str:
+    shown = redact_url(value)
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise SettingsError("AMQP URL", origin, shown, str(exc)) from None
+    if parts.scheme not in ("amqp", "amqps"):
+        raise SettingsError(
+            "AMQP URL", origin, shown, "use amqp://user:password@host:port/vhost or amqps://..."
+        )
+    if not parts.hostname:
+        raise SettingsError("AMQP URL", origin, shown, "it names no host")
+    if port == 0:
+        raise SettingsError("AMQP URL", origin, shown, "port 0 is not a broker port")
+    return value
+
+
+def _http_addr(value: str, origin: str) -> tuple[str, int]:
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise SettingsError("HTTP address", origin, value, "use HOST:PORT, e.g. 127.0.0.1:9464")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise SettingsError(
+            "HTTP address", origin, value, "write an IPv6 host in brackets: [::1]:9464"
+        )
+    port = int(port_text)
+    if port > 65535:
+        raise SettingsError("HTTP address", origin, value, "the port must be 0..65535")
+    return host, port
+
+
+def _seconds(name: str, value: str, origin: str) -> float:
+    try:
+        seconds = float(value.strip().removesuffix("s"))
+    except ValueError:
+        raise SettingsError(name, origin, value, "use a number of seconds, e.g. 30") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise SettingsError(name, origin, value, "must be a positive number of seconds")
+    return seconds
