@@ -76,18 +76,19 @@ class _Endpoint:
             tg.start_soon(self.handle, stream)
 
     async def handle(self, stream: SocketStream) -> None:
-        async with stream:
-            if self.active >= MAX_CONNECTIONS:
-                return
-            self.active += 1
-            try:
+        if self.active >= MAX_CONNECTIONS:
+            await anyio.aclose_forcefully(stream)
+            return
+        self.active += 1
+        try:
+            async with stream:
                 with anyio.move_on_after(CONNECTION_TIMEOUT):
                     await self._exchange(stream)
-            except Exception as exc:
-                # A client that hangs up or sends nonsense must never take the endpoint down.
-                log.debug("http connection dropped", extra={"error": repr(exc)})
-            finally:
-                self.active -= 1
+        except Exception as exc:
+            # A client that hangs up or sends nonsense must never take the endpoint down.
+            log.debug("http connection dropped", extra={"error": repr(exc)})
+        finally:
+            self.active -= 1
 
     async def _exchange(self, stream: SocketStream) -> None:
         head: bytes | None = None
@@ -102,8 +103,11 @@ class _Endpoint:
         await stream.send_eof()
         with anyio.move_on_after(1.0):
             drained = 0
-            while drained < MAX_HEAD_BYTES:
-                drained += len(await stream.receive(4096))
+            try:
+                while drained < MAX_HEAD_BYTES:
+                    drained += len(await stream.receive(4096))
+            except anyio.EndOfStream:
+                pass
 
     def _route(self, head: bytes) -> tuple[str, _Response]:
         if len(head) > MAX_HEAD_BYTES:
