@@ -119,11 +119,13 @@ class AckLedger:
 class AckChannel(Protocol):
     """What the acker needs of the consumer channel (an aiormq Channel has it)."""
 
-    async def basic_ack(self, delivery_tag: int, multiple: bool = ..., wait: bool = ...) -> None: ...
+    def basic_ack(
+        self, delivery_tag: int, multiple: bool = ..., wait: bool = ...
+    ) -> Awaitable[None]: ...
 
-    async def basic_reject(
+    def basic_reject(
         self, delivery_tag: int, *, requeue: bool = ..., wait: bool = ...
-    ) -> None: ...
+    ) -> Awaitable[None]: ...
 
 
 class Acker:
@@ -155,7 +157,7 @@ class Acker:
             self._wake.set()
 
     async def wait_idle(self) -> None:
-        """Return once every delivery seen so far was acked or requeued."""
+        """Return once every delivery seen so far was acked or requeued, or acks failed."""
         await self._idle.wait()
 
     async def run(self) -> None:
@@ -171,6 +173,8 @@ class Acker:
                 # delivery not acked. The connection watcher starts the reconnect.
                 self.failed = exc
                 log.warning("acks stopped: consumer channel failed", extra={"error": repr(exc)})
+                # Nothing more can be sent: a graceful stop must not wait for it.
+                self._idle.set()
                 return
             if not self._ledger:
                 self._idle.set()

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from typing import Any
 
-import aiormq
-from aiormq.abc import AbstractChannel
+from aiormq.abc import AbstractConnection
+from aiormq.channel import Channel
 from aiormq.exceptions import (
     AMQPError,
     ChannelInvalidStateError,
@@ -76,7 +75,8 @@ class PublishFailed(Exception):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        text = f"publish to {self.exchange or '(default)'!r}/{self.routing_key!r} failed: {self.cause}"
+        where = f"{self.exchange or '(default exchange)'}/{self.routing_key}"
+        text = f"publish to {where} failed: {self.cause}"
         return f"{text} ({self.detail})" if self.detail else text
 
 
@@ -99,7 +99,7 @@ def basic_properties(decision: Decision) -> Basic.Properties:
 class Publisher:
     """Publishes decisions on one confirm channel; one Publisher per channel."""
 
-    def __init__(self, channel: AbstractChannel, timeout: float) -> None:
+    def __init__(self, channel: Channel, timeout: float) -> None:
         self.channel = channel
         self.timeout = timeout
         # aiormq matches a basic.return to its publish by message_id, so two publishes
@@ -109,9 +109,11 @@ class Publisher:
         self._busy: dict[str, asyncio.Future[None]] = {}
 
     @classmethod
-    async def open(cls, connection: aiormq.abc.AbstractConnection, timeout: float) -> Publisher:
+    async def open(cls, connection: AbstractConnection, confirm_timeout: float) -> Publisher:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        return cls(channel, timeout)
+        # The concrete class: its basic_publish takes `wait`, the abstract one does not.
+        assert isinstance(channel, Channel)
+        return cls(channel, confirm_timeout)
 
     async def publish(self, decision: Decision) -> None:
         """Return once the broker confirmed the decision; raise Unroutable or PublishFailed."""
@@ -164,9 +166,10 @@ class Publisher:
                 raise
             raise PublishFailed("channel_closed", exchange, key, "channel closed") from None
         except ValueError as exc:
-            # aiormq refuses a routing key longer than 255 bytes before sending anything.
-            raise PublishFailed("invalid", exchange, key, str(exc)) from None
-
-
-def describe(properties: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in properties.items())
+            # aiormq refuses a routing key longer than 255 bytes before sending anything;
+            # no retry can fix that, so it is as unroutable as a basic.return.
+            raise Unroutable(exchange, key[:64], str(exc)) from None
+        except Exception as exc:
+            # Anything else failed before the frame was sent (marshalling, for one): the
+            # request goes back to the source and its redelivery bound ends the loop.
+            raise PublishFailed("error", exchange, key, repr(exc)) from None

@@ -1,0 +1,85 @@
+"""Opening the broker connection, and the backoff between attempts.
+
+aiormq does not reconnect; routerd does (see `link.py`). The delay between attempts grows
+exponentially and is drawn with full jitter, so a fleet of replicas that lost the broker
+at the same moment does not come back in lockstep and knock it over again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+
+import aiormq
+from aiormq.abc import AbstractConnection
+
+from routerd.observe.logs import redact_url
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 30.0
+
+
+class Backoff:
+    """Full-jitter exponential backoff: attempt n waits uniform(0, min(max, min * 2**n))."""
+
+    def __init__(
+        self,
+        minimum: float,
+        maximum: float,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        if not 0 < minimum <= maximum:
+            raise ValueError(f"backoff needs 0 < minimum <= maximum, got {minimum}, {maximum}")
+        self.minimum = minimum
+        self.maximum = maximum
+        self.attempt = 0
+        self._rng = rng
+
+    def cap(self) -> float:
+        # min() before the power would overflow for a broker that stays down for days.
+        return min(self.maximum, self.minimum * 2.0 ** min(self.attempt, 64))
+
+    def next(self) -> float:
+        delay = self._rng() * self.cap()
+        self.attempt += 1
+        return delay
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class BrokerUnavailable(ConnectionError):
+    """The broker could not be reached or refused the connection; never shows the password."""
+
+    def __init__(self, url: str, cause: BaseException | str) -> None:
+        self.url = redact_url(url)
+        self.cause = cause
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        cause = self.cause if isinstance(self.cause, str) else _describe(self.cause)
+        return f"cannot connect to {self.url}: {cause}"
+
+
+async def connect(url: str, *, name: str = "routerd") -> AbstractConnection:
+    """Open one AMQP connection or raise BrokerUnavailable."""
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            connection: AbstractConnection = await aiormq.connect(
+                url, client_properties={"connection_name": name}
+            )
+    except TimeoutError:
+        raise BrokerUnavailable(url, f"no answer within {CONNECT_TIMEOUT:g}s") from None
+    except (aiormq.exceptions.AMQPError, OSError) as exc:
+        raise BrokerUnavailable(url, exc) from None
+    return connection
+
+
+def _describe(exc: BaseException) -> str:
+    # aiormq's exceptions render their class and a message template filled with args;
+    # repr() of them is the most informative text they have.
+    text = repr(exc) if isinstance(exc, aiormq.exceptions.AMQPError) else str(exc)
+    return text or type(exc).__name__

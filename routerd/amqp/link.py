@@ -1,0 +1,270 @@
+"""The broker link: connect, declare, consume, and do it again whenever the broker goes away.
+
+One session is one connection with three channels: a short-lived one for declarations,
+the publisher's confirm channel and the consumer's channel. Losing any of them ends the
+session: its delivery tags are dead, the broker requeues what was not acked, and a fresh
+session (after a backoff with jitter) picks the work up again. Restarting the whole session
+is simpler than healing single channels and costs little: losses are rare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiormq.abc import AbstractConnection
+from aiormq.exceptions import AMQPChannelError, AMQPError, ChannelInvalidStateError
+
+from routerd.amqp.connection import Backoff, BrokerUnavailable, connect
+from routerd.amqp.consumer import Consumer
+from routerd.amqp.handler import AttemptCounter, RequestHandler, TableSource
+from routerd.amqp.publisher import Publisher
+from routerd.amqp.topology import TopologyError, declare_topology
+from routerd.config.model import RouteTable
+from routerd.observe.health import Health
+from routerd.observe.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+# A session that lasted this long counts as healthy: the next loss starts the backoff over.
+STABLE_AFTER = 10.0
+CLOSE_TIMEOUT = 5.0
+
+
+def _connection_name() -> str:
+    # Shown by the broker's management UI and rabbitmqctl: which replica a connection is.
+    return f"routerd {socket.gethostname()} pid {os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkOptions:
+    amqp_url: str = field(repr=False)
+    connection_name: str = field(default_factory=_connection_name)
+    publish_timeout: float = 10.0
+    shutdown_timeout: float = 30.0
+    reconnect_min: float = 0.5
+    reconnect_max: float = 30.0
+
+
+class BrokerLink:
+    """Keeps routing send requests from the source until `stop()`; owns every AMQP object."""
+
+    def __init__(
+        self,
+        options: LinkOptions,
+        tables: TableSource,
+        metrics: Metrics,
+        health: Health,
+    ) -> None:
+        self.options = options
+        self._tables = tables
+        self._metrics = metrics
+        self._health = health
+        self._backoff = Backoff(options.reconnect_min, options.reconnect_max)
+        self._stopping = asyncio.Event()
+        self._connection: AbstractConnection | None = None
+        # Outlives sessions: a classic queue's failed deliveries come back on a new channel.
+        self._attempts = AttemptCounter()
+        self.sessions = 0
+        self._consuming = False
+
+    def stop(self) -> None:
+        """Begin the graceful stop; `run()` returns once it is done."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def run(self) -> None:
+        """Route until stopped, reconnecting after every loss."""
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            error = ""
+            try:
+                await self._session_until_stopped()
+            except (BrokerUnavailable, TopologyError, AMQPError, OSError) as exc:
+                error = str(exc) or repr(exc)
+            except Exception as exc:
+                log.exception("broker session failed unexpectedly")
+                error = repr(exc)
+            finally:
+                self._health.connected = False
+                self._health.consuming = False
+            if self._stopping.is_set():
+                break
+            if time.monotonic() - started >= STABLE_AFTER:
+                self._backoff.reset()
+            delay = round(self._backoff.next(), 3)
+            if error:
+                log.error("broker session failed", extra={"error": error, "retry_in": delay})
+            else:
+                log.info("reconnecting", extra={"retry_in": delay})
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
+
+    async def _session_until_stopped(self) -> None:
+        # A stop while connecting or declaring must not wait for those (a broker that does
+        # not answer takes CONNECT_TIMEOUT): nothing was consumed yet, so cancel them. Once
+        # consuming, the session drains gracefully by itself.
+        session = asyncio.create_task(self._session(), name="routerd-session")
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({session, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.done() and not self._consuming:
+                session.cancel()
+            await asyncio.wait({session})
+        finally:
+            stop.cancel()
+            if not session.done():
+                session.cancel()
+                await asyncio.wait({session})
+        if not session.cancelled():
+            session.result()
+
+    async def before_swap(self, table: RouteTable) -> None:
+        """Declare a reloaded table's topology before it replaces the running one.
+
+        Raises TopologyError (the reload is refused) when the broker refuses a declaration.
+        Without a working connection there is nothing to do: the next session declares the
+        table it runs, so a broker outage does not block a good reload.
+        """
+        connection = self._connection
+        if connection is None or connection.is_closed:
+            return
+        try:
+            await declare_topology(connection, table)
+        except TopologyError as exc:
+            if isinstance(exc.cause, AMQPChannelError):
+                raise
+            log.warning("cannot declare the new table now", extra={"error": str(exc)})
+        except (AMQPError, ChannelInvalidStateError, RuntimeError, OSError) as exc:
+            log.warning("cannot declare the new table now", extra={"error": repr(exc)})
+
+    async def _session(self) -> None:
+        # Why each step, in order:
+        # 1. connect; a failure here is the common case while the broker is down.
+        connection = await connect(self.options.amqp_url, name=self.options.connection_name)
+        self._connection = connection
+        self._health.connected = True
+        consumer: Consumer | None = None
+        try:
+            # 2. declare the running table's topology: a restarted or new broker may lack it.
+            table = self._tables.table
+            await declare_topology(connection, table)
+            # 3. the publisher's confirm channel before consuming, so that the first
+            #    delivery can be routed at once.
+            publisher = await Publisher.open(connection, self.options.publish_timeout)
+            handler = RequestHandler(self._tables, publisher.publish, self._metrics, self._attempts)
+            channel = await connection.channel(publisher_confirms=False)
+            consumer = Consumer(
+                channel, table.source.queue, table.source.prefetch, handler, self._metrics
+            )
+            acker = asyncio.create_task(consumer.acker.run(), name="routerd-acker")
+            try:
+                # 4. consume; from here on the replica does useful work and says so.
+                await consumer.start()
+                self._consuming = True
+                self._health.consuming = True
+                self.sessions += 1
+                if self.sessions > 1:
+                    self._metrics.reconnects.inc()
+                log.info("routing", extra={"queue": table.source.queue, "session": self.sessions})
+                lost = await self._watch(connection, publisher, consumer, acker)
+                if lost is not None:
+                    log.warning("lost the broker", extra={"reason": lost})
+                    return
+                await self._drain(consumer)
+            finally:
+                acker.cancel()
+                await asyncio.wait({acker})
+        finally:
+            self._consuming = False
+            self._health.consuming = False
+            self._health.connected = False
+            self._connection = None
+            if consumer is not None:
+                consumer.abandon()
+            # Closing returns every unacked delivery to the source queue.
+            await _close(connection)
+
+    async def _watch(
+        self,
+        connection: AbstractConnection,
+        publisher: Publisher,
+        consumer: Consumer,
+        acker: asyncio.Task[None],
+    ) -> str | None:
+        """Wait for a stop request (None) or for the loss of anything the session needs."""
+        watched: dict[asyncio.Future[Any], str] = {
+            connection.closing: "connection closed",
+            publisher.channel.closing: "publisher channel closed",
+            consumer.channel.closing: "consumer channel closed",
+            asyncio.ensure_future(consumer.cancelled_by_broker.wait()): "consumer cancelled",
+            asyncio.ensure_future(self._stopping.wait()): "",
+        }
+        acker_done = asyncio.ensure_future(asyncio.shield(acker))
+        watched[acker_done] = "acks failed"
+        try:
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for future in watched:
+                future.cancel()
+        # A loss that coincides with a stop wins: there is nothing left to drain then.
+        lost = [future for future in done if watched[future]]
+        if not lost:
+            return None
+        detail = _failure(lost[0])
+        return f"{watched[lost[0]]}: {detail}" if detail else watched[lost[0]]
+
+    async def _drain(self, consumer: Consumer) -> None:
+        """The graceful stop of one session, bounded by the shutdown timeout."""
+        self._health.consuming = False
+        try:
+            async with asyncio.timeout(self.options.shutdown_timeout):
+                # Stop deliveries first, so that "in flight" stops growing.
+                await consumer.cancel()
+                # Let every delivery already here be routed and its ack sent, unless the
+                # channel dies meanwhile: then the broker has taken them back already.
+                idle = asyncio.ensure_future(consumer.acker.wait_idle())
+                closing = consumer.channel.closing
+                try:
+                    await asyncio.wait({idle, closing}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    idle.cancel()
+                    closing.cancel()
+                if not idle.done() or idle.cancelled():
+                    raise ConnectionError("the consumer channel closed during the stop")
+        except TimeoutError:
+            log.warning(
+                "shutdown timeout: leaving unfinished send requests to the broker",
+                extra={"unfinished": len(consumer.acker)},
+            )
+        except Exception as exc:
+            log.warning("graceful stop cut short", extra={"error": repr(exc)})
+        else:
+            log.info("in-flight send requests finished")
+
+
+def _failure(future: asyncio.Future[Any]) -> str:
+    if future.cancelled():
+        return ""
+    exc = future.exception()
+    return repr(exc) if exc is not None else ""
+
+
+async def _close(connection: AbstractConnection) -> None:
+    if connection.is_closed:
+        return
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await connection.close()
+    except Exception as exc:
+        log.debug("closing the connection failed", extra={"error": repr(exc)})

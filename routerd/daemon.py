@@ -1,0 +1,178 @@
+"""`routerd serve`: one process, one anyio task group, signals, lifecycle.
+
+The task group holds the HTTP endpoint (/metrics, /healthz, /readyz), the reloader, the
+signal handler and, in the group's own task, the broker link that consumes, routes and
+acks. The link's end is the end of the process: it returns after a graceful stop, and the
+rest of the group is then cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from typing import TextIO
+
+import anyio
+from anyio import CancelScope
+from anyio.abc import TaskStatus
+
+from routerd.amqp.link import BrokerLink, LinkOptions
+from routerd.config.loader import load
+from routerd.config.model import ConfigError, RouteTable
+from routerd.observe import Health, HTTPBindError, Metrics, configure_logging, serve_http
+from routerd.reload import Reloader, TableHolder
+from routerd.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FORCED = 1
+EXIT_STARTUP = 2
+
+
+class Daemon:
+    """The routing daemon around one route table; `run()` until `shutdown()` or a signal."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        table: RouteTable,
+        *,
+        metrics: Metrics | None = None,
+        health: Health | None = None,
+    ) -> None:
+        self.settings = settings
+        self.holder = TableHolder(table)
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.health = health if health is not None else Health()
+        self.link = BrokerLink(
+            LinkOptions(
+                amqp_url=settings.amqp_url,
+                publish_timeout=settings.publish_timeout,
+                shutdown_timeout=settings.shutdown_timeout,
+                reconnect_min=settings.reconnect_min,
+                reconnect_max=settings.reconnect_max,
+            ),
+            self.holder,
+            self.metrics,
+            self.health,
+        )
+        self.reloader = Reloader(
+            settings.config_path, self.holder, self.metrics, before_swap=self.link.before_swap
+        )
+        self.http_port: int | None = None
+        self.forced = False
+        self._scope: CancelScope | None = None
+
+    def shutdown(self) -> None:
+        """Begin the graceful stop (what SIGTERM does)."""
+        if not self.link.stopping:
+            log.info("stopping: finishing in-flight send requests")
+        self.link.stop()
+
+    def force_exit(self) -> None:
+        """Stop now (a second signal): unacked deliveries go back to the source queue."""
+        log.warning("forced exit: in-flight send requests return to the source unacked")
+        self.forced = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def run(
+        self,
+        *,
+        handle_signals: bool = True,
+        task_status: TaskStatus[Daemon] = anyio.TASK_STATUS_IGNORED,
+    ) -> int:
+        """Serve until stopped; the exit code: 0 after a graceful stop, 1 when forced."""
+        table = self.holder.table
+        self.health.table_loaded = True
+        log.info(
+            "route table loaded",
+            extra={
+                "rules": len(table.rules),
+                "schemas": len(table.schemas),
+                "hash": table.content_hash,
+                "source": table.source.queue,
+            },
+        )
+        async with anyio.create_task_group() as tg:
+            self._scope = tg.cancel_scope
+            # Startup, in order:
+            # 1. HTTP first, so probes get an answer (alive, not ready) while connecting.
+            self.http_port = await tg.start(
+                serve_http,
+                self.settings.http_host,
+                self.settings.http_port,
+                self.metrics,
+                self.health,
+            )
+            # 2. Signals before anything slow: a SIGTERM while the broker is unreachable
+            #    must still stop the process gracefully.
+            if handle_signals:
+                await tg.start(self._signals)
+            # 3. The reloader watches from now on; an edit during the connect is not lost.
+            await tg.start(self.reloader.run)
+            task_status.started(self)
+            # 4. Route until stopped. The link's graceful stop is the shutdown itself:
+            #    cancel the consumer, finish in-flight requests within shutdown_timeout,
+            #    send their acks, close the connection so the broker requeues the rest.
+            await self.link.run()
+            # 5. Routing is over: stop the reloader and the HTTP endpoint with it.
+            tg.cancel_scope.cancel()
+        self._scope = None
+        if self.forced:
+            return EXIT_FORCED
+        log.info("stopped")
+        return EXIT_OK
+
+    async def _signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            task_status.started()
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    log.info("SIGHUP: reloading the route table")
+                    self.reloader.request_reload("SIGHUP")
+                elif not self.link.stopping:
+                    log.info("signal received", extra={"signal": signal.Signals(signum).name})
+                    self.shutdown()
+                else:
+                    self.force_exit()
+
+
+def load_table(settings: Settings, err: TextIO) -> RouteTable | None:
+    """The route table to start with, or None after printing why there is none (lint format)."""
+    try:
+        return load(settings.config_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=err)
+        print(
+            f"routerd serve: {len(exc.problems)} problem(s) in {settings.config_path}; "
+            "not starting (check it with `routerd lint`)",
+            file=err,
+        )
+    except Exception as exc:
+        print(f"{settings.config_path}: error: cannot load the route config: {exc!r}", file=err)
+    return None
+
+
+async def serve_async(settings: Settings, *, err: TextIO | None = None) -> int:
+    err = err if err is not None else sys.stderr
+    table = load_table(settings, err)
+    if table is None:
+        return EXIT_STARTUP
+    log.info("routerd starting", extra=settings.describe())
+    try:
+        return await Daemon(settings, table).run()
+    except* HTTPBindError as group:
+        for exc in group.exceptions:
+            print(f"routerd serve: {exc}", file=err)
+    return EXIT_STARTUP
+
+
+def serve(settings: Settings) -> int:
+    """Run `routerd serve` with these settings; returns the process exit code."""
+    configure_logging(settings.log_format, settings.log_level)
+    # aiormq is asyncio-only, so the daemon runs anyio on its asyncio backend.
+    return anyio.run(serve_async, settings, backend="asyncio")
