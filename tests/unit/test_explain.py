@@ -1,0 +1,317 @@
+"""`routerd explain` as functions: the explanation built from the real `decide`, both outputs."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from routerd.config.loader import load
+from routerd.config.model import Condition, Location, RouteTable
+from routerd.explain import (
+    BROKEN,
+    REJECTED,
+    ROUTED,
+    UsageError,
+    condition_tree,
+    explain_decision,
+    parse_assignments,
+    parse_properties,
+    run_explain,
+)
+from routerd.explain_text import render_text
+from routerd.pipeline.decide import decide
+from routerd.pipeline.envelope import Envelope
+from tests.factories import encode, valid_v1, valid_v2
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "config" / "routes.yaml"
+SCHEMAS = ROOT / "schemas"
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=10,
+)
+
+
+@pytest.fixture(scope="module")
+def table() -> RouteTable:
+    return load(SHIPPED)
+
+
+def explain(
+    table: RouteTable, body: bytes, headers: dict[str, Any] | None = None, **properties: Any
+) -> dict[str, Any]:
+    envelope = Envelope(body, headers or {}, {"content_type": "application/json", **properties})
+    decision = decide(table, envelope, explain=True)
+    return explain_decision(table, envelope, decision, source="test")
+
+
+def run(*args: str, config: Path = SHIPPED, stdin: bytes = b"", **kw: Any) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    headers = kw.pop("headers", [])
+    code = run_explain(
+        config,
+        args[0],
+        headers,
+        kw.pop("fmt", "text"),
+        out,
+        err=err,
+        stdin=io.BytesIO(stdin),
+        **kw,
+    )
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_bulk_v1_names_schema_rules_and_partition(table: RouteTable) -> None:
+    request = valid_v1(1, customer_id="cus-42", stream="broadcast", tags=["newsletter"])
+    result = explain(table, encode(request))
+
+    assert result["stopped_at"] is None
+    assert result["schema"] == {
+        "name": "send-request",
+        "version": "1",
+        "file": "schemas/send_request.v1.yaml",
+        "version_from": "field schema_version",
+    }
+    assert result["validation"] == {"valid": True, "errors": []}
+    assert [(r["rule"], r["result"]) for r in result["rules"]] == [
+        ("v2-security-codes", "no match"),
+        ("v2-bulk", "no match"),
+        ("security-codes", "no match"),
+        ("bulk", "matched"),
+        ("transactional", "not tried"),
+    ]
+    bulk = result["rules"][3]["condition"]
+    assert bulk == {
+        "condition": "any",
+        "held": True,
+        "children": [
+            {"condition": 'field stream equals "broadcast"', "held": True},
+            {"condition": "count of to + cc + bcc gt 50", "held": False},
+        ],
+    }
+    decision = result["decision"]
+    assert decision["rejected"] is False
+    assert (decision["target"], decision["exchange"], decision["routing_key"]) == (
+        "bulk",
+        "email",
+        "bulk.6",
+    )
+    assert decision["partition"] == {
+        "by": "customer_id",
+        "value": "cus-42",
+        "number": 6,
+        "count": 8,
+    }
+    assert decision["headers"]["x-category"] == "bulk"
+    assert decision["reasons"] == []
+
+
+def test_v2_rules_and_header_version(table: RouteTable) -> None:
+    request = valid_v2(3, labels=["2fa"])
+    result = explain(table, encode(request), {"x-schema-version": "2"})
+
+    assert result["schema"]["version_from"] == "header x-schema-version"
+    assert result["rules"][0]["result"] == "matched"
+    assert all(r["result"] == "not tried" for r in result["rules"][1:])
+    assert result["decision"]["priority"] == 9
+    assert result["decision"]["partition"] is None
+
+
+def test_validation_errors_are_listed_with_pointer_and_keyword(table: RouteTable) -> None:
+    request = valid_v1(2, customer_id=42, to=[])
+    result = explain(table, encode(request))
+
+    assert result["stopped_at"] == "validate"
+    assert result["validation"]["valid"] is False
+    found = {(e["pointer"], e["keyword"]) for e in result["validation"]["errors"]}
+    assert found == {("/customer_id", "type"), ("/to", "minItems")}
+    assert all(r["result"] == "not tried" and r["condition"] is None for r in result["rules"])
+    assert result["decision"]["target"] == "rejected"
+
+
+@pytest.mark.parametrize(
+    ("body", "properties", "stage", "code"),
+    [
+        (b"\xff\xfe{}", {}, "decode", "invalid_utf8"),
+        (b'{"schema_version": ', {}, "decode", "invalid_json"),
+        (b"[1, 2]", {}, "decode", "not_an_object"),
+        (b"{}", {"content_type": "text/plain"}, "decode", "unsupported_content_type"),
+        (b"{}", {}, "schema", "missing_schema_version"),
+        (b'{"schema_version": 9}', {}, "schema", "unknown_schema_version"),
+    ],
+)
+def test_rejected_before_validation_says_where_and_why(
+    table: RouteTable, body: bytes, properties: dict[str, Any], stage: str, code: str
+) -> None:
+    result = explain(table, body, **properties)
+
+    assert result["stopped_at"] == stage
+    assert result["schema"] is None
+    assert result["validation"] is None
+    assert [r["code"] for r in result["decision"]["reasons"]] == [code]
+    text = render_text(result)
+    assert "schema         none:" in text
+    assert f"rejected at {stage}" in text
+    assert code in text
+
+
+def test_text_output_is_aligned_and_plain(table: RouteTable) -> None:
+    text = render_text(explain(table, encode(valid_v1(5, stream="broadcast"))))
+
+    assert "\033[" not in text
+    assert "   4. bulk               MATCHED    category bulk, target bulk" in text
+    assert "   5. transactional      not tried" in text
+    assert '          field stream equals "broadcast"  yes' in text
+    assert "          count of to + cc + bcc gt 50     no" in text
+    assert "decision       ROUTED" in text
+    assert "  routing key  bulk." in text
+
+
+def test_text_output_colors_only_when_asked(table: RouteTable) -> None:
+    result = explain(table, encode(valid_v1(5, stream="broadcast")))
+    assert "\033[32mMATCHED\033[0m" in render_text(result, color=True)
+
+
+def test_long_messages_are_cut_in_text_but_not_in_json(table: RouteTable) -> None:
+    result = explain(table, b'{"schema_version": 1, "x": "' + b"y" * 2000 + b'"')
+    result["decision"]["reasons"][0]["message"] = "z" * 1000
+    text = render_text(result)
+    assert "... (800 more characters)" in text
+
+
+def test_condition_tree_falls_back_to_flat_answers_when_shape_differs() -> None:
+    where = Location(Path("routes.yaml"), 1, 1)
+    leaf = Condition("leaf", "a", where, predicate=lambda ctx: True)
+    when = Condition("all", "all", where, (leaf, leaf))
+    tree = condition_tree(when, [("a", True)])
+    assert tree == {
+        "condition": "all",
+        "held": True,
+        "children": [{"condition": "a", "held": True}],
+    }
+
+
+def test_not_node_inverts_its_child() -> None:
+    where = Location(Path("routes.yaml"), 1, 1)
+    leaf = Condition("leaf", "a", where, predicate=lambda ctx: True)
+    tree = condition_tree(Condition("not", "not", where, (leaf,)), [("a", True)])
+    assert tree["held"] is False
+
+
+def test_assignments_give_text_or_typed_json() -> None:
+    assert parse_assignments(["a=1", "b:=1", "c:=[1]", "d=x=y", "e="], "header") == {
+        "a": "1",
+        "b": 1,
+        "c": [1],
+        "d": "x=y",
+        "e": "",
+    }
+    for bad in ["novalue", "=x", ":=1", "b:={"]:
+        with pytest.raises(UsageError):
+            parse_assignments([bad], "header")
+
+
+def test_properties_default_to_json_and_can_be_removed_or_typed() -> None:
+    assert parse_properties([]) == {"content_type": "application/json"}
+    assert parse_properties(["content_type=", "priority=5", "app_id=api"]) == {
+        "priority": 5,
+        "app_id": "api",
+    }
+    with pytest.raises(UsageError, match="unknown AMQP property 'colour'"):
+        parse_properties(["colour=red"])
+    with pytest.raises(UsageError, match="whole number"):
+        parse_properties(["priority=high"])
+
+
+def test_run_explain_exit_codes_and_stdin() -> None:
+    code, out, err = run("-", stdin=encode(valid_v1(1)))
+    assert (code, err) == (ROUTED, "")
+    assert "send request   stdin (" in out
+
+    code, out, _ = run("-", stdin=b"\x00\xff garbage")
+    assert code == REJECTED
+    assert "invalid_utf8" in out or "invalid_json" in out
+
+    code, out, err = run("-", headers=["broken"])
+    assert (code, out) == (BROKEN, "")
+    assert "NAME=VALUE" in err
+
+
+def test_run_explain_missing_file_is_exit_2(tmp_path: Path) -> None:
+    code, out, err = run(str(tmp_path / "nope.json"))
+    assert (code, out) == (BROKEN, "")
+    assert "cannot read" in err and "nope.json" in err
+
+
+def test_run_explain_broken_config_prints_problems_in_lint_format(tmp_path: Path) -> None:
+    config = tmp_path / "routes.yaml"
+    config.write_text("version: 1\nsource: {queue: q}\nbogus: 1\n")
+    code, out, err = run("-", config=config, stdin=b"{}")
+    assert (code, out) == (BROKEN, "")
+    assert f"{config}:" in err and ": error: " in err and "[config-schema]" in err
+
+    code, out, err = run("-", config=config, stdin=b"{}", fmt="json")
+    assert code == BROKEN
+    problems = json.loads(out)["problems"]
+    assert problems and {"file", "line", "column", "message", "code"} <= set(problems[0])
+
+
+def test_unmatched_request_is_explained(tmp_path: Path) -> None:
+    config = tmp_path / "routes.yaml"
+    config.write_text(
+        f"""\
+version: 1
+source: {{queue: email.send}}
+schemas:
+  - {{name: send-request, version: 1, file: {SCHEMAS / "send_request.v1.yaml"}}}
+targets:
+  bulk: {{exchange: email, type: topic, routing_key: bulk}}
+rejected: {{exchange: email, type: topic, routing_key: rejected}}
+unmatched: rejected
+rules:
+  - name: not-broadcast
+    when:
+      not: {{field: stream, equals: transactional}}
+    category: bulk
+    target: bulk
+"""
+    )
+    code, out, _ = run("-", config=config, stdin=encode(valid_v1(1, stream="transactional")))
+    assert code == REJECTED
+    assert "no rule matched: the request goes to rejected" in out
+    assert "unmatched: no rule matched this request" in out
+    code, out, _ = run(
+        "-", config=config, stdin=encode(valid_v1(1, stream="broadcast")), fmt="json"
+    )
+    rule = json.loads(out)["rules"][0]
+    assert rule["result"] == "matched"
+    assert rule["condition"]["condition"] == "not"
+    assert rule["condition"]["children"][0]["held"] is False
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.one_of(
+        st.binary(max_size=200),
+        st.builds(
+            lambda request: json.dumps(request).encode(),
+            st.dictionaries(st.sampled_from(["schema_version", "to", "stream", "tags"]), JSON),
+        ),
+    ),
+    header=JSON,
+)
+def test_any_input_is_explained_never_raised(table: RouteTable, body: bytes, header: Any) -> None:
+    result = explain(table, body, {"x-schema-version": header, "x-other": header})
+    json.dumps(result, default=str)
+    text = render_text(result)
+    assert text.startswith("send request   test (")
+    assert ("decision       REJECTED" in text) is result["decision"]["rejected"]
