@@ -4,8 +4,10 @@
   the end (and print its log tail, which pytest shows when the test fails).
 - `Broker`: the test's own AMQP connection: publish with publisher confirms, queue depth by
   passive declare, drain a queue exactly, delete the test's queues and exchanges at the end.
-- `close_connections_of`: drop one process's broker connections (`rabbitmqctl
-  close_connection`), leaving every other client of the shared broker alone.
+- `settle`, `Accounting`, `drain_all`: wait for the daemon to finish, then count every
+  request by body (and by its `x-test-seq` header) to name what was lost, doubled, misrouted.
+- `broker_connections_of` / `close_connections`: drop one process's broker connections
+  (`rabbitmqctl close_connection`), leaving every other client of the shared broker alone.
 - Config helpers: read/write routes.yaml, build a Kubernetes ConfigMap-style volume and swap it.
 
 Waits are conditions polled under `anyio.fail_after`, never fixed sleeps.
@@ -15,15 +17,18 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,21 +51,24 @@ async def wait_for(
     probe: Callable[[], Awaitable[T]],
     done: Callable[[T], bool],
     *,
-    timeout: float,
+    within: float,
     what: str,
     interval: float = POLL,
 ) -> T:
     """Poll `probe` until `done(value)`; on timeout fail naming `what` and the last value."""
-    last: Any = None
+    last: T | None = None
     try:
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(within):
             while True:
-                last = await probe()
-                if done(last):
-                    return last
+                value = await probe()
+                last = value
+                if done(value):
+                    return value
                 await anyio.sleep(interval)
     except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+        raise AssertionError(
+            f"timed out after {within}s waiting for {what}; last: {last!r}"
+        ) from None
 
 
 # --------------------------------------------------------------------------- daemon
@@ -73,7 +81,13 @@ def free_port() -> int:
 
 
 def routerd_command() -> list[str]:
-    """`.venv/bin/routerd` when the package is installed, else the same entry point via python."""
+    """`.venv/bin/routerd` when the package is installed, else the same entry point via python.
+
+    ROUTERD_TEST_COMMAND (shell words) overrides it, e.g. to test an installed build.
+    """
+    override = os.environ.get("ROUTERD_TEST_COMMAND")
+    if override:
+        return shlex.split(override)
     exe = VENV_BIN / "routerd"
     if exe.exists():
         return [str(exe)]
@@ -109,10 +123,10 @@ class DaemonExited(AssertionError):
     pass
 
 
-async def http_get(port: int, path: str, *, timeout: float = 2.0) -> tuple[int, bytes] | None:
+async def http_get(port: int, path: str, *, within: float = 2.0) -> tuple[int, bytes] | None:
     """A minimal HTTP/1.0 GET on 127.0.0.1; None when nothing answers."""
     try:
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(within):
             stream = await anyio.connect_tcp("127.0.0.1", port)
             async with stream:
                 await stream.send(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
@@ -156,7 +170,7 @@ class Daemon:
         answer = await self.get("/readyz")
         return None if answer is None else answer[0]
 
-    async def wait_ready(self, timeout: float = 30.0) -> None:
+    async def wait_ready(self, within: float = 30.0) -> None:
         async def probe() -> int | None:
             if self.proc.poll() is not None:
                 raise DaemonExited(
@@ -165,7 +179,7 @@ class Daemon:
             return await self.ready_status()
 
         try:
-            await wait_for(probe, lambda s: s == 200, timeout=timeout, what="/readyz 200")
+            await wait_for(probe, lambda s: s == 200, within=within, what="/readyz 200")
         except DaemonExited:
             raise
         except AssertionError as e:
@@ -179,19 +193,21 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
 
-    async def wait_exit(self, timeout: float) -> int:
+    async def wait_exit(self, within: float) -> int:
         async def probe() -> int | None:
             return self.proc.poll()
 
         try:
-            return await wait_for(probe, lambda rc: rc is not None, timeout=timeout, what="exit")
+            rc = await wait_for(probe, lambda rc: rc is not None, within=within, what="exit")
         except AssertionError as e:
             raise AssertionError(f"routerd did not exit: {e}\n{self.log_tail()}") from None
+        assert rc is not None
+        return rc
 
-    async def stop(self, timeout: float = 30.0) -> int:
+    async def stop(self, within: float = 30.0) -> int:
         """SIGTERM and wait for the exit code."""
         self.send(signal.SIGTERM)
-        return await self.wait_exit(timeout)
+        return await self.wait_exit(within)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -208,7 +224,7 @@ class Daemon:
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
-    async def wait_for_log(self, pattern: str, *, timeout: float, after: int = 0) -> re.Match[str]:
+    async def wait_for_log(self, pattern: str, *, within: float, after: int = 0) -> re.Match[str]:
         """Wait until the log, from character offset `after`, matches `pattern`."""
         regex = re.compile(pattern, re.MULTILINE)
 
@@ -216,7 +232,7 @@ class Daemon:
             return regex.search(self.log_text(), after)
 
         try:
-            match = await wait_for(probe, lambda m: m is not None, timeout=timeout, what=pattern)
+            match = await wait_for(probe, lambda m: m is not None, within=within, what=pattern)
         except AssertionError as e:
             raise AssertionError(f"{e}\n--- routerd log ---\n{self.log_tail()}") from None
         assert match is not None
@@ -291,6 +307,22 @@ async def running_daemon(
         daemon.kill()
         print(f"--- {name} (pid {daemon.pid}, exit {daemon.returncode}) log tail ---")
         print(daemon.log_tail(80))
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """Sum of every sample of metric `name` (optionally with these label values) in a
+    Prometheus text exposition."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        key, _, value = line.rpartition(" ")
+        metric, _, label_text = key.partition("{")
+        if metric != name:
+            continue
+        if all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+            total += float(value)
+    return total
 
 
 # --------------------------------------------------------------------------- broker side
@@ -374,6 +406,14 @@ def topology(config: Path) -> tuple[list[str], list[str]]:
     return sorted(set(queues)), sorted(set(exchanges))
 
 
+async def _delete_queue(channel: Any, name: str) -> Any:
+    return await channel.queue_delete(name)
+
+
+async def _delete_exchange(channel: Any, name: str) -> Any:
+    return await channel.exchange_delete(name)
+
+
 class Broker:
     """The test's own AMQP connection, and cleanup of whatever the test tracked."""
 
@@ -405,10 +445,10 @@ class Broker:
 
     async def cleanup(self) -> None:
         """Delete every tracked queue and exchange; a missing one is fine."""
-        for name in sorted(self.queues):
-            await self._on_fresh_channel(lambda ch, n=name: ch.queue_delete(n))
-        for name in sorted(self.exchanges):
-            await self._on_fresh_channel(lambda ch, n=name: ch.exchange_delete(n))
+        for queue in sorted(self.queues):
+            await self._on_fresh_channel(partial(_delete_queue, name=queue))
+        for exchange in sorted(self.exchanges):
+            await self._on_fresh_channel(partial(_delete_exchange, name=exchange))
 
     async def _on_fresh_channel(self, op: Callable[[Any], Awaitable[Any]]) -> Any:
         # A failed passive declare or delete closes its channel, so each gets its own.
@@ -428,6 +468,15 @@ class Broker:
         await channel.queue_declare(name, durable=True, arguments=args)
         await channel.close()
         self.track(queues=[name])
+
+    async def bind_queue(
+        self, queue: str, exchange: str, key: str, *, exchange_type: str = "topic"
+    ) -> None:
+        channel = await self._conn.channel(publisher_confirms=False)
+        await channel.exchange_declare(exchange, exchange_type=exchange_type, durable=True)
+        await channel.queue_bind(queue, exchange, routing_key=key)
+        await channel.close()
+        self.track(exchanges=[exchange])
 
     async def depth(self, queue: str) -> int | None:
         """Ready messages in `queue` (unacked ones not counted); None if it does not exist."""
@@ -483,8 +532,25 @@ class Broker:
                 tg.start_soon(one, item)
         return len(batch)
 
+    async def try_publish(self, routing_key: str, body: bytes, *, exchange: str = "") -> bool:
+        """One persistent publish: True when the broker acked it, False when it nacked it."""
+        try:
+            confirm = await self._pub.basic_publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=Basic.Properties(delivery_mode=2),
+                timeout=30,
+            )
+        except aiormq.exceptions.DeliveryError:
+            return False
+        return isinstance(confirm, Basic.Ack)
+
+    async def delete_queue(self, name: str) -> None:
+        await self._on_fresh_channel(partial(_delete_queue, name=name))
+
     async def drain(
-        self, queue: str, count: int | None = None, *, timeout: float = 60.0
+        self, queue: str, count: int | None = None, *, within: float = 60.0
     ) -> list[Received]:
         """Consume `count` messages (default: the queue's whole depth now) and return them.
 
@@ -507,7 +573,7 @@ class Broker:
         try:
             await channel.basic_qos(prefetch_count=2000)
             ok = await channel.basic_consume(queue, on_message, no_ack=True)
-            with anyio.move_on_after(timeout):
+            with anyio.move_on_after(within):
                 await enough.wait()
             with suppress(Exception):
                 await channel.basic_cancel(ok.consumer_tag)
@@ -515,8 +581,204 @@ class Broker:
             with suppress(Exception):
                 await channel.close()
         if len(got) < count:
-            raise AssertionError(f"drained {len(got)} of {count} from {queue} in {timeout}s")
+            raise AssertionError(f"drained {len(got)} of {count} from {queue} in {within}s")
         return got
+
+
+# --------------------------------------------------------------------------- accounting
+
+
+@dataclass(frozen=True)
+class QueueNames:
+    """The queues of a (shipped-shape) routes.yaml, by the category that ends in each."""
+
+    source: str
+    transactional: str
+    bulk: str
+    rejected: str
+
+    @classmethod
+    def of(cls, config: Path) -> QueueNames:
+        data = read_config(config)
+        return cls(
+            source=data["source"]["queue"],
+            transactional=data["targets"]["transactional"]["queues"][0]["name"],
+            bulk=data["targets"]["bulk"]["queues"][0]["name"],
+            rejected=data["rejected"]["queues"][0]["name"],
+        )
+
+    @property
+    def targets(self) -> tuple[str, str, str]:
+        return (self.transactional, self.bulk, self.rejected)
+
+    def of_category(self, category: str) -> str:
+        return {"transactional": self.transactional, "bulk": self.bulk}.get(category, self.rejected)
+
+    def category_of(self, queue: str) -> str:
+        return {self.transactional: "transactional", self.bulk: "bulk"}.get(queue, "rejected")
+
+
+SEQ = "x-test-seq"
+
+
+def numbered(bodies: Iterable[bytes], start: int = 0) -> list[Outgoing]:
+    """Bodies with an `x-test-seq` header, so a missing or doubled request can be named."""
+    return [Outgoing(body, {SEQ: start + i}) for i, body in enumerate(bodies)]
+
+
+@dataclass
+class Accounting:
+    """Expected (category, body) multiset against what the queues held."""
+
+    expected: Counter[tuple[str, bytes]]
+    actual: Counter[tuple[str, bytes]]
+    received: list[Received]
+
+    @classmethod
+    def of(
+        cls, expected: Iterable[tuple[str, bytes]], received: Iterable[Received], names: QueueNames
+    ) -> Accounting:
+        got = list(received)
+        return cls(
+            expected=Counter(expected),
+            actual=Counter((names.category_of(r.queue), r.body) for r in got),
+            received=got,
+        )
+
+    @property
+    def missing(self) -> Counter[tuple[str, bytes]]:
+        return self.expected - self.actual
+
+    @property
+    def extra(self) -> Counter[tuple[str, bytes]]:
+        return self.actual - self.expected
+
+    def lost(self) -> Counter[bytes]:
+        """Bodies found fewer times, in any queue, than they were published."""
+        want = Counter[bytes]()
+        have = Counter[bytes]()
+        for (_, body), n in self.expected.items():
+            want[body] += n
+        for (_, body), n in self.actual.items():
+            have[body] += n
+        return want - have
+
+    def duplicates(self) -> int:
+        """Copies beyond the published count, of bodies that were published."""
+        want = Counter[bytes]()
+        have = Counter[bytes]()
+        for (_, body), n in self.expected.items():
+            want[body] += n
+        for (_, body), n in self.actual.items():
+            have[body] += n
+        return sum(n for body, n in (have - want).items() if body in want)
+
+    def misrouted(self) -> list[tuple[str, str, bytes]]:
+        """(expected category, actual category, body) for bodies in the wrong queue."""
+        missing = self.missing
+        out = []
+        for (got_cat, body), _ in self.extra.items():
+            for (want_cat, want_body), _ in missing.items():
+                if want_body == body and want_cat != got_cat:
+                    out.append((want_cat, got_cat, body))
+                    break
+        return out
+
+    def describe(self, examples: int = 5) -> str:
+        seqs: dict[bytes, list[Any]] = {}
+        for r in self.received:
+            seqs.setdefault(r.body, []).append(r.headers.get(SEQ))
+        lost = self.lost()
+        lines = [
+            f"published {sum(self.expected.values())}, found {sum(self.actual.values())}; "
+            f"lost {sum(lost.values())}, duplicates {self.duplicates()}, "
+            f"misrouted {len(self.misrouted())}, "
+            f"surplus (cat, body) pairs {sum(self.extra.values())}",
+        ]
+        for body, n in list(lost.items())[:examples]:
+            lines.append(f"  lost x{n}: {body[:100]!r}")
+        for want, got, body in self.misrouted()[:examples]:
+            lines.append(f"  misrouted {want} -> {got}: {body[:100]!r}")
+        for (cat, body), n in list(self.extra.items())[:examples]:
+            lines.append(f"  extra x{n} in {cat} (seq {seqs.get(body)}): {body[:100]!r}")
+        return "\n".join(lines)
+
+    @property
+    def exact(self) -> bool:
+        return self.expected == self.actual
+
+
+async def drain_all(broker: Broker, names: QueueNames) -> list[Received]:
+    """Everything in the three target queues (the daemon must have stopped)."""
+    got: list[Received] = []
+    for queue in names.targets:
+        got.extend(await broker.drain(queue))
+    return got
+
+
+async def settle(broker: Broker, names: QueueNames, total: int, *, within: float) -> str | None:
+    """Wait until the source is empty and the targets hold at least `total` requests.
+
+    Returns None, or on timeout the reason as text instead of failing at once: the caller
+    stops the daemon and counts first, so a failure names what was lost or doubled.
+    """
+    try:
+        await wait_for(
+            lambda: broker.depths([names.source, *names.targets]),
+            lambda d: d[names.source] == 0 and sum(d[q] for q in names.targets) >= total,
+            within=within,
+            what=f"an empty source and {total} requests in the targets",
+            interval=0.1,
+        )
+    except AssertionError as e:
+        return str(e)
+    return None
+
+
+class SteadyPublisher:
+    """Publishes numbered bodies at a steady pace until stopped; `sent` is what was confirmed.
+
+    The pacing sleep sets the load, it waits for nothing.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        queue: str,
+        make_body: Callable[[int], bytes],
+        *,
+        rate: float = 500.0,
+        batch: int = 25,
+    ) -> None:
+        self.broker = broker
+        self.queue = queue
+        self.make_body = make_body
+        self.interval = batch / rate
+        self.batch = batch
+        self.sent: list[bytes] = []
+        self._stop = anyio.Event()
+        self.stopped = anyio.Event()
+
+    def mark(self) -> int:
+        """The seq of the next request to be published."""
+        return len(self.sent)
+
+    async def run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                start = len(self.sent)
+                bodies = [self.make_body(start + i) for i in range(self.batch)]
+                await self.broker.publish(self.queue, numbered(bodies, start))
+                self.sent.extend(bodies)
+                with anyio.move_on_after(self.interval):
+                    await self._stop.wait()
+        finally:
+            self.stopped.set()
+
+    async def stop(self) -> int:
+        self._stop.set()
+        await self.stopped.wait()
+        return len(self.sent)
 
 
 # --------------------------------------------------------------------------- connections
@@ -542,30 +804,43 @@ def tcp_local_ports(pid: int, remote_port: int) -> set[int]:
     return ports
 
 
-def _rabbitmqctl(*args: str) -> str:
+def rabbitmqctl(*args: str) -> str:
     out = subprocess.run(
         ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=True
     )
     return out.stdout
 
 
-async def close_connections_of(pid: int, reason: str = "test", broker_port: int = 5672) -> int:
-    """Close, broker side, every AMQP connection process `pid` has; return how many.
+async def broker_connections_of(pid: int, broker_port: int = 5672) -> list[str]:
+    """The broker's ids (`<rabbit@host.1.2.3>`) of process `pid`'s AMQP connections.
 
-    Like `rabbitmqctl close_all_connections`, but only this process's connections, so other
-    tests or engineers sharing the broker keep theirs.
+    Looked up ahead of a close, so that the close itself is one quick `rabbitmqctl` call.
     """
     ports = tcp_local_ports(pid, broker_port)
     listing = await anyio.to_thread.run_sync(
-        _rabbitmqctl, "list_connections", "--no-table-headers", "pid", "peer_port"
+        rabbitmqctl, "list_connections", "--no-table-headers", "pid", "peer_port"
     )
-    closed = 0
+    found = []
     for line in listing.splitlines():
         parts = line.split("\t")
         if len(parts) == 2 and parts[1].strip().isdigit() and int(parts[1]) in ports:
-            await anyio.to_thread.run_sync(_rabbitmqctl, "close_connection", parts[0], reason)
-            closed += 1
+            found.append(parts[0])
+    return found
+
+
+async def close_connections(connections: Iterable[str], reason: str = "test") -> int:
+    """Close these broker connections, broker side, as `rabbitmqctl close_all_connections` would
+    close every one; other clients sharing the broker keep theirs. Returns how many."""
+    closed = 0
+    for connection in connections:
+        await anyio.to_thread.run_sync(rabbitmqctl, "close_connection", connection, reason)
+        closed += 1
     return closed
+
+
+async def close_connections_of(pid: int, reason: str = "test", broker_port: int = 5672) -> int:
+    """Close, broker side, every AMQP connection process `pid` has; return how many."""
+    return await close_connections(await broker_connections_of(pid, broker_port), reason)
 
 
 # --------------------------------------------------------------------------- config files

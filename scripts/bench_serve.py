@@ -1,0 +1,345 @@
+"""Requests per second of `routerd serve` and of a raw aiormq forwarder, side by side.
+
+Both run as their own process on the same broker and drain the same pre-loaded backlog of
+~1 KB persistent send requests (5% invalid, from tests/factories.py) from a quorum queue into
+quorum queues behind a topic exchange. The raw forwarder does what routerd must do at the
+least: consume with the same prefetch, publish each body persistent, mandatory and
+confirmed, ack in delivery order with `multiple=True` from one task; it does not parse.
+
+Throughput is measured from the first message seen in a target to the last, by polling the
+target queues' depths, so process start-up is left out of both. Prints figures; asserts
+nothing. Cleans up its queues and exchanges.
+
+    .venv/bin/python scripts/bench_serve.py [--count 20000] [--prefetch N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import aiormq  # noqa: E402
+import yaml  # noqa: E402
+from pamqp.commands import Basic  # noqa: E402
+
+from tests.conftest import SHIPPED_CONFIG, SHIPPED_SCHEMAS, isolate_config  # noqa: E402
+from tests.factories import encode, invalid_v1, valid_v1  # noqa: E402
+from tests.harness import Broker, start_daemon, topology  # noqa: E402
+
+DEFAULT_URL = os.environ.get("ROUTERD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+BODY_BYTES = 1024
+POLL = 0.02
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------- workload
+
+
+def backlog(count: int, invalid: float, seed: int = 42) -> list[bytes]:
+    """`count` bodies of ~1 KB; a fraction `invalid` of them fail validation."""
+    rng = random.Random(seed)
+    bodies = []
+    for i in range(count):
+        if rng.random() < invalid:
+            bodies.append(encode(invalid_v1(i)))
+            continue
+        request = valid_v1(i)
+        pad = BODY_BYTES - len(encode(request)) - len(',"pad":""')
+        if pad > 0:
+            request["metadata"] = {**request["metadata"], "pad": "x" * pad}
+        bodies.append(encode(request))
+    return bodies
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def peak_rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+class Result:
+    def __init__(self, name: str, count: int, seconds: float, cpu: float, rss: float) -> None:
+        self.name, self.count, self.seconds, self.cpu, self.rss = name, count, seconds, cpu, rss
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds if self.seconds > 0 else float("nan")
+
+    def line(self) -> str:
+        return (
+            f"{self.name:<22} {self.rate:>7.0f} msg/s   ({self.count} in {self.seconds:.2f} s, "
+            f"{1000 * self.cpu / max(self.count, 1):.3f} ms CPU/msg, peak RSS {self.rss:.0f} MiB)"
+        )
+
+
+async def measure(
+    broker: Broker, targets: list[str], total: int, pid: int, name: str, limit: float
+) -> Result:
+    """Poll the targets' depths until they hold `total`; rate from the first seen to the end."""
+    first: tuple[float, int, float] | None = None
+    deadline = time.monotonic() + limit
+    done = 0
+    while time.monotonic() < deadline:
+        done = sum((await broker.depths(targets)).values())
+        now = time.monotonic()
+        if first is None and done > 0:
+            first = (now, done, cpu_seconds(pid))
+        if done >= total:
+            break
+        await asyncio.sleep(POLL)
+    else:
+        print(f"  {name}: only {done} of {total} after {limit:.0f} s", file=sys.stderr)
+    end, cpu_end, rss = time.monotonic(), cpu_seconds(pid), peak_rss_mib(pid)
+    if first is None:
+        return Result(name, 0, 0.0, 0.0, rss)
+    return Result(name, done - first[1], end - first[0], cpu_end - first[2], rss)
+
+
+# --------------------------------------------------------------------------- raw forwarder
+
+
+async def raw_forwarder(
+    url: str, source: str, exchange: str, key: str, prefetch: int, drain_wait: bool = False
+) -> None:
+    """consume → confirmed persistent mandatory publish → in-order ack, multiple=True."""
+    connection = await aiormq.connect(url)
+    consume = await connection.channel(publisher_confirms=False)
+    publish: Any = await connection.channel(publisher_confirms=True)
+    await consume.basic_qos(prefetch_count=prefetch)
+    properties = Basic.Properties(delivery_mode=2)
+    pending: collections.deque[tuple[int, asyncio.Future[Any]]] = collections.deque()
+    wake = asyncio.Event()
+
+    async def on_message(message: Any) -> None:
+        confirm = asyncio.ensure_future(
+            publish.basic_publish(
+                message.body,
+                exchange=exchange,
+                routing_key=key,
+                properties=properties,
+                mandatory=True,
+                # Confirms are still awaited; wait=False only skips waiting for the socket
+                # drain under the channel lock, which serializes publishes (routerd skips it
+                # too). --raw-drain-wait puts it back, as a naive forwarder would have it.
+                wait=drain_wait,
+            )
+        )
+        pending.append((message.delivery.delivery_tag, confirm))
+        wake.set()
+
+    async def acker() -> None:
+        # The only place acks leave from, in delivery order: one multiple=True ack covers
+        # every delivery whose publish is confirmed, up to the first still waiting.
+        while True:
+            if not pending:
+                wake.clear()
+                await wake.wait()
+                continue
+            tag, confirm = pending[0]
+            if not isinstance(await confirm, Basic.Ack):
+                raise SystemExit(f"publish of delivery {tag} not confirmed")
+            pending.popleft()
+            while pending and pending[0][1].done():
+                tag, confirm = pending.popleft()
+                if not isinstance(confirm.result(), Basic.Ack):
+                    raise SystemExit(f"publish of delivery {tag} not confirmed")
+            await consume.basic_ack(tag, multiple=True)
+
+    await consume.basic_consume(source, on_message)
+    await acker()
+
+
+# --------------------------------------------------------------------------- phases
+
+
+async def preload(broker: Broker, queue: str, bodies: list[bytes]) -> None:
+    start = time.monotonic()
+    await broker.publish(queue, bodies, window=1000)
+    elapsed = time.monotonic() - start
+    print(f"  loaded {len(bodies)} into {queue} in {elapsed:.1f} s", file=sys.stderr)
+
+
+def spawn_raw(
+    url: str, source: str, exchange: str, key: str, prefetch: int, drain_wait: bool
+) -> Any:
+    cmd = [sys.executable, __file__, "--raw-child", source, exchange, key]
+    cmd += ["--amqp-url", url, "--prefetch", str(prefetch)]
+    return subprocess.Popen(cmd + (["--raw-drain-wait"] if drain_wait else []))
+
+
+async def bench_raw(
+    url: str, bodies: list[bytes], prefetch: int, limit: float, drain_wait: bool
+) -> Result:
+    suffix = uuid.uuid4().hex[:8]
+    source, target, exchange = (
+        f"bench.raw.in.{suffix}",
+        f"bench.raw.out.{suffix}",
+        f"bench.{suffix}",
+    )
+    async with Broker(url) as broker:
+        broker.track([source, target], [exchange])
+        await broker.declare_queue(source)
+        await broker.declare_queue(target)
+        await broker.bind_queue(target, exchange, "transactional")
+        await preload(broker, source, bodies)
+        child = spawn_raw(url, source, exchange, "transactional", prefetch, drain_wait)
+        label = "raw forwarder (drain)" if drain_wait else "raw aiormq forwarder"
+        try:
+            return await measure(broker, [target], len(bodies), child.pid, label, limit)
+        finally:
+            child.kill()
+            child.wait()
+
+
+def isolated_copy(workdir: Path, suffix: str, prefetch: int | None) -> Path:
+    (workdir / "config").mkdir()
+    shutil.copytree(SHIPPED_SCHEMAS, workdir / "schemas")
+    data = isolate_config(yaml.safe_load(SHIPPED_CONFIG.read_text()), f"bench.{suffix}")
+    if prefetch is not None:
+        data["source"]["prefetch"] = prefetch
+    path = workdir / "config" / "routes.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+async def bench_routerd(
+    url: str, bodies: list[bytes], prefetch: int | None, limit: float
+) -> tuple[Result, dict[str, int]]:
+    suffix = uuid.uuid4().hex[:8]
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        config = isolated_copy(Path(tmp), suffix, prefetch)
+        queues, exchanges = topology(config)
+        data = yaml.safe_load(config.read_text())
+        source = data["source"]["queue"]
+        targets = [q for q in queues if q != source]
+        async with Broker(url) as broker:
+            broker.track(queues, exchanges)
+            # A first run declares the topology exactly as routerd wants it, then stops.
+            daemon = start_daemon(config, url, Path(tmp) / "logs", name="declare")
+            try:
+                await daemon.wait_ready(60)
+                if await daemon.stop(30) != 0:
+                    print(daemon.log_tail(), file=sys.stderr)
+            finally:
+                daemon.kill()
+            await preload(broker, source, bodies)
+            daemon = start_daemon(config, url, Path(tmp) / "logs", name="bench")
+            try:
+                result = await measure(
+                    broker, targets, len(bodies), daemon.pid, "routerd serve", limit
+                )
+                spread = await broker.depths(targets)
+                if await daemon.stop(30) != 0:
+                    print(daemon.log_tail(), file=sys.stderr)
+            finally:
+                daemon.kill()
+            return result, spread
+
+
+async def main(args: argparse.Namespace) -> None:
+    shipped = yaml.safe_load(SHIPPED_CONFIG.read_text())
+    prefetch = args.prefetch or int(shipped["source"]["prefetch"])
+    bodies = backlog(args.count, args.invalid)
+    mean = sum(map(len, bodies)) / len(bodies)
+    print(
+        f"backlog: {len(bodies)} persistent send requests, mean {mean:.0f} B, "
+        f"{args.invalid:.0%} invalid; prefetch {prefetch}; {os.cpu_count()} CPUs; "
+        f"{args.rounds} round(s); {args.amqp_url}"
+    )
+    kinds = ["raw", "routerd"] if args.only is None else [args.only]
+    results: dict[str, list[Result]] = {k: [] for k in kinds}
+    for round_ in range(args.rounds):
+        # Alternate the order so a drift in machine load does not favour one side.
+        for kind in kinds if round_ % 2 == 0 else kinds[::-1]:
+            if kind == "raw":
+                result = await bench_raw(
+                    args.amqp_url, bodies, prefetch, args.limit, args.raw_drain_wait
+                )
+            else:
+                result, spread = await bench_routerd(
+                    args.amqp_url, bodies, args.prefetch, args.limit
+                )
+            results[kind].append(result)
+            print(result.line(), flush=True)
+            if kind == "routerd":
+                print(f"{'':<22} routed: " + ", ".join(f"{q}={n}" for q, n in spread.items()))
+    median = {k: statistics.median(r.rate for r in v) for k, v in results.items()}
+    if args.rounds > 1:
+        for kind, rate in median.items():
+            print(f"{'median ' + kind:<22} {rate:>7.0f} msg/s")
+    if len(median) == 2:
+        print(f"{'ratio routerd/raw':<22} {median['routerd'] / median['raw']:>7.2f}")
+    if "routerd" in results:
+        print(f"{'routerd peak RSS':<22} {max(r.rss for r in results['routerd']):>7.0f} MiB")
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=20_000, help="backlog size (20000)")
+    parser.add_argument(
+        "--prefetch", type=int, default=None, help="both consumers' prefetch (the config's)"
+    )
+    parser.add_argument("--invalid", type=float, default=0.05, help="invalid share (0.05)")
+    parser.add_argument("--amqp-url", default=DEFAULT_URL)
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each, medians (1)")
+    parser.add_argument("--only", choices=["raw", "routerd"], default=None)
+    parser.add_argument("--limit", type=float, default=300.0, help="seconds per phase at most")
+    parser.add_argument(
+        "--raw-drain-wait",
+        action="store_true",
+        help="raw forwarder waits for each publish's socket drain (aiormq's default)",
+    )
+    parser.add_argument(
+        "--raw-child", nargs=3, metavar=("SOURCE", "EXCHANGE", "KEY"), help=argparse.SUPPRESS
+    )
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    arguments = parse()
+    if arguments.raw_child:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        source, exchange, key = arguments.raw_child
+        asyncio.run(
+            raw_forwarder(
+                arguments.amqp_url,
+                source,
+                exchange,
+                key,
+                arguments.prefetch,
+                arguments.raw_drain_wait,
+            )
+        )
+    else:
+        asyncio.run(main(arguments))
