@@ -24,7 +24,7 @@ REASONS_HEADER = "x-rejected-reasons"
 UNMATCHED_CATEGORY = "unmatched"
 
 # Properties the publisher owns; the rest travel on unchanged.
-_OWN_PROPERTIES = frozenset({"headers", "delivery_mode"})
+_OWN_PROPERTIES = ("headers", "delivery_mode")
 
 
 def decide(table: RouteTable, envelope: Envelope, *, explain: bool = False) -> Decision:
@@ -52,9 +52,11 @@ def reject(
     trace: tuple[RuleTrace, ...] = (),
 ) -> Decision:
     """A decision for the rejected target; the body travels unchanged so nothing is lost."""
-    headers = dict(envelope.headers)
-    headers[REASON_HEADER] = reasons[0].code
-    headers[REASONS_HEADER] = [r.as_dict() for r in reasons]
+    headers = {
+        **envelope.headers,
+        REASON_HEADER: reasons[0].code,
+        REASONS_HEADER: [r.as_dict() for r in reasons],
+    }
     target = table.rejected
     return Decision(
         target=target,
@@ -109,11 +111,13 @@ def _route(
         routing_key = render_routing_key(target, body, category, rule_name, version)
     except RenderError as exc:
         return Reason("routing_key_unrenderable", str(exc))
-    headers = dict(envelope.headers)
-    headers[CATEGORY_HEADER] = category
-    headers[RULE_HEADER] = rule_name
-    headers[VERSION_HEADER] = version
-    if rule is not None:
+    headers = {
+        **envelope.headers,
+        CATEGORY_HEADER: category,
+        RULE_HEADER: rule_name,
+        VERSION_HEADER: version,
+    }
+    if rule is not None and rule.headers:
         headers.update(rule.headers)
     return Decision(
         target=target,
@@ -129,7 +133,9 @@ def _route(
 
 
 def _properties(envelope: Envelope, priority: int | None) -> dict[str, Any]:
-    properties = {k: v for k, v in envelope.properties.items() if k not in _OWN_PROPERTIES}
+    properties = dict(envelope.properties)
+    for name in _OWN_PROPERTIES:
+        properties.pop(name, None)
     if priority is not None:
         properties["priority"] = priority
     return properties

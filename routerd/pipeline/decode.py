@@ -26,41 +26,44 @@ def decode(envelope: Envelope, limits: Limits) -> dict[str, Any]:
         raise DecodeError(
             Reason("too_large", f"body is {len(body)} bytes, the limit is {limits.max_body_bytes}")
         )
-    content_type = envelope.properties.get("content_type")
-    if content_type:
-        media_type = str(content_type).split(";", 1)[0].strip().lower()
+    properties = envelope.properties
+    content_type = properties.get("content_type")
+    # Most requests say exactly "application/json"; only the others are worth parsing.
+    if content_type and content_type != "application/json":
+        media_type = _text(content_type).split(";", 1)[0].strip().lower()
         if media_type not in JSON_TYPES:
             raise DecodeError(
                 Reason(
                     "unsupported_content_type",
-                    f"content type {content_type!r} is not supported; send application/json",
+                    f"content type {_text(content_type)[:100]!r} is not supported; "
+                    f"send application/json",
                 )
             )
-    encoding = envelope.properties.get("content_encoding")
-    if encoding and str(encoding).lower() not in IDENTITY_ENCODINGS:
+    encoding = properties.get("content_encoding")
+    if encoding and _text(encoding).lower() not in IDENTITY_ENCODINGS:
         raise DecodeError(
             Reason(
                 "unsupported_content_encoding",
-                f"content encoding {encoding!r} is not supported; send plain UTF-8 JSON",
+                f"content encoding {_text(encoding)[:100]!r} is not supported; "
+                f"send plain UTF-8 JSON",
             )
         )
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise DecodeError(_why_not_json(body, exc)) from None
-    if not isinstance(data, dict):
+    if type(data) is not dict:
         raise DecodeError(
             Reason("not_an_object", f"body is a JSON {_json_type(data)}, expected an object")
         )
-    # Counting brackets is a cheap upper bound on depth; only walk when it could be too deep.
-    if body.count(b"{") + body.count(b"[") > limits.max_depth:
-        depth = _depth(data)
-        if depth > limits.max_depth:
-            raise DecodeError(
-                Reason(
-                    "too_deep", f"body nests {depth} levels deep, the limit is {limits.max_depth}"
-                )
-            )
+    # Counting brackets is a cheap upper bound on depth (brackets inside strings count too);
+    # only walk the decoded value when that bound could be over the limit.
+    if body.count(b"{") + body.count(b"[") > limits.max_depth and _deeper_than(
+        data, limits.max_depth
+    ):
+        raise DecodeError(
+            Reason("too_deep", f"body nests deeper than the limit of {limits.max_depth} levels")
+        )
     return data
 
 
@@ -71,22 +74,38 @@ def _why_not_json(body: bytes, exc: orjson.JSONDecodeError) -> Reason:
         return Reason("invalid_utf8", f"body is not UTF-8: invalid byte at offset {err.start}")
     if not body.strip():
         return Reason("invalid_json", "body is empty; expected a JSON object")
-    if "recursion" in exc.msg:
+    # orjson stops at 1024 levels, before our own check could run.
+    if "depth limit" in exc.msg or "recursion" in exc.msg:
         return Reason("too_deep", "body nests too deep to decode")
     return Reason(
         "invalid_json", f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
     )
 
 
-def _depth(data: Any) -> int:
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(data, 1)]
-    while stack:
-        node, level = stack.pop()
-        deepest = max(deepest, level)
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((c, level + 1) for c in children if isinstance(c, dict | list))
-    return deepest
+def _deeper_than(data: dict[str, Any], limit: int) -> bool:
+    """Whether objects and arrays nest more than `limit` levels (the top object is level 1).
+
+    Level by level and stopping at the limit: a long flat list of recipients costs one
+    pass over its items, and a deep body never more than `limit` levels of work.
+    """
+    level: list[Any] = [data]
+    for _ in range(limit):
+        level = [
+            child
+            for node in level
+            for child in (node.values() if type(node) is dict else node)
+            if type(child) is dict or type(child) is list
+        ]
+        if not level:
+            return False
+    return True
+
+
+def _text(value: Any) -> str:
+    # AMQP short strings normally arrive as str, but a client may hand over bytes.
+    if isinstance(value, bytes | bytearray):
+        return value.decode("utf-8", "replace")
+    return str(value)
 
 
 def _json_type(value: Any) -> str:

@@ -8,6 +8,10 @@ from routerd.config.model import RouteTable, Schema
 from routerd.config.paths import MISSING, resolve
 from routerd.pipeline.envelope import Envelope, Reason
 
+# Messages quote the offending value; a customer needs its start and what is wrong with
+# it, not a megabyte of text read back.
+MAX_MESSAGE_CHARS = 300
+
 
 def schema_version(table: RouteTable, envelope: Envelope, body: dict[str, Any]) -> str | Reason:
     """The version the request says it follows (header first, then body field), as text."""
@@ -16,11 +20,15 @@ def schema_version(table: RouteTable, envelope: Envelope, body: dict[str, Any]) 
     where = ""
     if source.header is not None and source.header in envelope.headers:
         value, where = envelope.headers[source.header], f"header {source.header}"
-        if isinstance(value, bytes):
+        if isinstance(value, bytes | bytearray):
             value = value.decode("utf-8", "replace")
     elif source.field is not None:
         value, where = resolve(body, source.field), "field " + ".".join(map(str, source.field))
-    if value is MISSING or value is None:
+    if isinstance(value, str):
+        version = str(value)
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**64:
+        version = str(int(value))
+    elif value is MISSING or value is None:
         said = " or ".join(
             x
             for x in (
@@ -30,16 +38,19 @@ def schema_version(table: RouteTable, envelope: Envelope, body: dict[str, Any]) 
             if x
         )
         return Reason("missing_schema_version", f"no schema version given ({said})")
-    if isinstance(value, bool) or not isinstance(value, int | str):
+    elif isinstance(value, float) and value.is_integer():
+        # JSON does not tell 1 from 1.0, and neither do the schemas' `const: 1`.
+        version = str(int(value))
+    else:
         return Reason(
-            "unknown_schema_version", f"schema version in {where} must be a number, got {value!r}"
+            "unknown_schema_version",
+            f"schema version in {where} must be a whole number or text, got {_shown(value)}",
         )
-    version = str(value)
     if version not in table.schemas:
         known = ", ".join(sorted(table.schemas))
         return Reason(
             "unknown_schema_version",
-            f"schema version {version!r} is not supported (supported: {known})",
+            f"schema version {_shown(version)} is not supported (supported: {known})",
         )
     return version
 
@@ -50,7 +61,7 @@ def validate(schema: Schema, body: dict[str, Any], max_reasons: int) -> tuple[Re
         return ()
     errors = schema.errors(body)
     reasons = [
-        Reason("schema_violation", e.message, pointer=e.pointer, keyword=e.keyword)
+        Reason("schema_violation", _brief(e.message), pointer=e.pointer, keyword=e.keyword)
         for e in errors[:max_reasons]
     ]
     if len(errors) > max_reasons:
@@ -68,3 +79,19 @@ def validate(schema: Schema, body: dict[str, Any], max_reasons: int) -> tuple[Re
             )
         )
     return tuple(reasons)
+
+
+def _shown(value: Any) -> str:
+    try:
+        return _brief(repr(value))
+    except Exception:  # a huge int or an odd header value that cannot show itself
+        return f"a value of type {type(value).__name__}"
+
+
+def _brief(text: str) -> str:
+    """`text` cut in the middle when too long: the start names the value, the end says
+    what is wrong with it."""
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    keep = (MAX_MESSAGE_CHARS - 5) // 2
+    return f"{text[:keep]} ... {text[-keep:]}"
