@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from routerd.config.hints import did_you_mean
 from routerd.config.model import Condition, Location, MatchContext, Problem
 from routerd.config.paths import MISSING, parse_path, resolve
 
@@ -30,6 +31,7 @@ OPERATORS = (
     "contains_any",
 )
 COMPARISONS = ("equals", "gt", "gte", "lt", "lte")
+COMBINATORS = ("all", "any", "not", "schema_version")
 
 Locate = Callable[[tuple[str | int, ...]], Location]
 Getter = Callable[[MatchContext], Any]
@@ -137,7 +139,8 @@ def _leaf(
             (*path, unknown[0]),
             f"unknown condition key `{unknown[0]}`; expected a subject "
             f"({', '.join(SUBJECTS)}), an operator ({', '.join(OPERATORS)}), "
-            f"or all/any/not/schema_version",
+            f"or all/any/not/schema_version"
+            + did_you_mean(str(unknown[0]), [*SUBJECTS, *OPERATORS, *COMBINATORS]),
             "condition-invalid",
         )
     subjects = [k for k in raw if k in SUBJECTS]
@@ -145,7 +148,12 @@ def _leaf(
         raise ConditionError(
             path,
             "a condition needs exactly one subject: field, header, property or count"
-            + (f" (found {', '.join(subjects)})" if subjects else ""),
+            + (
+                f" (found {', '.join(subjects)}); to test each, give each its own condition "
+                f"under `all`"
+                if subjects
+                else ""
+            ),
             "condition-invalid",
         )
     subject = subjects[0]
@@ -204,6 +212,8 @@ def _path(value: Any, path: tuple[str | int, ...]) -> tuple[str | int, ...]:
 
 
 def _operator(op: str, arg: Any, path: tuple[str | int, ...]) -> Test:
+    if op in ("equals", "in", "contains", "contains_any"):
+        _json_only(arg, path)
     if op == "equals":
         return lambda v: v is not MISSING and same(v, arg)
     if op == "in":
@@ -255,6 +265,20 @@ def _operator(op: str, arg: Any, path: tuple[str | int, ...]) -> Test:
     if not isinstance(arg, list) or not arg:
         raise ConditionError(path, "`contains_any` takes a non-empty list", "condition-invalid")
     return lambda v: isinstance(v, list) and any(same(item, a) for item in v for a in arg)
+
+
+def _json_only(value: Any, path: tuple[str | int, ...]) -> None:
+    # YAML reads an unquoted 2024-01-01 as a date; a JSON body never holds one, so the
+    # condition could never match.
+    values = value if isinstance(value, list) else [value]
+    for item in values:
+        if not isinstance(item, str | int | float | bool | list | dict) and item is not None:
+            raise ConditionError(
+                path,
+                f"{item!s} is a YAML {type(item).__name__}, which a JSON request never holds; "
+                f"quote it to compare text",
+                "condition-invalid",
+            )
 
 
 def _numeric(op: str, bound: Any, path: tuple[str | int, ...]) -> Test:

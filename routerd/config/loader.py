@@ -10,14 +10,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-import yaml
-
 from routerd.config.conditions import always, compile_condition
+from routerd.config.hints import did_you_mean
 from routerd.config.model import (
     ConfigError,
     Limits,
@@ -33,8 +31,9 @@ from routerd.config.model import (
     Source,
     Target,
 )
-from routerd.config.paths import parse_path, pointer
-from routerd.config.schemas import check_schema, compile_validator, load_schema_set
+from routerd.config.paths import parse_path
+from routerd.config.schemas import SchemaSet, check_document, compile_validator, load_schema_set
+from routerd.config.shape import check_shape, config_schema
 from routerd.config.source import Document, read_document
 
 log = logging.getLogger(__name__)
@@ -42,48 +41,60 @@ log = logging.getLogger(__name__)
 RESERVED_KEY_FIELDS = ("partition", "category", "rule", "schema_version")
 _TEMPLATE_FIELD = re.compile(r"\{([^{}]*)\}")
 
-_config_schema: jsonschema.protocols.Validator | None = None
+__all__ = ["Build", "build", "config_schema", "load"]
 
 
-def config_schema() -> jsonschema.protocols.Validator:
-    global _config_schema
-    if _config_schema is None:
-        text = resources.files("routerd.config").joinpath("routes.schema.yaml").read_text()
-        _config_schema = jsonschema.Draft202012Validator(yaml.safe_load(text))
-    return _config_schema
+@dataclass(frozen=True, slots=True)
+class Build:
+    """What one pass over a config found. `table` is there whenever the config had the right
+    shape, even if parts of it are broken (those parts are left out), so `lint` can go on to
+    its own checks and report everything in one run; `load` accepts it only without problems."""
+
+    problems: tuple[Problem, ...]
+    table: RouteTable | None = None
+    document: Document | None = None
+    schemas: SchemaSet | None = None
 
 
 def load(path: Path) -> RouteTable:
     """Build the route table from `path`; raise ConfigError listing every problem found."""
+    result = build(path)
+    if result.problems or result.table is None:
+        raise ConfigError(result.problems)
+    return result.table
+
+
+def build(path: Path) -> Build:
+    """Parse, check and compile the config at `path`, collecting every problem."""
     path = Path(path)
-    doc = read_document(path)
-    problems: list[Problem] = []
+    try:
+        doc = read_document(path)
+    except ConfigError as exc:
+        return Build(exc.problems)
     if not isinstance(doc.data, dict):
-        raise ConfigError(
-            (
-                Problem(
-                    doc.locate(()), "error", "the config must be a YAML mapping", "config-schema"
-                ),
-            )
+        message = (
+            "the config must be a YAML mapping with version, source, schemas, targets, "
+            "rejected and rules"
         )
-    for error in sorted(
-        config_schema().iter_errors(doc.data), key=lambda e: list(map(str, e.absolute_path))
-    ):
-        where = tuple(error.absolute_path)
-        problems.append(
-            Problem(
-                doc.locate(where),
-                "error",
-                f"{pointer(where) or '/'}: {_schema_message(error)}",
-                "config-schema",
-            )
-        )
+        return Build((Problem(doc.locate(()), "error", message, "config-schema"),), document=doc)
+    problems = check_shape(doc)
     if problems:
-        raise ConfigError(tuple(problems))
-    return _build(doc, problems)
+        # The rest of the loader relies on the shape; a wrong one would only add noise.
+        return Build(tuple(problems), document=doc)
+    try:
+        table, schemas = _build(doc, problems)
+    except Exception as exc:
+        # A bug here must not take down a daemon reloading a config: it keeps its table.
+        log.exception("loading %s failed", path)
+        message = (
+            f"routerd failed on this config ({type(exc).__name__}: {exc}); this is a bug in "
+            f"routerd, please report it with the config"
+        )
+        return Build((*problems, Problem(doc.locate(()), "error", message, "internal-error")))
+    return Build(tuple(problems), table, doc, schemas)
 
 
-def _build(doc: Document, problems: list[Problem]) -> RouteTable:
+def _build(doc: Document, problems: list[Problem]) -> tuple[RouteTable, SchemaSet]:
     data: dict[str, Any] = doc.data
     base = doc.path.parent
     source = _source(data["source"])
@@ -102,6 +113,7 @@ def _build(doc: Document, problems: list[Problem]) -> RouteTable:
     schema_files = [(base / entry["file"]).resolve() for entry in data["schemas"]]
     schema_set = load_schema_set(schema_files, problems)
     schemas: dict[str, Schema] = {}
+    sound: dict[str, bool] = {}
     for i, entry in enumerate(data["schemas"]):
         location = doc.locate(("schemas", i, "file"))
         file, version = schema_files[i], str(entry["version"])
@@ -111,7 +123,8 @@ def _build(doc: Document, problems: list[Problem]) -> RouteTable:
                     doc.locate(("schemas", i, "version")),
                     "error",
                     f"schema version {version} is declared twice "
-                    f"(first by {schemas[version].name} at {schemas[version].location})",
+                    f"(first by {schemas[version].name} at {schemas[version].location}); "
+                    f"give each version one schema",
                     "schema-duplicate-version",
                 )
             )
@@ -120,16 +133,22 @@ def _build(doc: Document, problems: list[Problem]) -> RouteTable:
         if uri not in schema_set.documents:
             if not any(p.location.file == file for p in problems):
                 problems.append(
-                    Problem(location, "error", f"schema file {file} not found", "file-not-found")
+                    Problem(
+                        location,
+                        "error",
+                        f"schema file {entry['file']!r} not found (schema files are found "
+                        f"relative to the config's folder){_nearby(file)}",
+                        "file-not-found",
+                    )
                 )
             continue
-        before = len(problems)
-        check_schema(schema_set, uri, problems)
-        compiled = (
-            compile_validator(schema_set, uri, location, problems)
-            if len(problems) == before
-            else None
-        )
+        # Each file is checked once, however many configured schemas reach it.
+        for reached in schema_set.reachable(uri):
+            if reached not in sound:
+                sound[reached] = check_document(schema_set, reached, problems)
+        if not all(sound[reached] for reached in schema_set.reachable(uri)):
+            continue
+        compiled = compile_validator(schema_set, uri, location, problems)
         if compiled is not None:
             is_valid, errors = compiled
             schemas[version] = Schema(
@@ -167,24 +186,22 @@ def _build(doc: Document, problems: list[Problem]) -> RouteTable:
             unmatched = targets[name]
         else:
             problems.append(_unknown_target(doc.locate(("unmatched",)), name, targets))
-    if rules and not any(r.is_catch_all for r in rules) and "unmatched" not in data:
+    # Judged on the raw rules: a catch-all whose target is misspelt is still a catch-all.
+    if not any("when" not in raw for raw in data["rules"]) and "unmatched" not in data:
         problems.append(
             Problem(
-                doc.locate(("rules",)),
+                doc.locate_key(("rules",)),
                 "error",
                 "no rule matches every request: add a last rule without `when` (a catch-all) "
                 "or set `unmatched: <target>` (`unmatched: rejected` rejects them)",
                 "no-catch-all",
             )
         )
-    if problems:
-        raise ConfigError(tuple(problems))
-
     files = (doc.path, *(Path(d.path) for d in schema_set.documents.values()))
     digest = hashlib.sha256(doc.text)
     for d in sorted(schema_set.documents.values(), key=lambda d: str(d.path)):
         digest.update(str(d.path.name).encode() + b"\0" + d.text)
-    return RouteTable(
+    table = RouteTable(
         path=doc.path,
         content_hash=digest.hexdigest()[:12],
         source=source,
@@ -199,6 +216,7 @@ def _build(doc: Document, problems: list[Problem]) -> RouteTable:
         raw=data,
         positions=doc.positions,
     )
+    return table, schema_set
 
 
 def _source(raw: dict[str, Any]) -> Source:
@@ -276,7 +294,9 @@ def _template(
 ) -> RoutingKeyTemplate:
     parts: list[str | tuple[str | int, ...]] = []
     end = 0
+    literals = []
     for match in _TEMPLATE_FIELD.finditer(text):
+        literals.append(text[end : match.start()])
         if match.start() > end:
             parts.append(text[end : match.start()])
         field = match.group(1).strip()
@@ -285,7 +305,8 @@ def _template(
                 Problem(
                     doc.locate(path),
                     "error",
-                    f"routing key {text!r} has an empty {{}}",
+                    f"routing key {text!r} has an empty {{}}; write a field path inside, "
+                    f"like {{customer_id}}",
                     "routing-key-invalid",
                 )
             )
@@ -295,7 +316,8 @@ def _template(
             parts.append(parse_path(field))
         end = match.end()
     rest = text[end:]
-    if "{" in rest or "}" in rest:
+    literals.append(rest)
+    if any("{" in literal or "}" in literal for literal in literals):
         problems.append(
             Problem(
                 doc.locate(path),
@@ -326,7 +348,9 @@ def _rules(
                 Problem(
                     doc.locate((*path, "name")),
                     "error",
-                    f"rule name {name!r} is used twice (first at {seen[name]})",
+                    f"rule name {name!r} is used twice (first at line {seen[name].line}); "
+                    f"rule names "
+                    f"travel in the x-rule header and must tell rules apart",
                     "rule-duplicate-name",
                 )
             )
@@ -350,18 +374,16 @@ def _rules(
 def _unknown_target(location: Location, name: str, targets: dict[str, Target]) -> Problem:
     known = ", ".join(sorted(targets)) or "none"
     return Problem(
-        location, "error", f"unknown target {name!r} (targets: {known})", "target-unknown"
+        location,
+        "error",
+        f"unknown target {name!r} (targets: {known}){did_you_mean(name, sorted(targets))}",
+        "target-unknown",
     )
 
 
-def _schema_message(error: jsonschema.ValidationError) -> str:
-    if (
-        error.validator == "additionalProperties"
-        and isinstance(error.instance, dict)
-        and isinstance(error.schema, dict)
-    ):
-        allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(k for k in error.instance if k not in allowed)
-        if extra and allowed:
-            return f"unknown key {extra[0]!r}; expected one of: {', '.join(allowed)}"
-    return error.message
+def _nearby(file: Path) -> str:
+    try:
+        names = sorted(p.name for p in file.parent.iterdir())
+    except OSError:
+        return ""
+    return did_you_mean(file.name, names)

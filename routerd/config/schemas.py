@@ -4,28 +4,49 @@ Validation runs on `jsonschema-rs` (about 100x faster than `jsonschema` on a sen
 see scripts/bench_pipeline.py); the Python `jsonschema` package stays the reference: it checks
 every schema against its draft's meta-schema and resolves every `$ref` at load time, so
 errors name the file and line of the offending keyword. Nothing is ever fetched from the
-network: only files beside the configured schemas can be referenced.
+network: only local files can be referenced, and both validators run with retrieval refused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urldefrag, urljoin, urlparse
+from urllib.request import url2pathname
 
 import jsonschema
 import jsonschema_rs
 import referencing
 import referencing.exceptions
 import referencing.jsonschema
+from jsonschema.exceptions import best_match
 
+from routerd.config.hints import did_you_mean
 from routerd.config.model import ConfigError, ErrorDetail, Location, Problem
 from routerd.config.paths import pointer
-from routerd.config.source import Document, read_document
+from routerd.config.source import Document, PathKey, read_document
+from routerd.config.subschemas import iter_refs, iter_subschemas, non_json_values, patterns
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SchemaSet", "check_document", "compile_validator", "iter_refs", "iter_subschemas"]
 
 SCHEMA_SUFFIXES = (".yaml", ".yml", ".json")
 DEFAULT_DRAFT = "https://json-schema.org/draft/2020-12/schema"
+# The drafts both validators implement, by the `$schema` that names them.
+DRAFTS: dict[str, Any] = {
+    str(cls.META_SCHEMA.get("$id") or cls.META_SCHEMA.get("id")).rstrip("#"): cls
+    for cls in (
+        jsonschema.Draft4Validator,
+        jsonschema.Draft6Validator,
+        jsonschema.Draft7Validator,
+        jsonschema.Draft201909Validator,
+        jsonschema.Draft202012Validator,
+    )
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,98 +55,245 @@ class SchemaSet:
 
     documents: Mapping[str, Document]
     registry: referencing.Registry[Any]
-    rs_registry: jsonschema_rs.Registry
 
     def reference_validator(self, uri: str) -> jsonschema.protocols.Validator:
         """The Python `jsonschema` validator for one schema: the reference implementation."""
         document = self.documents[uri].data
-        cls = jsonschema.validators.validator_for(document, default=jsonschema.Draft202012Validator)
+        cls = draft_of(document) or jsonschema.Draft202012Validator
         # A root that only refers to the file by URI, so relative `$ref`s inside it resolve
         # against the file's own location, exactly as the fast validator resolves them.
         return cls({"$ref": uri}, registry=self.registry)
 
+    def reachable(self, uri: str) -> tuple[str, ...]:
+        """`uri` and every document its `$ref`s lead to, transitively, in discovery order."""
+        seen = [uri]
+        for current in seen:
+            doc = self.documents.get(current)
+            if doc is None:
+                continue
+            for _, ref in iter_refs(doc.data, ()):
+                target = urldefrag(urljoin(current, ref)).url
+                if target in self.documents and target not in seen:
+                    seen.append(target)
+        return tuple(seen)
+
+
+def draft_of(data: Any) -> Any:
+    """The validator class for a schema's `$schema`, the default draft when it names none,
+    None when it names a draft routerd does not know."""
+    if not isinstance(data, dict) or "$schema" not in data:
+        return jsonschema.Draft202012Validator
+    return DRAFTS.get(str(data["$schema"]).rstrip("#"))
+
 
 def load_schema_set(files: list[Path], problems: list[Problem]) -> SchemaSet:
-    """Read the configured schema files and every schema file in their folders."""
+    """Read the configured schema files, every schema file in their folders, and every local
+    file their `$ref`s name."""
     documents: dict[str, Document] = {}
-    folders = sorted({f.parent for f in files})
-    candidates = [*files]
-    for folder in folders:
-        if folder.is_dir():
-            candidates.extend(sorted(p for p in folder.iterdir() if p.suffix in SCHEMA_SUFFIXES))
-    for path in candidates:
-        uri = path.resolve().as_uri()
-        if uri in documents:
-            continue
-        try:
-            documents[uri] = read_document(path)
-        except ConfigError as exc:
-            if path in files:
-                problems.extend(exc.problems)
-    resources = []
-    for uri, doc in documents.items():
-        if not isinstance(doc.data, dict | bool):
-            if Path(doc.path) in files:
-                problems.append(
-                    Problem(doc.locate(()), "error", "a schema must be a mapping", "schema-invalid")
-                )
-            continue
-        resources.append((uri, _resource(doc.data)))
+    unreadable: dict[str, ConfigError] = {}
+    wanted = list(dict.fromkeys(path.resolve().as_uri() for path in files))
+    siblings = [
+        p.resolve().as_uri()
+        for folder in sorted({f.parent for f in files})
+        if folder.is_dir()
+        for p in sorted(folder.iterdir())
+        if p.suffix in SCHEMA_SUFFIXES and p.is_file()
+    ]
+    for uri in dict.fromkeys([*wanted, *siblings]):
+        _read(uri, documents, unreadable)
+    for uri in wanted:
+        # A configured file that is missing is reported by the loader, at its config line.
+        if uri in unreadable and unreadable[uri].problems[0].code != "file-not-found":
+            problems.extend(unreadable[uri].problems)
+    # Follow `$ref`s to local files wherever they are. A missing one is reported where the
+    # `$ref` is; one that is there but broken is reported here, as an unreferenced broken
+    # sibling need not be.
+    queue = [uri for uri in wanted if uri in documents]
+    visited = set(wanted)
+    while queue:
+        uri = queue.pop()
+        for _, ref in iter_refs(documents[uri].data, ()):
+            target = urldefrag(urljoin(uri, ref)).url
+            if urlparse(target).scheme != "file" or target in visited:
+                continue
+            visited.add(target)
+            if target not in documents and target not in unreadable:
+                _read(target, documents, unreadable)
+            if target in documents:
+                queue.append(target)
+            elif unreadable[target].problems[0].code != "file-not-found":
+                problems.extend(unreadable[target].problems)
+    resources = [
+        (uri, _resource(doc.data))
+        for uri, doc in documents.items()
+        if isinstance(doc.data, dict | bool)
+    ]
     registry: referencing.Registry[Any] = referencing.Registry(retrieve=_refuse).with_resources(  # type: ignore[call-arg]
         resources
     )
-    rs_registry = jsonschema_rs.Registry(
-        [(uri, doc.data) for uri, doc in documents.items() if isinstance(doc.data, dict | bool)]
-    )
-    return SchemaSet(documents, registry, rs_registry)
+    return SchemaSet(documents, registry)
 
 
-def check_schema(schemas: SchemaSet, uri: str, problems: list[Problem]) -> None:
-    """Meta-schema validity and resolvable `$ref`s of one schema file, each with its location."""
+def _get(data: Any, key: str) -> Any:
+    return data.get(key) if isinstance(data, dict) else None
+
+
+def _local_path(uri: str) -> Path:
+    return Path(url2pathname(urlparse(uri).path))
+
+
+def _read(uri: str, documents: dict[str, Document], unreadable: dict[str, ConfigError]) -> None:
+    try:
+        documents[uri] = read_document(_local_path(uri))
+    except ConfigError as exc:
+        unreadable[uri] = exc
+
+
+def check_document(schemas: SchemaSet, uri: str, problems: list[Problem]) -> bool:
+    """Everything that can be wrong with one schema file, each problem at its location:
+    an unknown draft, values JSON cannot hold, the draft's meta-schema, regexes, `$ref`s.
+    Returns whether the file is sound enough to compile."""
     doc = schemas.documents[uri]
-    cls = jsonschema.validators.validator_for(doc.data, default=jsonschema.Draft202012Validator)
+    if not isinstance(doc.data, dict | bool):
+        problems.append(
+            Problem(
+                doc.locate(()),
+                "error",
+                "a schema must be a mapping (or true/false)",
+                "schema-invalid",
+            )
+        )
+        return False
+    before = len(problems)
+    cls = draft_of(doc.data)
+    if cls is None:
+        known = ", ".join(sorted(DRAFTS))
+        problems.append(
+            Problem(
+                doc.locate(("$schema",)),
+                "error",
+                f"unknown $schema {_get(doc.data, '$schema')!r}: routerd validates with one of "
+                f"{known}",
+                "schema-invalid",
+            )
+        )
+        cls = jsonschema.Draft202012Validator
+    for path, value in non_json_values(doc.data, ()):
+        problems.append(
+            Problem(
+                doc.locate(path),
+                "error",
+                f"{pointer(path) or '/'}: {value!s} is a YAML {type(value).__name__}, which JSON "
+                f"cannot hold; quote it to make it text",
+                "schema-invalid",
+            )
+        )
+    if len(problems) > before:
+        return False
+    seen: set[tuple[PathKey, str]] = set()
     for error in cls(cls.META_SCHEMA).iter_errors(doc.data):
+        # anyOf/oneOf errors of the meta-schema say little; their best sub-error says what.
+        error = best_match(error.context) if error.context else error
         path = tuple(error.absolute_path)
+        message = _with_suggestion(error)
+        if (path, message) in seen:
+            continue
+        seen.add((path, message))
         problems.append(
             Problem(
                 doc.locate(path),
                 "error",
                 f"not a valid JSON Schema ({_draft_name(cls)}) at {pointer(path) or '/'}: "
-                f"{error.message}",
+                f"{message}",
                 "schema-invalid",
             )
         )
+    for path, regex in patterns(doc.data):
+        try:
+            jsonschema_rs.validator_for({"pattern": regex}, offline=True)
+        except ValueError:
+            problems.append(
+                Problem(
+                    doc.locate(path),
+                    "error",
+                    f"regex {regex!r} at {pointer(path)} does not compile (schemas use "
+                    f"ECMA-262 regular expressions)",
+                    "regex-invalid",
+                )
+            )
+    refs_sound = _check_refs(schemas, uri, problems)
+    return refs_sound and len(problems) == before
+
+
+def _check_refs(schemas: SchemaSet, uri: str, problems: list[Problem]) -> bool:
+    doc = schemas.documents[uri]
+    sound = True
     resolver = schemas.registry.resolver(base_uri=uri)
     for path, ref in iter_refs(doc.data, ()):
-        try:
-            resolver.lookup(ref)
-        except referencing.exceptions.Unresolvable as exc:
+        target = urljoin(uri, ref)
+        scheme = urlparse(target).scheme
+        if scheme not in ("", "file"):
             problems.append(
                 Problem(
                     doc.locate((*path, "$ref")),
                     "error",
-                    f"$ref {ref!r} does not resolve: {_unresolvable(exc)}; only schema files "
-                    f"beside the configured ones can be referenced",
+                    f"$ref {ref!r} is remote, and routerd never fetches schemas from the "
+                    f"network: save that schema as a file beside this one and refer to it by "
+                    f"its file name",
                     "schema-ref-unresolved",
                 )
             )
+            continue
+        document = urldefrag(target).url
+        if document not in schemas.documents and _local_path(document).exists():
+            sound = False  # there but unreadable: its own problem says why
+            continue
+        try:
+            resolver.lookup(ref)
+        except referencing.exceptions.Unresolvable as exc:
+            why = _unresolvable(exc, schemas, ref, target)
+        except Exception as exc:
+            # A pointer through a malformed document (into a list by name, into a number).
+            why = f"{type(exc).__name__}: {exc}"
+        else:
+            continue
+        problems.append(
+            Problem(
+                doc.locate((*path, "$ref")),
+                "error",
+                f"$ref {ref!r} does not resolve: {why}",
+                "schema-ref-unresolved",
+            )
+        )
+    return sound
 
 
 def compile_validator(
-    schemas: SchemaSet, uri: str, location: Location, problems: list[Problem]
+    schemas: SchemaSet, uri: str, location: Location, problems: list[Problem], fragment: str = ""
 ) -> tuple[Any, Any] | None:
-    """The fast validator's `is_valid` and error listing for one schema file."""
+    """The fast validator's `is_valid` and error listing for one schema file (or, with
+    `fragment`, one subschema of it)."""
     try:
+        registry = jsonschema_rs.Registry(
+            [(u, schemas.documents[u].data) for u in schemas.reachable(uri)],
+            retriever=_refuse_rs,
+        )
         validator = jsonschema_rs.validator_for(
-            schemas.documents[uri].data,
-            registry=schemas.rs_registry,
+            {"$ref": f"{uri}#{fragment}"} if fragment else schemas.documents[uri].data,
+            registry=registry,
             base_uri=uri,
             # Formats differ between validators; schemas use `pattern` instead.
             validate_formats=False,
+            offline=True,
         )
     except (ValueError, jsonschema_rs.ReferencingError) as exc:
         problems.append(
-            Problem(location, "error", f"schema does not compile: {exc}", "schema-invalid")
+            Problem(
+                location,
+                "error",
+                f"schema does not compile: {str(exc).splitlines()[0]}",
+                "schema-invalid",
+            )
         )
         return None
 
@@ -152,25 +320,21 @@ def readable_message(message: str, instance: Any) -> str:
     return message
 
 
-def iter_refs(
-    node: Any, path: tuple[str | int, ...]
-) -> Iterator[tuple[tuple[str | int, ...], str]]:
-    if isinstance(node, dict):
-        ref = node.get("$ref")
-        if isinstance(ref, str):
-            yield path, ref
-        for key, value in node.items():
-            if key in ("enum", "const", "examples", "default"):
-                continue  # data, not schema: a "$ref" key there is just a value
-            yield from iter_refs(value, (*path, key))
-    elif isinstance(node, list):
-        for i, item in enumerate(node):
-            yield from iter_refs(item, (*path, i))
+def _with_suggestion(error: jsonschema.ValidationError) -> str:
+    message = readable_message(error.message, error.instance)
+    expected: Any = error.validator_value
+    if error.validator == "enum" and isinstance(error.instance, str):
+        choices = [str(c) for c in expected]
+        message = f"{error.instance!r} is not one of {', '.join(choices)}" + did_you_mean(
+            error.instance, choices
+        )
+    return message
 
 
 def _resource(data: Any) -> referencing.Resource[Any]:
+    dialect = _get(data, "$schema")
     specification = referencing.jsonschema.specification_with(
-        data.get("$schema", DEFAULT_DRAFT) if isinstance(data, dict) else DEFAULT_DRAFT,
+        dialect if isinstance(dialect, str) else DEFAULT_DRAFT,
         default=referencing.jsonschema.DRAFT202012,
     )
     return specification.create_resource(data)
@@ -180,12 +344,26 @@ def _refuse(uri: str) -> referencing.Resource[Any]:
     raise referencing.exceptions.NoSuchResource(ref=uri)  # type: ignore[call-arg]
 
 
-def _unresolvable(exc: referencing.exceptions.Unresolvable) -> str:
+def _refuse_rs(uri: str) -> Any:
+    raise ValueError(f"routerd does not fetch {uri}")
+
+
+def _unresolvable(
+    exc: referencing.exceptions.Unresolvable, schemas: SchemaSet, ref: str, target: str
+) -> str:
     if isinstance(exc, referencing.exceptions.PointerToNowhere):
-        return f"no {exc.ref.split('#', 1)[-1]!r} in that document"
-    if isinstance(exc, referencing.exceptions.NoSuchResource):
-        return "no such schema file"
-    return type(exc).__name__
+        where = urldefrag(target)
+        known = schemas.documents.get(where.url)
+        name = _local_path(where.url).name
+        fragment = exc.ref.split("#", 1)[-1] or where.fragment
+        hint = ""
+        parts = fragment.strip("/").split("/")
+        if known is not None and len(parts) == 2 and isinstance(known.data, dict):
+            defs = known.data.get(parts[0])
+            if isinstance(defs, dict):
+                hint = did_you_mean(parts[1], [str(k) for k in defs])
+        return f"{name} has nothing at {fragment!r}{hint}"
+    return f"no schema file {urldefrag(ref).url} (relative to this file)"
 
 
 def _draft_name(cls: Any) -> str:

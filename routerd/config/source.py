@@ -1,13 +1,15 @@
 """Reading YAML (or JSON) files with `yaml.safe_load` semantics while keeping where each node was.
 
 Every later error names `file:line:col`, so the loader needs the position of every value,
-keyed by its path from the document root (the same path jsonschema reports).
+keyed by its path from the document root (the same path jsonschema reports), and of every
+mapping key, so that a problem about a key (unknown, missing a sibling) points at the key.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,12 @@ import yaml
 
 from routerd.config.model import ConfigError, Location, Problem
 
+log = logging.getLogger(__name__)
+
 PathKey = tuple[str | int, ...]
+
+# Aliases let a few lines of YAML expand into billions of nodes; a config never needs this many.
+MAX_NODES = 200_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +33,8 @@ class Document:
     text: bytes
     data: Any
     positions: Mapping[PathKey, Location]
+    # Where the key of each mapping entry is written, by the entry's path.
+    keys: Mapping[PathKey, Location] = field(default_factory=dict)
 
     def locate(self, path: PathKey) -> Location:
         """The location of the deepest node of `path` that exists, so errors about a
@@ -35,6 +44,11 @@ class Document:
             if found is not None:
                 return found
         return Location(self.path, 1, 1)
+
+    def locate_key(self, path: PathKey) -> Location:
+        """The location of the key that holds `path` (`bogus:` rather than its value), for
+        problems about the key itself; falls back to `locate`."""
+        return self.keys.get(tuple(path)) or self.locate(path)
 
 
 def read_document(path: Path) -> Document:
@@ -50,64 +64,139 @@ def read_document(path: Path) -> Document:
     try:
         decoded = text.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _single(path, f"not UTF-8 text (byte {exc.start})", "yaml-syntax") from None
+        raise _single(
+            path, f"not UTF-8 text (byte {exc.start}); save the file as UTF-8", "yaml-syntax"
+        ) from None
     loader = yaml.SafeLoader(decoded)
+    builder = _Builder(loader, path)
     try:
         node = loader.get_single_node()
-        positions: dict[PathKey, Location] = {}
         if node is None:
-            return Document(path, text, None, positions)
-        data = _construct(loader, node, (), positions, path)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        message = " ".join(p for p in (exc.context, exc.problem) if p)
+            return Document(path, text, None, builder.positions, builder.keys)
+        data = builder.construct(node, ())
+    except _Invalid as exc:
         raise ConfigError(
-            (
-                Problem(
-                    Location(path, line, column), "error", f"YAML syntax: {message}", "yaml-syntax"
-                ),
-            )
+            (Problem(builder.at(exc.mark), "error", exc.message, exc.code),)
         ) from None
+    except yaml.MarkedYAMLError as exc:
+        raise ConfigError((_syntax_problem(path, exc),)) from None
     except yaml.YAMLError as exc:
         raise _single(path, f"YAML syntax: {exc}", "yaml-syntax") from None
     finally:
         loader.dispose()
-    return Document(path, text, data, positions)
+    return Document(path, text, data, builder.positions, builder.keys)
 
 
-def _construct(
-    loader: yaml.SafeLoader,
-    node: yaml.Node,
-    path: PathKey,
-    positions: dict[PathKey, Location],
-    file: Path,
-) -> Any:
-    positions[path] = Location(file, node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
+class _Builder:
+    """Constructs plain data from the node tree, recording where every node and key was."""
+
+    def __init__(self, loader: yaml.SafeLoader, file: Path) -> None:
+        self.loader = loader
+        self.file = file
+        self.positions: dict[PathKey, Location] = {}
+        self.keys: dict[PathKey, Location] = {}
+        self.count = 0
+        # Nodes being constructed right now: an alias to one of them is a cycle.
+        self.active: set[int] = set()
+        # Entries that came from a merge key (<<), which the mapping's own keys may override.
+        self.merged: set[PathKey] = set()
+        self.split: dict[int, int] = {}
+
+    def at(self, mark: yaml.Mark) -> Location:
+        return Location(self.file, mark.line + 1, mark.column + 1)
+
+    def construct(self, node: yaml.Node, path: PathKey) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise _Invalid(
+                node.start_mark,
+                f"more than {MAX_NODES} values: aliases expanding too far? write it out plainly",
+                "yaml-too-large",
+            )
+        if id(node) in self.active:
+            raise _Invalid(
+                node.start_mark,
+                "an alias refers to a value that contains it; a config cannot be recursive",
+                "yaml-recursive",
+            )
+        self.positions[path] = self.at(node.start_mark)
+        if isinstance(node, yaml.MappingNode):
+            self.active.add(id(node))
+            try:
+                return self._mapping(node, path)
+            finally:
+                self.active.discard(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            self.active.add(id(node))
+            try:
+                return [self.construct(item, (*path, i)) for i, item in enumerate(node.value)]
+            finally:
+                self.active.discard(id(node))
+        return self.loader.construct_object(node, deep=True)
+
+    def _mapping(self, node: yaml.MappingNode, path: PathKey) -> dict[Any, Any]:
         # Merge keys (<<) are flattened by the constructor; do the same so paths match data.
-        loader.flatten_mapping(node)
+        # Flattening puts the merged entries first, and the mapping's own keys may override
+        # them: only a key written twice in the mapping itself is a duplicate.
+        # An aliased mapping is flattened in place the first time, so remember the split.
+        if id(node) not in self.split:
+            own = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
+            self.loader.flatten_mapping(node)
+            self.split[id(node)] = len(node.value) - own
+        merged = self.split[id(node)]
         result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, str | int | float | bool) and key is not None:
-                raise yaml.MarkedYAMLError(
-                    problem=f"a mapping key must be text, found {type(key).__name__}",
-                    problem_mark=key_node.start_mark,
+        for index, (key_node, value_node) in enumerate(node.value):
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise _Invalid(
+                    key_node.start_mark,
+                    "a mapping key must be text, found a "
+                    + ("list" if isinstance(key_node, yaml.SequenceNode) else "mapping"),
+                    "yaml-key-invalid",
                 )
-            if key in result:
-                raise yaml.MarkedYAMLError(
-                    problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark
+            key = self.loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                raise _Invalid(
+                    key_node.start_mark,
+                    f"a mapping key must be text, found {type(key).__name__}",
+                    "yaml-key-invalid",
                 )
             child = key if isinstance(key, str | int) else str(key)
-            result[key] = _construct(loader, value_node, (*path, child), positions, file)
+            if key in result and index >= merged and (*path, child) not in self.merged:
+                first = self.keys.get((*path, child))
+                raise _Invalid(
+                    key_node.start_mark,
+                    f"duplicate key {key!r}"
+                    + (f" (first at line {first.line})" if first else "")
+                    + ": YAML would silently keep only the last one; remove or rename one",
+                    "yaml-duplicate-key",
+                )
+            self.keys[(*path, child)] = self.at(key_node.start_mark)
+            if index < merged:
+                self.merged.add((*path, child))
+            else:
+                self.merged.discard((*path, child))
+            result[key] = self.construct(value_node, (*path, child))
         return result
-    if isinstance(node, yaml.SequenceNode):
-        return [
-            _construct(loader, item, (*path, i), positions, file)
-            for i, item in enumerate(node.value)
-        ]
-    return loader.construct_object(node, deep=True)
+
+
+class _Invalid(Exception):
+    """Well-formed YAML that a config still cannot be (duplicate key, recursion, ...)."""
+
+    def __init__(self, mark: yaml.Mark, message: str, code: str) -> None:
+        self.mark, self.message, self.code = mark, message, code
+        super().__init__(message)
+
+
+def _syntax_problem(path: Path, exc: yaml.MarkedYAMLError) -> Problem:
+    mark = exc.problem_mark or exc.context_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    message = exc.problem or exc.context or "invalid YAML"
+    if exc.problem and exc.context:
+        # PyYAML's context says what was open ("while parsing a flow sequence") and where.
+        started = exc.context_mark
+        where = f" started at line {started.line + 1}" if started and started is not mark else ""
+        message = f"{exc.problem} ({exc.context}{where})"
+    return Problem(Location(path, line, column), "error", f"YAML syntax: {message}", "yaml-syntax")
 
 
 def _single(path: Path, message: str, code: str) -> ConfigError:

@@ -1,0 +1,257 @@
+"""Which schema versions can reach each rule, and which rules can never match.
+
+Rules are tried in order and the first match wins, so a rule only sees the requests that no
+earlier rule took. For every rule and schema version this works out whether the condition
+holds for every valid request of that version (True), for none (False), or depends on the
+request (None), from what the condition tests: `schema_version`, and fields the version's
+schema forbids (a test on a field that can never be there has a fixed answer). Everything
+else is None, so a rule is only called unreachable when it provably is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from routerd.config.fields import FieldOracle
+from routerd.config.model import Condition, Location, MatchContext, Problem, Rule
+from routerd.config.paths import parse_path
+from routerd.config.source import Document
+
+log = logging.getLogger(__name__)
+
+Verdict = bool | None
+RawPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    """A compiled leaf condition with its raw mapping and where that is in the config."""
+
+    condition: Condition
+    raw: Mapping[str, Any]
+    path: RawPath
+
+
+@dataclass(slots=True)
+class Reach:
+    rule: Rule
+    index: int  # position in the raw `rules` list
+    raw_when: Any
+    # Versions whose requests can get to this rule and match it, in declared order.
+    sees: tuple[str, ...] = ()
+    # Versions still open when the rule is tried, whether or not it can match them.
+    offered: tuple[str, ...] = ()
+    reachable: bool = True
+
+
+@dataclass(slots=True)
+class Coverage:
+    reaches: list[Reach]
+    # Versions some request of which can match no rule at all.
+    fall_through: tuple[str, ...]
+    problems: list[Problem] = field(default_factory=list)
+
+
+class Analysis:
+    """Evaluates conditions per schema version; one per lint run."""
+
+    def __init__(self, versions: Sequence[str], oracles: Mapping[str, FieldOracle | None]) -> None:
+        self.versions = tuple(versions)
+        self.oracles = oracles
+
+    def verdict(self, cond: Condition, raw: Any, version: str) -> Verdict:
+        if cond.kind == "always":
+            return True
+        if cond.kind in ("all", "any"):
+            items = raw[cond.kind]
+            verdicts = [
+                self.verdict(c, r, version) for c, r in zip(cond.children, items, strict=True)
+            ]
+            if cond.kind == "all":
+                return False if False in verdicts else (True if all(verdicts) else None)
+            if True in verdicts:
+                return True
+            return False if all(v is False for v in verdicts) else None
+        if cond.kind == "not":
+            inner = self.verdict(cond.children[0], raw["not"], version)
+            return None if inner is None else not inner
+        return self._leaf(cond, raw, version)
+
+    def _leaf(self, cond: Condition, raw: Mapping[str, Any], version: str) -> Verdict:
+        fixed = MatchContext({}, {}, {}, version)
+        assert cond.predicate is not None
+        if "schema_version" in raw:
+            return cond.predicate(fixed)
+        oracle = self.oracles.get(version)
+        if oracle is None:
+            return None
+        if "field" in raw:
+            facts = oracle.facts(parse_path(raw["field"]))
+            if facts.presence == "forbidden":
+                # Every valid request lacks the field: the test sees "missing" every time.
+                return cond.predicate(fixed)
+            return None
+        if "count" in raw and all(
+            oracle.facts(parse_path(p)).presence == "forbidden" for p in raw["count"]
+        ):
+            return cond.predicate(fixed)
+        return None
+
+    def why_false(self, cond: Condition, raw: Any, version: str) -> str:
+        """A short reason why `cond` is always false for `version`."""
+        if cond.kind == "all":
+            for c, r in zip(cond.children, raw["all"], strict=True):
+                if self.verdict(c, r, version) is False:
+                    return self.why_false(c, r, version)
+        if cond.kind == "any":
+            return " and ".join(
+                self.why_false(c, r, version)
+                for c, r in zip(cond.children, raw["any"], strict=True)
+            )
+        if cond.kind == "not":
+            return f"`not` of `{cond.children[0].description}`, which always holds"
+        if "field" in raw:
+            return f"field {raw['field']} never exists"
+        if "count" in raw:
+            return f"fields {', '.join(raw['count'])} never exist, so their count is 0"
+        return f"`{cond.description}` is false"
+
+
+def leaves(cond: Condition, raw: Any, path: RawPath) -> list[Leaf]:
+    """Every leaf of a condition, each with its raw mapping and config path."""
+    if cond.kind in ("all", "any"):
+        return [
+            leaf
+            for i, (c, r) in enumerate(zip(cond.children, raw[cond.kind], strict=True))
+            for leaf in leaves(c, r, (*path, cond.kind, i))
+        ]
+    if cond.kind == "not":
+        return leaves(cond.children[0], raw["not"], (*path, "not"))
+    if cond.kind == "leaf":
+        return [Leaf(cond, raw, path)]
+    return []
+
+
+def guarantees(cond: Condition, raw: Any, target: tuple[str | int, ...]) -> bool:
+    """Whether every request matching `cond` has a non-null value at field path `target`."""
+    if cond.kind == "all":
+        return any(guarantees(c, r, target) for c, r in zip(cond.children, raw["all"], strict=True))
+    if cond.kind == "any":
+        return all(guarantees(c, r, target) for c, r in zip(cond.children, raw["any"], strict=True))
+    if cond.kind != "leaf" or "field" not in raw or parse_path(raw["field"]) != target:
+        return False
+    # Each of these fails on a missing value, and all but `equals`/`in` also on null.
+    for op, arg in raw.items():
+        if op == "exists" and arg is True:
+            return True
+        if op in ("regex", "gt", "gte", "lt", "lte", "length", "contains", "contains_any"):
+            return True
+        if op == "equals" and arg is not None:
+            return True
+        if op == "in" and isinstance(arg, list) and None not in arg:
+            return True
+    return False
+
+
+def analyse(
+    rules: Sequence[Rule],
+    raw_rules: Sequence[Mapping[str, Any]],
+    doc: Document,
+    analysis: Analysis,
+) -> Coverage:
+    index_of = {doc.locate(("rules", i)): i for i in range(len(raw_rules))}
+    open_versions = dict.fromkeys(analysis.versions, True)
+    closed_by: dict[str, Rule] = {}
+    first_with: dict[str, Rule] = {}
+    reaches: list[Reach] = []
+    problems: list[Problem] = []
+    for rule in rules:
+        index = index_of[rule.location]
+        raw_when = raw_rules[index].get("when")
+        reach = Reach(rule, index, raw_when)
+        verdicts = {v: analysis.verdict(rule.when, raw_when, v) for v in analysis.versions}
+        reach.offered = tuple(v for v in analysis.versions if open_versions[v])
+        reach.sees = tuple(v for v in reach.offered if verdicts[v] is not False)
+        taken = [v for v in analysis.versions if not open_versions[v] and verdicts[v] is not False]
+        twin = first_with.get(rule.when.canonical)
+        if not reach.sees:
+            reach.reachable = False
+            if taken:
+                problems.append(_shadowed(rule, [closed_by[v] for v in taken], taken))
+            elif twin is not None:
+                problems.append(_same_condition(rule, twin))
+            elif not _names_unknown_version(rule, raw_when, analysis):
+                reasons = "; ".join(
+                    f"for schema version {v}, {analysis.why_false(rule.when, raw_when, v)}"
+                    for v in analysis.versions
+                )
+                problems.append(
+                    Problem(
+                        rule.location,
+                        "error",
+                        f"rule {rule.name!r} can never match: {reasons}",
+                        "rule-never-matches",
+                    )
+                )
+        elif twin is not None:
+            reach.reachable = False
+            problems.append(_same_condition(rule, twin))
+        first_with.setdefault(rule.when.canonical, rule)
+        for v in reach.sees:
+            if verdicts[v] is True:
+                open_versions[v] = False
+                closed_by[v] = rule
+        reaches.append(reach)
+    fall_through = tuple(v for v in analysis.versions if open_versions[v])
+    return Coverage(reaches, fall_through, problems)
+
+
+def _names_unknown_version(rule: Rule, raw_when: Any, analysis: Analysis) -> bool:
+    # That mistake has its own, more precise problem (schema-version-unknown).
+    if raw_when is None:
+        return False
+    for leaf in leaves(rule.when, raw_when, ()):
+        values = leaf.raw.get("schema_version")
+        if values is not None:
+            listed = values if isinstance(values, list) else [values]
+            if any(str(v) not in analysis.versions for v in listed):
+                return True
+    return False
+
+
+def _shadowed(rule: Rule, closers: list[Rule], versions: list[str]) -> Problem:
+    unique = list({id(r): r for r in closers}.values())
+    if len(unique) == 1 and unique[0].is_catch_all:
+        why = f"the catch-all rule {unique[0].name!r} ({_line(unique[0].location)}) before it"
+        why += " takes every request"
+    else:
+        names = ", ".join(f"{r.name!r} ({_line(r.location)})" for r in unique)
+        plural = "rules" if len(unique) > 1 else "rule"
+        shown = ", ".join(versions)
+        why = (
+            f"{plural} {names} before it take{'' if len(unique) > 1 else 's'} every request "
+            f"of schema version{'s' if len(versions) > 1 else ''} {shown} it could match"
+        )
+    return Problem(
+        rule.location,
+        "error",
+        f"rule {rule.name!r} can never match: {why}; move it up or remove it",
+        "rule-shadowed",
+    )
+
+
+def _same_condition(rule: Rule, twin: Rule) -> Problem:
+    return Problem(
+        rule.location,
+        "error",
+        f"rule {rule.name!r} can never match: rule {twin.name!r} ({_line(twin.location)}) "
+        f"before it has the same condition and the first match wins; merge or remove one",
+        "rule-shadowed",
+    )
+
+
+def _line(location: Location) -> str:
+    return f"line {location.line}"

@@ -1,0 +1,248 @@
+"""What a request schema says about one field path: may a valid request have it, must it,
+and which JSON types can its value take.
+
+`lint` asks this about every field a routing key, a partition or a condition uses. The answer
+is exact for what routerd's schemas use (`properties`, `required`, `additionalProperties`,
+`items`, `$ref`, `allOf`, `anyOf`, `oneOf`) and errs towards "undeclared" (no claim either
+way) for the rest, so a check built on it never reports a problem that is not there.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from routerd.config.schemas import SchemaSet
+
+log = logging.getLogger(__name__)
+
+# required: every valid request has it; optional: declared, may be absent; undeclared: the
+# schema neither declares nor forbids it; forbidden: no valid request can have it.
+Presence = Literal["required", "optional", "undeclared", "forbidden"]
+FieldPath = tuple[str | int, ...]
+# A subschema with the resolver its `$ref`s resolve against.
+Sub = tuple[Any, Any]
+
+ALL_TYPES = frozenset({"string", "integer", "number", "boolean", "null", "object", "array"})
+# A schema can nest anyOf inside anyOf; past this much work the answer is "undeclared".
+_BUDGET = 5_000
+_MAX_REF_DEPTH = 32
+
+
+@dataclass(frozen=True, slots=True)
+class FieldFacts:
+    presence: Presence
+    # The JSON types the value can have (None: any); "number" here means a non-integer.
+    types: frozenset[str] | None = None
+
+
+_UNKNOWN = FieldFacts("undeclared")
+_FORBIDDEN = FieldFacts("forbidden", frozenset())
+
+
+class FieldOracle:
+    """Answers for one schema file; the answers are cached, schemas do not change."""
+
+    def __init__(self, schemas: SchemaSet, uri: str) -> None:
+        self._root: Sub = (schemas.documents[uri].data, schemas.registry.resolver(base_uri=uri))
+        self._cache: dict[FieldPath, FieldFacts] = {}
+        self._spent = 0
+
+    def facts(self, path: FieldPath) -> FieldFacts:
+        if path not in self._cache:
+            self._spent = 0
+            try:
+                self._cache[path] = self._facts([], [self._root], [], path, 0)
+            except _OverBudget:
+                self._cache[path] = _UNKNOWN
+        return self._cache[path]
+
+    def _facts(
+        self,
+        plain: list[Sub],
+        pending: list[Sub],
+        disjunctions: list[list[Sub]],
+        path: FieldPath,
+        depth: int,
+    ) -> FieldFacts:
+        self._spent += 1
+        if self._spent > _BUDGET or depth > _MAX_REF_DEPTH:
+            raise _OverBudget
+        plain, disjunctions = [*plain], [*disjunctions]
+        for sub in pending:
+            _expand(sub, plain, disjunctions, 0)
+        if disjunctions:
+            # Distribute: (A and (B or C)) is (A and B) or (A and C), so each branch is
+            # judged together with everything it is combined with.
+            first, rest = disjunctions[0], disjunctions[1:]
+            return _disjoin(
+                [self._facts(plain, [branch], rest, path, depth + 1) for branch in first]
+            )
+        if not path:
+            return FieldFacts("required", _types(plain))
+        key, rest_path = path[0], path[1:]
+        step = _step(plain, key)
+        if step.presence == "forbidden":
+            return _FORBIDDEN
+        if not step.children:
+            return _UNKNOWN
+        child = self._facts([], step.children, [], rest_path, depth + 1)
+        if child.presence == "forbidden":
+            return _FORBIDDEN
+        if step.presence == "undeclared" or child.presence == "undeclared":
+            return FieldFacts("undeclared", child.types)
+        required = step.presence == "required" and child.presence == "required"
+        return FieldFacts("required" if required else "optional", child.types)
+
+
+class _OverBudget(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    presence: Presence
+    children: list[Sub]
+
+
+def _expand(sub: Sub, plain: list[Sub], disjunctions: list[list[Sub]], depth: int) -> None:
+    """Flatten `$ref` and `allOf` (all must hold) into `plain`; keep anyOf/oneOf apart."""
+    node, resolver = sub
+    if depth > _MAX_REF_DEPTH:
+        return
+    plain.append(sub)
+    if not isinstance(node, dict):
+        return
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        try:
+            resolved = resolver.lookup(ref)
+        except Exception:
+            pass  # the loader reports it; here it just tells nothing
+        else:
+            _expand((resolved.contents, resolved.resolver), plain, disjunctions, depth + 1)
+    for item in node.get("allOf", []) if isinstance(node.get("allOf"), list) else []:
+        _expand((item, resolver), plain, disjunctions, depth + 1)
+    for keyword in ("anyOf", "oneOf"):
+        branches = node.get(keyword)
+        if isinstance(branches, list) and branches:
+            disjunctions.append([(item, resolver) for item in branches])
+
+
+def _step(plain: list[Sub], key: str | int) -> _Step:
+    """What the conjunction of `plain` says about one key of the instance."""
+    declared = required = False
+    children: list[Sub] = []
+    for node, resolver in plain:
+        if node is False:
+            return _Step("forbidden", [])
+        if not isinstance(node, dict):
+            continue
+        types = _node_types(node)
+        if isinstance(key, int):
+            if types is not None and "array" not in types:
+                return _Step("forbidden", [])
+            item = _item_schema(node, key)
+            if isinstance(node.get("minItems"), int) and node["minItems"] > key:
+                required = True
+        else:
+            if types is not None and "object" not in types:
+                return _Step("forbidden", [])
+            item = _property_schema(node, key)
+            if key in (node.get("required") or []):
+                required = True
+        if item is False:
+            return _Step("forbidden", [])
+        if item is not None:
+            declared = True
+            children.append((item, resolver))
+    if not declared:
+        return _Step("undeclared", [])
+    return _Step("required" if required else "optional", children)
+
+
+def _property_schema(node: dict[str, Any], key: str) -> Any:
+    """The subschema a property named `key` must satisfy in this node, False if the node
+    forbids it, None if the node says nothing about it."""
+    properties = node.get("properties")
+    if isinstance(properties, dict) and key in properties:
+        return properties[key]
+    patterns = node.get("patternProperties")
+    if isinstance(patterns, dict):
+        for regex, schema in patterns.items():
+            try:
+                if re.search(regex, key):
+                    return schema
+            except re.error:
+                return None  # an ECMA-only regex: no claim
+    additional = node.get("additionalProperties")
+    if additional is False or isinstance(additional, dict):
+        return additional
+    return None
+
+
+def _item_schema(node: dict[str, Any], index: int) -> Any:
+    prefix = node.get("prefixItems")
+    items = node.get("items")
+    if isinstance(prefix, list):
+        return prefix[index] if index < len(prefix) else items
+    if isinstance(items, list):  # drafts before 2020-12: a tuple of schemas
+        return items[index] if index < len(items) else node.get("additionalItems")
+    return items
+
+
+def _node_types(node: dict[str, Any]) -> frozenset[str] | None:
+    if "const" in node:
+        return frozenset({_json_type(node["const"])})
+    if isinstance(node.get("enum"), list):
+        return frozenset(_json_type(v) for v in node["enum"])
+    declared = node.get("type")
+    if isinstance(declared, str):
+        declared = [declared]
+    if not isinstance(declared, list):
+        return None
+    names = {str(t) for t in declared}
+    if "number" in names:
+        names.add("integer")
+    return frozenset(names & ALL_TYPES)
+
+
+def _types(plain: list[Sub]) -> frozenset[str] | None:
+    result: frozenset[str] | None = None
+    for node, _ in plain:
+        if node is False:
+            return frozenset()
+        types = _node_types(node) if isinstance(node, dict) else None
+        if types is not None:
+            result = types if result is None else result & types
+    return result
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if value is None:
+        return "null"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _disjoin(branches: list[FieldFacts]) -> FieldFacts:
+    possible = [b for b in branches if b.presence != "forbidden"]
+    if not possible:
+        return _FORBIDDEN
+    types: frozenset[str] | None = frozenset()
+    for b in possible:
+        types = None if types is None or b.types is None else types | b.types
+    if all(b.presence == "required" for b in branches):
+        return FieldFacts("required", types)
+    if any(b.presence in ("required", "optional") for b in possible):
+        return FieldFacts("optional", types)
+    return FieldFacts("undeclared", types)
