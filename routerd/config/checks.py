@@ -16,10 +16,11 @@ from typing import Any
 from routerd.config.coverage import Analysis, Coverage, analyse, guarantees, leaves
 from routerd.config.fields import FieldFacts, FieldOracle
 from routerd.config.model import Condition, Location, Problem, RouteTable, Severity, Target
-from routerd.config.paths import parse_path, pointer
-from routerd.config.schemas import SchemaSet, compile_validator
+from routerd.config.paths import absolute, parse_path, pointer
+from routerd.config.schemas import SchemaSet
 from routerd.config.source import Document
 from routerd.config.subschemas import iter_subschemas
+from routerd.config.validator import compile_validator
 
 log = logging.getLogger(__name__)
 
@@ -293,9 +294,9 @@ def unused_targets(ctx: Context) -> Iterator[Problem]:
 def unused_schema_files(ctx: Context) -> Iterator[Problem]:
     """A schema file beside the configured ones that nothing configures or refers to."""
     reachable = _reachable(ctx)
-    config = ctx.doc.path.resolve()
+    config = absolute(ctx.doc.path)
     for uri, document in ctx.schemas.documents.items():
-        if uri in reachable or Path(document.path).resolve() == config:
+        if uri in reachable or absolute(Path(document.path)) == config:
             continue
         yield Problem(
             Location(document.path, 1, 1),
@@ -350,7 +351,7 @@ def _reachable(ctx: Context) -> dict[str, None]:
     # Configured files count as used even when broken: the loader reported those.
     found: dict[str, None] = {}
     for entry in ctx.table.raw["schemas"]:
-        uri = (ctx.doc.path.parent / entry["file"]).resolve().as_uri()
+        uri = absolute(ctx.doc.path.parent / entry["file"]).as_uri()
         found.update(dict.fromkeys(ctx.schemas.reachable(uri)))
     return found
 

@@ -31,10 +31,11 @@ from routerd.config.model import (
     Source,
     Target,
 )
-from routerd.config.paths import parse_path
-from routerd.config.schemas import SchemaSet, check_document, compile_validator, load_schema_set
+from routerd.config.paths import absolute, parse_path
+from routerd.config.schemas import SchemaSet, check_document, load_schema_set
 from routerd.config.shape import check_shape, config_schema
 from routerd.config.source import Document, read_document
+from routerd.config.validator import compile_validator
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def _build(doc: Document, problems: list[Problem]) -> tuple[RouteTable, SchemaSe
         field=parse_path(raw_version["field"]) if "field" in raw_version else None,
     )
 
-    schema_files = [(base / entry["file"]).resolve() for entry in data["schemas"]]
+    schema_files = [absolute(base / entry["file"]) for entry in data["schemas"]]
     schema_set = load_schema_set(schema_files, problems)
     schemas: dict[str, Schema] = {}
     sound: dict[str, bool] = {}

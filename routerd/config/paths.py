@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Final
 
 
@@ -39,3 +41,10 @@ def resolve(data: Any, path: tuple[str | int, ...]) -> Any:
 def pointer(parts: Iterable[str | int]) -> str:
     """A JSON pointer (RFC 6901) for a path: ("to", 0) -> "/to/0"."""
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def absolute(path: Path) -> Path:
+    """An absolute path that keeps symlinks: in a Kubernetes ConfigMap volume the files are
+    symlinks through `..data`, and a resolved path would name a timestamped folder that the
+    next update deletes (and that nobody recognises in an error message)."""
+    return Path(os.path.abspath(path))

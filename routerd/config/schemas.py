@@ -10,6 +10,7 @@ network: only local files can be referenced, and both validators run with retrie
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +26,15 @@ import referencing.jsonschema
 from jsonschema.exceptions import best_match
 
 from routerd.config.hints import did_you_mean
-from routerd.config.model import ConfigError, ErrorDetail, Location, Problem
-from routerd.config.paths import pointer
+from routerd.config.model import ConfigError, Problem
+from routerd.config.paths import absolute, pointer
 from routerd.config.source import Document, PathKey, read_document
 from routerd.config.subschemas import iter_refs, iter_subschemas, non_json_values, patterns
+from routerd.config.validator import readable_message
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SchemaSet", "check_document", "compile_validator", "iter_refs", "iter_subschemas"]
+__all__ = ["SchemaSet", "check_document", "iter_refs", "iter_subschemas"]
 
 SCHEMA_SUFFIXES = (".yaml", ".yml", ".json")
 DEFAULT_DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -56,13 +58,14 @@ class SchemaSet:
     documents: Mapping[str, Document]
     registry: referencing.Registry[Any]
 
-    def reference_validator(self, uri: str) -> jsonschema.protocols.Validator:
-        """The Python `jsonschema` validator for one schema: the reference implementation."""
+    def reference_validator(self, uri: str, fragment: str = "") -> jsonschema.protocols.Validator:
+        """The Python `jsonschema` validator for one schema (or, with `fragment`, one
+        subschema of it): the reference implementation."""
         document = self.documents[uri].data
         cls = draft_of(document) or jsonschema.Draft202012Validator
         # A root that only refers to the file by URI, so relative `$ref`s inside it resolve
         # against the file's own location, exactly as the fast validator resolves them.
-        return cls({"$ref": uri}, registry=self.registry)
+        return cls({"$ref": f"{uri}#{fragment}" if fragment else uri}, registry=self.registry)
 
     def reachable(self, uri: str) -> tuple[str, ...]:
         """`uri` and every document its `$ref`s lead to, transitively, in discovery order."""
@@ -91,9 +94,9 @@ def load_schema_set(files: list[Path], problems: list[Problem]) -> SchemaSet:
     file their `$ref`s name."""
     documents: dict[str, Document] = {}
     unreadable: dict[str, ConfigError] = {}
-    wanted = list(dict.fromkeys(path.resolve().as_uri() for path in files))
+    wanted = list(dict.fromkeys(absolute(path).as_uri() for path in files))
     siblings = [
-        p.resolve().as_uri()
+        absolute(p).as_uri()
         for folder in sorted({f.parent for f in files})
         if folder.is_dir()
         for p in sorted(folder.iterdir())
@@ -209,15 +212,23 @@ def check_document(schemas: SchemaSet, uri: str, problems: list[Problem]) -> boo
             )
         )
     for path, regex in patterns(doc.data):
+        # `pattern` runs on Python's `re` (as in the reference validator); the keys of
+        # `patternProperties` run on jsonschema-rs's ECMA-262 engine. Both must compile.
+        python = path[-1] == "pattern"
         try:
-            jsonschema_rs.validator_for({"pattern": regex}, offline=True)
-        except ValueError:
+            if python:
+                re.compile(regex)
+            else:
+                jsonschema_rs.validator_for({"patternProperties": {regex: {}}}, offline=True)
+        except (re.error, ValueError) as exc:
+            why = f": {exc.msg} at position {exc.pos}" if isinstance(exc, re.error) else ""
+            dialect = "Python" if python else "ECMA-262"
             problems.append(
                 Problem(
                     doc.locate(path),
                     "error",
-                    f"regex {regex!r} at {pointer(path)} does not compile (schemas use "
-                    f"ECMA-262 regular expressions)",
+                    f"regex {regex!r} at {pointer(path)} does not compile as a {dialect} "
+                    f"regular expression{why}",
                     "regex-invalid",
                 )
             )
@@ -268,58 +279,6 @@ def _check_refs(schemas: SchemaSet, uri: str, problems: list[Problem]) -> bool:
     return sound
 
 
-def compile_validator(
-    schemas: SchemaSet, uri: str, location: Location, problems: list[Problem], fragment: str = ""
-) -> tuple[Any, Any] | None:
-    """The fast validator's `is_valid` and error listing for one schema file (or, with
-    `fragment`, one subschema of it)."""
-    try:
-        registry = jsonschema_rs.Registry(
-            [(u, schemas.documents[u].data) for u in schemas.reachable(uri)],
-            retriever=_refuse_rs,
-        )
-        validator = jsonschema_rs.validator_for(
-            {"$ref": f"{uri}#{fragment}"} if fragment else schemas.documents[uri].data,
-            registry=registry,
-            base_uri=uri,
-            # Formats differ between validators; schemas use `pattern` instead.
-            validate_formats=False,
-            offline=True,
-        )
-    except (ValueError, jsonschema_rs.ReferencingError) as exc:
-        problems.append(
-            Problem(
-                location,
-                "error",
-                f"schema does not compile: {str(exc).splitlines()[0]}",
-                "schema-invalid",
-            )
-        )
-        return None
-
-    def errors(instance: Any) -> tuple[ErrorDetail, ...]:
-        return tuple(
-            ErrorDetail(
-                pointer(e.instance_path),
-                str(e.schema_path[-1]) if e.schema_path else "",
-                readable_message(e.message, e.instance),
-            )
-            for e in validator.iter_errors(instance)
-        )
-
-    return validator.is_valid, errors
-
-
-def readable_message(message: str, instance: Any) -> str:
-    """Drop a whole object or array dumped at the front of a message: a customer needs to
-    know what is wrong with it, not to read it back (it can be megabytes)."""
-    if isinstance(instance, dict | list) and message[:1] in ("{", "["):
-        cut = max(message.rfind(" is "), message.rfind(" has "))
-        if cut > 0:
-            return ("object" if isinstance(instance, dict) else "array") + message[cut:]
-    return message
-
-
 def _with_suggestion(error: jsonschema.ValidationError) -> str:
     message = readable_message(error.message, error.instance)
     expected: Any = error.validator_value
@@ -342,10 +301,6 @@ def _resource(data: Any) -> referencing.Resource[Any]:
 
 def _refuse(uri: str) -> referencing.Resource[Any]:
     raise referencing.exceptions.NoSuchResource(ref=uri)  # type: ignore[call-arg]
-
-
-def _refuse_rs(uri: str) -> Any:
-    raise ValueError(f"routerd does not fetch {uri}")
 
 
 def _unresolvable(

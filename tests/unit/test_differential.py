@@ -429,10 +429,11 @@ def test_the_factories_corpus(validators: dict[str, Validators]) -> None:
 
 
 # -- regex dialects ---------------------------------------------------------------------------
-# The reference applies `pattern` with Python's `re.search`; jsonschema-rs with ECMA-262
+# The reference applies `pattern` with Python's `re.search`; jsonschema-rs natively with ECMA-262
 # semantics. They disagree on: `$` before a final newline (Python matches), `\d` and `\w`
 # on non-ASCII digits and letters (Python matches), `\s` on \x1c-\x1f and \x85 (Python
-# matches) and on \ufeff (ECMA matches).
+# matches) and on \ufeff (ECMA matches). routerd runs `pattern` with Python's `re` (see
+# routerd/config/validator.py), so these cases must agree.
 
 TRICKY = ["\n", "\r", "\x1c", "\x1f", "\x85", "\xa0", "\u2028", "\ufeff", "٣", "²", "é", "_"]
 tricky_text = st.builds(
@@ -449,12 +450,6 @@ tricky_text = st.builds(
 @example(value="ada\x1c@example.org", field="from")
 @example(value="٢٠٢٤-05-01T10:00:00Z", field="send_at")
 @example(value="tëxt/plain", field="content_type")
-@pytest.mark.xfail(
-    strict=True,
-    reason="jsonschema-rs applies ECMA-262 regexes, the reference Python's `re`; needs the "
-    "`pattern` keyword of compile_validator (routerd/config/schemas.py) to use `re.search`. "
-    "Remove this marker when it does.",
-)
 def test_regex_dialect(validators: dict[str, Validators], value: str, field: str) -> None:
     request = factories.valid_v1(1)
     if field == "from":
@@ -480,12 +475,6 @@ def test_regex_dialect(validators: dict[str, Validators], value: str, field: str
         {**factories.valid_v2(1), "metadata": {"": []}},
     ],
     ids=["metadata", "headers", "v2"],
-)
-@pytest.mark.xfail(
-    strict=True,
-    reason="jsonschema-rs drops empty keys from instance paths; needs errors() of "
-    "compile_validator (routerd/config/schemas.py) to fall back to the reference for "
-    "instances with an empty key. Remove this marker when it does.",
 )
 def test_empty_property_names(validators: dict[str, Validators], request_: Any) -> None:
     version = str(request_["schema_version"])

@@ -387,8 +387,8 @@ def test_a_broken_referenced_file_is_reported(tmp_path: Path) -> None:
                 6,
                 40,
                 "regex-invalid",
-                "regex '[a-' at /properties/customer_id/pattern does not "
-                "compile (schemas use ECMA-262 regular expressions)",
+                "regex '[a-' at /properties/customer_id/pattern does not compile as a "
+                "Python regular expression: unterminated character set at position 0",
             ),
         ),
         (
