@@ -1,0 +1,5 @@
+"""`python -m routerd` runs the `routerd` command."""
+
+from routerd.cli import main
+
+main()

@@ -1,0 +1,494 @@
+"""The deployment files under deploy/, checked against the Kubernetes API schemas, systemd,
+and what routerd itself knows: its settings, its HTTP endpoint, its shutdown bound and the
+files its route config is built from.
+
+No cluster, container runtime or network. Kustomizations are rendered here by a small
+reader of the few kustomize features they use; where kubectl is installed its own
+`kubectl kustomize` must render the same.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import yaml
+
+from routerd.amqp.link import CLOSE_TIMEOUT
+from routerd.config.loader import load
+from routerd.config.model import RouteTable
+from routerd.observe import Metrics
+from routerd.reload import Reloader, TableHolder, watch_dirs
+from routerd.settings import ENV_VARS, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+KUBE = ROOT / "deploy" / "kubernetes"
+SYSTEMD = ROOT / "deploy" / "systemd"
+DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
+SHIPPED_CONFIG = ROOT / "config" / "routes.yaml"
+# The default kustomization and the KEDA variant: the two things ops apply.
+ENTRY_POINTS = {"hpa": KUBE, "keda": KUBE / "keda"}
+# The oldest Kubernetes the manifests promise to work on, and the newest the package knows.
+KUBERNETES_VERSIONS = ("1.30", "latest")
+# After the shutdown timeout and the connection close, the task group still has to end.
+TEARDOWN_MARGIN = 5.0
+KNOWN_VARS = frozenset(ENV_VARS.values())
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+
+def render(folder: Path) -> list[dict[str, Any]]:
+    """The resources a kustomization yields: resources (files, folders) and ConfigMaps from
+    configMapGenerator `files`. Anything else kustomize could do fails here, loudly."""
+    spec = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    allowed = {"apiVersion", "kind", "resources", "configMapGenerator", "generatorOptions"}
+    assert set(spec) <= allowed, f"{folder}: teach render() {set(spec) - allowed}"
+    out: list[dict[str, Any]] = []
+    for entry in spec.get("resources", []):
+        path = folder / entry
+        if path.is_dir():
+            out += render(path)
+        else:
+            out += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    options = spec.get("generatorOptions", {})
+    for gen in spec.get("configMapGenerator", []):
+        assert set(gen) == {"name", "files"}, f"{folder}: teach render() {set(gen)}"
+        metadata = {"name": gen["name"], "labels": options.get("labels", {})}
+        data = {Path(f).name: (folder / f).read_text() for f in gen["files"]}
+        out.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data})
+    return out
+
+
+def generator_files(folder: Path = KUBE / "base") -> dict[str, list[Path]]:
+    spec = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    return {
+        g["name"]: [(folder / f).resolve() for f in g["files"]] for g in spec["configMapGenerator"]
+    }
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def docs() -> list[dict[str, Any]]:
+    return render(KUBE)
+
+
+@pytest.fixture(scope="module")
+def pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    spec: dict[str, Any] = one(docs, "Deployment")["spec"]["template"]["spec"]
+    return spec
+
+
+@pytest.fixture(scope="module")
+def container(pod: dict[str, Any]) -> dict[str, Any]:
+    (routerd,) = pod["containers"]
+    return dict(routerd)
+
+
+def plain_env(container: Mapping[str, Any]) -> dict[str, str]:
+    """The container's literal environment; values from Secrets are left out."""
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def settings_of(container: Mapping[str, Any]) -> Settings:
+    return Settings.from_sources({}, plain_env(container))
+
+
+# --- Kubernetes --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+def test_manifests_validate_against_kubernetes_schemas(entry: str, version: str) -> None:
+    # Imported here so that, without it, this test fails and the others still run.
+    import kubernetes_validate  # the dev dependency kubernetes-validate
+
+    if version == "latest":
+        version = kubernetes_validate.latest_version()
+    checked, problems = [], []
+    for doc in render(ENTRY_POINTS[entry]):
+        if doc["apiVersion"].startswith("keda.sh/"):
+            continue  # a CRD: no schema in kubernetes-validate; see the KEDA test below
+        try:
+            # strict: unknown fields (a misspelt key) are errors, as `kubectl apply` makes them.
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            where = ".".join(map(str, exc.path))
+            problems.append(f"{doc['kind']}/{doc['metadata']['name']}: {where}: {exc.message}")
+        checked.append(doc["kind"])
+    assert not problems, "\n".join(problems)
+    assert {"Deployment", "ConfigMap", "Service", "PodDisruptionBudget"} <= set(checked)
+
+
+def test_every_manifest_file_is_rendered_somewhere() -> None:
+    used = set()
+    for folder in {p.parent for p in KUBE.rglob("kustomization.yaml")}:
+        spec = yaml.safe_load((folder / "kustomization.yaml").read_text())
+        used |= {(folder / r).resolve() for r in spec.get("resources", [])}
+    manifests = {p.resolve() for p in KUBE.rglob("*.yaml") if p.name != "kustomization.yaml"}
+    assert manifests - used == set(), "manifests no kustomization applies (so none validated)"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+def test_kubectl_kustomize_renders_the_same(entry: str) -> None:
+    cmd = ["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone"]
+    result = subprocess.run(
+        [*cmd, str(ENTRY_POINTS[entry])], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    theirs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    mine = render(ENTRY_POINTS[entry])
+
+    def key(d: dict[str, Any]) -> tuple[str, str]:
+        return d["kind"], d["metadata"]["name"]
+
+    assert sorted(map(key, theirs)) == sorted(map(key, mine))
+    for doc in theirs:
+        (twin,) = [d for d in mine if key(d) == key(doc)]
+        assert doc == twin, key(doc)
+
+
+def test_configmaps_are_mounted_whole_folders(
+    docs: list[dict[str, Any]], pod: dict[str, Any]
+) -> None:
+    generated = {d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"}
+    volumes = {v["name"]: v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v}
+    assert set(volumes.values()) == generated
+    (container,) = pod["containers"]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    for volume in volumes:
+        # subPath mounts are copies that never see a ConfigMap update.
+        assert "subPath" not in mounts[volume] and "subPathExpr" not in mounts[volume]
+        assert mounts[volume]["readOnly"] is True
+
+
+def test_generators_ship_exactly_the_files_the_config_is_built_from() -> None:
+    table = load(SHIPPED_CONFIG)
+    shipped = [f for files in generator_files().values() for f in files]
+    assert len(shipped) == len(set(shipped))
+    assert set(shipped) == {Path(f).resolve() for f in table.files}
+    # One ConfigMap per folder: their keys become file names in one mount each.
+    for name, files in generator_files().items():
+        assert len({f.parent for f in files}) == 1, f"{name} mixes folders"
+
+
+def mount_layout(root: Path, docs: list[dict[str, Any]], pod: dict[str, Any]) -> dict[str, Path]:
+    """Lay the ConfigMaps out under `root` at the Deployment's mount paths, as kubelet does;
+    returns the mount folder of each ConfigMap."""
+    (container,) = pod["containers"]
+    by_volume = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    maps = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
+    folders = {}
+    for volume in pod["volumes"]:
+        if "configMap" in volume:
+            name = volume["configMap"]["name"]
+            folders[name] = root / by_volume[volume["name"]].lstrip("/")
+            kubelet_publish(folders[name], maps[name])
+    return folders
+
+
+def kubelet_publish(volume: Path, files: Mapping[str, str]) -> None:
+    """Write a ConfigMap volume the way kubelet's atomic writer does: the files in a fresh
+    ..<timestamp> folder, `..data` swapped to it by rename, one symlink per key."""
+    volume.mkdir(parents=True, exist_ok=True)
+    old = os.readlink(volume / "..data") if (volume / "..data").is_symlink() else None
+    stamp = f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{time.time_ns() % 10**9:09d}"
+    (volume / stamp).mkdir()
+    for name, text in files.items():
+        (volume / stamp / name).write_text(text)
+    os.symlink(stamp, volume / "..data_tmp")
+    os.replace(volume / "..data_tmp", volume / "..data")
+    for name in files:
+        if not (volume / name).is_symlink():
+            os.symlink(f"..data/{name}", volume / name)
+    if old is not None:
+        shutil.rmtree(volume / old)
+
+
+@pytest.mark.anyio
+async def test_mounted_configmaps_load_and_hot_reload(
+    tmp_path: Path, docs: list[dict[str, Any]], pod: dict[str, Any], container: dict[str, Any]
+) -> None:
+    folders = mount_layout(tmp_path, docs, pod)
+    config = tmp_path / str(settings_of(container).config_path).lstrip("/")
+    table = load(config)
+    assert table.content_hash == load(SHIPPED_CONFIG).content_hash
+    # The reloader watches the mount folders themselves, where kubelet's ..data swap shows.
+    assert set(watch_dirs(config, table.files)) == set(folders.values())
+
+    swapped, seen = anyio.create_memory_object_stream[RouteTable](4)
+
+    async def before_swap(new: RouteTable) -> None:
+        await swapped.send(new)
+
+    reloader = Reloader(config, TableHolder(table), Metrics(), before_swap=before_swap)
+    maps = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
+    async with swapped, seen, anyio.create_task_group() as tg:
+        await tg.start(reloader.run)
+        # Each volume twice: the second update finds the folder of the first one deleted.
+        for edit, name in enumerate(sorted(folders) * 2):
+            # Any change to a mounted file makes a new route table; a comment will do.
+            files = {k: f"{v}\n# edit {edit}\n" for k, v in maps[name].items()}
+            kubelet_publish(folders[name], files)
+            with anyio.fail_after(20):
+                new = await seen.receive()
+            assert new.content_hash != table.content_hash
+            table = new
+        tg.cancel_scope.cancel()
+
+
+def test_http_port_probes_and_scrape_agree(
+    docs: list[dict[str, Any]], pod: dict[str, Any], container: dict[str, Any]
+) -> None:
+    settings = settings_of(container)
+    # Probes and scrapes come from outside the pod: not loopback.
+    assert settings.http_host in ("0.0.0.0", "", "::")
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": settings.http_port}
+
+    def port(ref: int | str) -> int:
+        return ref if isinstance(ref, int) else ports[ref]
+
+    probes = {
+        k: container[k]["httpGet"] for k in ("startupProbe", "livenessProbe", "readinessProbe")
+    }
+    assert {k: (p["path"], port(p["port"])) for k, p in probes.items()} == {
+        "startupProbe": ("/healthz", settings.http_port),
+        "livenessProbe": ("/healthz", settings.http_port),
+        "readinessProbe": ("/readyz", settings.http_port),
+    }
+    (service_port,) = one(docs, "Service")["spec"]["ports"]
+    assert port(service_port["targetPort"]) == settings.http_port
+    annotations = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == settings.http_port
+
+
+def test_grace_period_outlasts_the_graceful_stop(
+    pod: dict[str, Any], container: dict[str, Any]
+) -> None:
+    needed = settings_of(container).shutdown_timeout + CLOSE_TIMEOUT + TEARDOWN_MARGIN
+    assert pod["terminationGracePeriodSeconds"] >= needed
+    assert "lifecycle" not in container  # no preStop: routerd drains on SIGTERM itself
+
+
+def test_environment_is_routerd_settings(container: dict[str, Any]) -> None:
+    names = {e["name"] for e in container["env"]}
+    assert names <= KNOWN_VARS, f"unknown to routerd: {names - KNOWN_VARS}"
+    (secret,) = [e for e in container["env"] if "valueFrom" in e]
+    assert secret["name"] == "ROUTERD_AMQP_URL"
+    settings_of(container)  # raises SettingsError on a value routerd would refuse
+
+
+def test_pods_run_unprivileged(pod: dict[str, Any], container: dict[str, Any]) -> None:
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    # A Service named routerd-* would otherwise inject ROUTERD_*_SERVICE_HOST and friends.
+    assert pod["enableServiceLinks"] is False
+    ctx = container["securityContext"]
+    assert ctx["readOnlyRootFilesystem"] is True and ctx["allowPrivilegeEscalation"] is False
+    assert ctx["capabilities"]["drop"] == ["ALL"]
+    user = dockerfile_instructions()["USER"][-1]
+    assert user == f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"
+
+
+def test_selectors_match_the_pods(docs: list[dict[str, Any]]) -> None:
+    deployment = one(docs, "Deployment")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selectors = [
+        deployment["spec"]["selector"]["matchLabels"],
+        one(docs, "Service")["spec"]["selector"],
+        one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+    ]
+    for selector in selectors:
+        assert selector.items() <= labels.items()
+    # The autoscaler owns the replica count; a value here would undo it on every apply.
+    assert "replicas" not in deployment["spec"]
+
+
+def test_autoscalers_scale_on_the_source_queue(
+    docs: list[dict[str, Any]], container: dict[str, Any]
+) -> None:
+    source = load(SHIPPED_CONFIG).source.queue
+    hpa = one(docs, "HorizontalPodAutoscaler")["spec"]
+    assert hpa["scaleTargetRef"]["name"] == one(docs, "Deployment")["metadata"]["name"]
+    (external,) = [m["external"] for m in hpa["metrics"] if m["type"] == "External"]
+    assert external["metric"] == {
+        "name": "rabbitmq_queue_messages_ready",
+        "selector": {"matchLabels": {"queue": source}},
+    }
+
+    keda = render(ENTRY_POINTS["keda"])
+    assert not [d for d in keda if d["kind"] == "HorizontalPodAutoscaler"], "two autoscalers"
+    scaled = one(keda, "ScaledObject")["spec"]
+    assert scaled["scaleTargetRef"]["name"] == hpa["scaleTargetRef"]["name"]
+    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (
+        hpa["minReplicas"],
+        hpa["maxReplicas"],
+    )
+    (trigger,) = [t for t in scaled["triggers"] if t["type"] == "rabbitmq"]
+    assert trigger["metadata"]["queueName"] == source
+    assert trigger["metadata"]["value"] == external["target"]["averageValue"]
+    auth = one(keda, "TriggerAuthentication")
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    (secret,) = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e]
+    (ref,) = auth["spec"]["secretTargetRef"]
+    assert (ref["parameter"], ref["name"], ref["key"]) == ("host", secret["name"], secret["key"])
+
+
+# --- container image ---------------------------------------------------------------------
+
+
+def dockerfile_instructions() -> dict[str, list[str]]:
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    out: dict[str, list[str]] = defaultdict(list)
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            word, _, rest = line.strip().partition(" ")
+            out[word.upper()].append(rest.strip())
+    return out
+
+
+def test_dockerfile_runs_routerd_serve_unprivileged() -> None:
+    steps = dockerfile_instructions()
+    assert all(base.startswith("python:3.11-slim") for base in steps["FROM"])
+    assert yaml.safe_load(steps["ENTRYPOINT"][-1]) == ["/opt/routerd/.venv/bin/routerd", "serve"]
+    assert not steps["USER"][-1].startswith(("0", "root"))
+    env = dict(word.split("=", 1) for line in steps["ENV"] for word in shlex.split(line))
+    routerd_env = {k: v for k, v in env.items() if k.startswith("ROUTERD_")}
+    assert set(routerd_env) <= KNOWN_VARS
+    assert Settings.from_sources({}, routerd_env).http_host == "0.0.0.0"
+    # Everything copied from the build context exists and is let through the ignore file.
+    allowed = {
+        line[1:]
+        for line in (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().split()
+        if line.startswith("!")
+    }
+    for copy in steps["COPY"]:
+        if not copy.startswith("--from"):
+            *sources, _ = copy.split()
+            for src in sources:
+                assert (ROOT / src).exists() and src.rstrip("/") in allowed, src
+
+
+# --- systemd -----------------------------------------------------------------------------
+
+
+def unit_settings(path: Path) -> dict[str, list[str]]:
+    """Key -> values (in order) of a unit file, across sections; comments dropped."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            out[key.strip()].append(value.strip())
+    return out
+
+
+def env_file(path: Path, *, commented: bool) -> dict[str, str]:
+    """KEY=value lines of an EnvironmentFile; `commented` also reads `#KEY=value` examples."""
+    pattern = r"^#?([A-Z][A-Z0-9_]*)=(.*)$" if commented else r"^([A-Z][A-Z0-9_]*)=(.*)$"
+    return dict(re.findall(pattern, path.read_text(), re.MULTILINE))
+
+
+UNIT = SYSTEMD / "routerd.service"
+ENV_EXAMPLE = SYSTEMD / "routerd.env.example"
+
+
+def unit_environment() -> dict[str, str]:
+    unit = dict(v.split("=", 1) for v in unit_settings(UNIT)["Environment"])
+    return {**unit, **env_file(ENV_EXAMPLE, commented=False)}  # the file wins, as in systemd
+
+
+def test_systemd_environment_is_routerd_settings() -> None:
+    names = set(unit_environment()) | set(env_file(ENV_EXAMPLE, commented=True))
+    assert names <= KNOWN_VARS, f"unknown to routerd: {names - KNOWN_VARS}"
+    assert "ROUTERD_AMQP_URL" in env_file(ENV_EXAMPLE, commented=False)
+    Settings.from_sources({}, unit_environment())
+    Settings.from_sources({}, env_file(ENV_EXAMPLE, commented=True))
+
+
+def test_systemd_unit_stops_gracefully_and_reloads() -> None:
+    unit = unit_settings(UNIT)
+    assert unit["Type"] == ["exec"]
+    assert unit["ExecStart"] == ["/opt/routerd/.venv/bin/routerd serve"]
+    assert unit["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    # SIGTERM to routerd alone; SIGKILL to what is left only after TimeoutStopSec.
+    assert (unit["KillMode"], unit["KillSignal"]) == (["mixed"], ["SIGTERM"])
+    settings = Settings.from_sources({}, unit_environment())
+    timeout = float(unit["TimeoutStopSec"][0].removesuffix("s"))
+    assert timeout >= settings.shutdown_timeout + CLOSE_TIMEOUT + TEARDOWN_MARGIN
+    assert unit["Restart"] == ["on-failure"] and unit["StartLimitBurst"]
+    assert unit["User"] == ["routerd"] and unit["EnvironmentFile"] == ["/etc/routerd/routerd.env"]
+    for key, value in [
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("PrivateTmp", "yes"),
+    ]:
+        assert unit[key] == [value]
+    config = settings.config_path
+    assert any(config.is_relative_to(p) for p in unit["ReadOnlyPaths"])
+    assert config.is_relative_to(unit["WorkingDirectory"][0])
+
+
+def stub_root(root: Path) -> None:
+    """A filesystem root holding the unit, its binary and stubs of the units it names."""
+    unit = unit_settings(UNIT)
+    (root / "etc/systemd/system").mkdir(parents=True)
+    shutil.copy(UNIT, root / "etc/systemd/system/routerd.service")
+    # verify checks that every Exec*= command is an executable file under the root.
+    for key in [k for k in unit if k.startswith("Exec")]:
+        for command in unit[key]:
+            binary = root / shlex.split(command)[0].lstrip("/")
+            binary.parent.mkdir(parents=True, exist_ok=True)
+            binary.write_text("#!/bin/sh\n")
+            binary.chmod(0o755)
+    # Units every service depends on by default, plus those the unit names itself.
+    named = {"sysinit.target", "basic.target", "shutdown.target"}
+    for key in ("Wants", "After", "Requires", "WantedBy"):
+        named.update(w for v in unit.get(key, []) for w in v.split())
+    lib = root / "usr/lib/systemd/system"
+    lib.mkdir(parents=True)
+    for name in named:
+        (lib / name).write_text("[Unit]\nDescription=stub\n")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
+def test_systemd_analyze_verify(tmp_path: Path) -> None:
+    stub_root(tmp_path)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", f"--root={tmp_path}", "routerd.service"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # verify exits 0 on unknown keys and bad values too: any output at all is a finding.
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+@pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="systemd-sysusers missing")
+def test_sysusers_creates_the_unit_user(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    result = subprocess.run(
+        ["systemd-sysusers", f"--root={tmp_path}", str(SYSTEMD / "routerd.sysusers")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    users = [line.split(":") for line in (tmp_path / "etc/passwd").read_text().splitlines()]
+    assert [u[0] for u in users] == unit_settings(UNIT)["User"]
