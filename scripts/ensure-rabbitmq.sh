@@ -14,10 +14,15 @@ if ! command -v rabbitmq-server >/dev/null 2>&1; then
 fi
 echo "Starting the local RabbitMQ (rabbitmq-server -detached)..." >&2
 rabbitmq-server -detached || true
-rabbitmqctl await_startup --timeout 120
-for _ in $(seq 1 60); do
-    port_open && exit 0
+# `-detached` returns before the node registers with epmd, and `await_startup` fails at
+# once on a node it cannot reach yet: retry until it answers, for two minutes at most.
+for _ in $(seq 1 120); do
+    if rabbitmqctl await_startup --timeout 120 >/dev/null 2>&1 && port_open; then
+        echo "RabbitMQ is up." >&2
+        exit 0
+    fi
     sleep 1
 done
-echo "RabbitMQ started but 127.0.0.1:5672 does not answer; see rabbitmq logs." >&2
+echo "RabbitMQ did not come up on 127.0.0.1:5672 within two minutes;" >&2
+echo "see /var/log/rabbitmq/ and 'rabbitmqctl status'." >&2
 exit 1
