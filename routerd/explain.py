@@ -24,7 +24,7 @@ from routerd.config.model import Condition, ConfigError, RouteTable
 from routerd.config.paths import MISSING, resolve
 from routerd.explain_text import render_text
 from routerd.pipeline.decide import decide
-from routerd.pipeline.envelope import Decision, Envelope, Reason, RuleTrace
+from routerd.pipeline.envelope import AMQP_PROPERTIES, Decision, Envelope, Reason, RuleTrace
 from routerd.pipeline.render import partition_of
 
 log = logging.getLogger(__name__)
@@ -35,23 +35,7 @@ ROUTED, REJECTED, BROKEN = 0, 1, 2
 FORMAT_VERSION = 1
 DEFAULT_PROPERTIES: Mapping[str, Any] = {"content_type": "application/json"}
 # AMQP basic properties a send request can carry (headers are given with -H instead).
-PROPERTY_NAMES = frozenset(
-    {
-        "content_type",
-        "content_encoding",
-        "delivery_mode",
-        "priority",
-        "correlation_id",
-        "reply_to",
-        "expiration",
-        "message_id",
-        "timestamp",
-        "type",
-        "user_id",
-        "app_id",
-        "cluster_id",
-    }
-)
+PROPERTY_NAMES = AMQP_PROPERTIES
 _INTEGER_PROPERTIES = frozenset({"delivery_mode", "priority", "timestamp"})
 
 # Where the pipeline stopped, by the code of the first reason of a rejected decision.

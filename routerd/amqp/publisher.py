@@ -24,30 +24,17 @@ from aiormq.exceptions import (
 )
 from pamqp.commands import Basic
 
-from routerd.pipeline.envelope import Decision
+from routerd.pipeline.envelope import AMQP_PROPERTIES, Decision
 
 log = logging.getLogger(__name__)
 
 # Envelope property names (AMQP's) that pamqp spells differently.
 _PAMQP_NAMES = {"type": "message_type"}
-_PROPERTY_NAMES = frozenset(
-    {
-        "content_type",
-        "content_encoding",
-        "priority",
-        "correlation_id",
-        "reply_to",
-        "expiration",
-        "message_id",
-        "timestamp",
-        "message_type",
-        "app_id",
-        "cluster_id",
-    }
-)
 # Not republished: the broker refuses (and closes the channel on) a user_id that is not
-# the publishing connection's user, and the API's user is not routerd's.
+# the publishing connection's user, and the API's user is not routerd's; delivery_mode is
+# always 2 and headers come from the decision.
 _DROPPED = frozenset({"user_id", "headers", "delivery_mode"})
+_REPUBLISHED = AMQP_PROPERTIES - _DROPPED
 
 
 class Unroutable(Exception):
@@ -84,11 +71,8 @@ def basic_properties(decision: Decision) -> Basic.Properties:
     """The decision's properties and headers as pamqp wants them, always persistent."""
     kwargs: dict[str, Any] = {}
     for name, value in decision.properties.items():
-        if name in _DROPPED or value is None:
-            continue
-        name = _PAMQP_NAMES.get(name, name)
-        if name in _PROPERTY_NAMES:
-            kwargs[name] = value
+        if name in _REPUBLISHED and value is not None:
+            kwargs[_PAMQP_NAMES.get(name, name)] = value
     return Basic.Properties(
         **kwargs,
         delivery_mode=2,

@@ -8,6 +8,26 @@ from typing import Any
 
 from routerd.config.model import Target
 
+# The AMQP basic properties by their AMQP names, as `Envelope.properties` keys them
+# (pamqp calls `type` `message_type`; the consumer and publisher translate).
+AMQP_PROPERTIES = frozenset(
+    {
+        "content_type",
+        "content_encoding",
+        "delivery_mode",
+        "priority",
+        "correlation_id",
+        "reply_to",
+        "expiration",
+        "message_id",
+        "timestamp",
+        "type",
+        "user_id",
+        "app_id",
+        "cluster_id",
+    }
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
