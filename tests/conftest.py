@@ -1,16 +1,21 @@
-"""Fixtures shared by every test layer: the broker URL, unique names, isolated configs."""
+"""Fixtures shared by every test layer: the broker URL, unique names, isolated configs; and
+for the tests that run routerd against the real broker, the test's own connection, the
+isolated config's queue names and a folder for the daemon's log.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from tests.harness import Broker, QueueNames
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_CONFIG = ROOT / "config" / "routes.yaml"
@@ -62,3 +67,21 @@ def isolated_config(tmp_path: Path, unique: str) -> Iterator[Path]:
     path = config_dir / "routes.yaml"
     path.write_text(yaml.safe_dump(isolate_config(data, unique), sort_keys=False))
     yield path
+
+
+@pytest.fixture
+async def broker(amqp_url: str, isolated_config: Path, anyio_backend: str) -> AsyncIterator[Broker]:
+    """The test's own connection; deletes the isolated config's queues and exchanges after."""
+    async with Broker(amqp_url) as b:
+        b.track_config(isolated_config)
+        yield b
+
+
+@pytest.fixture
+def names(isolated_config: Path) -> QueueNames:
+    return QueueNames.of(isolated_config)
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    return tmp_path / "logs"

@@ -16,19 +16,11 @@ import anyio
 import pytest
 
 from tests.factories import mixed
-from tests.harness import (
-    Accounting,
-    Broker,
-    Daemon,
-    QueueNames,
-    broker_connections_of,
-    close_connections,
-    drain_all,
-    numbered,
-    running_daemon,
-    settle,
-    wait_for,
-)
+from tests.harness.accounting import Accounting, QueueNames, drain_all, numbered, settle
+from tests.harness.broker import Broker
+from tests.harness.connections import broker_connections_of, close_connections
+from tests.harness.daemon import Daemon, running_daemon
+from tests.harness.wait import wait_for
 
 pytestmark = [
     pytest.mark.anyio,

@@ -15,16 +15,11 @@ from pathlib import Path
 import pytest
 
 from tests.factories import encode, valid_v1, valid_v2
-from tests.harness import (
-    SEQ,
-    Broker,
-    Outgoing,
-    QueueNames,
-    read_config,
-    running_daemon,
-    settle,
-    wait_for,
-)
+from tests.harness.accounting import SEQ, QueueNames, settle
+from tests.harness.broker import Broker, Outgoing
+from tests.harness.config import read_config
+from tests.harness.daemon import running_daemon
+from tests.harness.wait import wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 

@@ -10,19 +10,11 @@ import anyio
 import pytest
 
 from tests.factories import mixed
-from tests.harness import (
-    Accounting,
-    Broker,
-    QueueNames,
-    broker_connections_of,
-    close_connections,
-    drain_all,
-    free_port,
-    numbered,
-    running_daemon,
-    settle,
-    wait_for,
-)
+from tests.harness.accounting import Accounting, QueueNames, drain_all, numbered, settle
+from tests.harness.broker import Broker
+from tests.harness.connections import broker_connections_of, close_connections
+from tests.harness.daemon import free_port, running_daemon
+from tests.harness.wait import wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 

@@ -21,18 +21,11 @@ import anyio
 import pytest
 
 from tests.factories import mixed
-from tests.harness import (
-    SEQ,
-    Broker,
-    QueueNames,
-    Received,
-    drain_all,
-    numbered,
-    rabbitmqctl,
-    running_daemon,
-    settle,
-    wait_for,
-)
+from tests.harness.accounting import SEQ, QueueNames, drain_all, numbered, settle
+from tests.harness.broker import Broker, Received
+from tests.harness.connections import rabbitmqctl
+from tests.harness.daemon import running_daemon
+from tests.harness.wait import wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import copy
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,25 +22,18 @@ import anyio
 import pytest
 
 from tests.factories import encode, valid_v1
-from tests.harness import (
-    SEQ,
-    Broker,
-    Daemon,
-    QueueNames,
-    Received,
-    SteadyPublisher,
+from tests.harness.accounting import SEQ, QueueNames, SteadyPublisher, drain_all, settle
+from tests.harness.broker import Broker, Received
+from tests.harness.config import (
     configmap_update,
-    drain_all,
     dump_config,
     make_configmap,
-    metric_sum,
     read_config,
-    running_daemon,
-    settle,
-    wait_for,
     write_by_rename,
     write_in_place,
 )
+from tests.harness.daemon import Daemon, metric_sum, running_daemon
+from tests.harness.wait import wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 
@@ -131,35 +125,52 @@ def assert_window(
     assert not wrong, f"{why}: {len(wrong)} of {len(seqs)} not in {queue} by {rule}: {wrong[:5]}"
 
 
-async def timed(step: Callable[[], Any], until: Callable[[], Any]) -> float:
+@asynccontextmanager
+async def under_load(
+    broker: Broker, names: QueueNames, config: Path, amqp_url: str, log_dir: Path, warm_up: int
+) -> AsyncIterator[tuple[Daemon, SteadyPublisher]]:
+    """routerd on `config`, catch-all requests published at RATE, `warm_up` of them routed."""
+    pub = SteadyPublisher(broker, names.source, catch_all_body, rate=RATE)
+    async with (
+        running_daemon(config, amqp_url, log_dir) as daemon,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(pub.run)
+        await depth_over(broker, names.transactional, warm_up, "routing to transactional")
+        yield daemon, pub
+
+
+async def reroute(
+    broker: Broker, pub: SteadyPublisher, save: Callable[[], None], queue: str, what: str
+) -> tuple[float, int]:
+    """Save a config that sends the catch-all to `queue`, wait for routing to follow it.
+
+    Returns the seconds that took, and the first seq surely routed by the new table.
+    """
+    level = await broker.depth(queue) or 0
     start = time.monotonic()
-    step()
-    await until()
-    return time.monotonic() - start
+    save()
+    await depth_over(broker, queue, level, what)
+    return time.monotonic() - start, settled(pub)
 
 
 async def test_edit_under_load_reroutes_broken_edit_is_refused(
     broker: Broker, names: QueueNames, isolated_config: Path, amqp_url: str, log_dir: Path
 ) -> None:
     original = read_config(isolated_config)
-    pub = SteadyPublisher(broker, names.source, catch_all_body, rate=RATE)
+    to_bulk = with_catch_all(original, "catch-all-bulk", "bulk")
+    to_transactional = with_catch_all(original, "catch-all-again", "transactional")
     latencies = {}
 
-    async with (
-        running_daemon(isolated_config, amqp_url, log_dir) as daemon,
-        anyio.create_task_group() as tg,
-    ):
-        tg.start_soon(pub.run)
-        await depth_over(broker, names.transactional, 100, "routing to transactional")
-
+    async with under_load(broker, names, isolated_config, amqp_url, log_dir, 100) as (daemon, pub):
         # 1. An editor that writes in place repoints the catch-all to bulk.
-        latencies["edit in place"] = await timed(
-            lambda: write_in_place(
-                isolated_config, with_catch_all(original, "catch-all-bulk", "bulk")
-            ),
-            lambda: depth_over(broker, names.bulk, 0, "the edit to route to bulk"),
+        latencies["edit in place"], switched = await reroute(
+            broker,
+            pub,
+            lambda: write_in_place(isolated_config, to_bulk),
+            names.bulk,
+            "the edit to route to bulk",
         )
-        switched = settled(pub)
 
         # 2. A broken edit, saved by rename: refused with a located problem; routing unchanged.
         offset = len(daemon.log_text())
@@ -171,14 +182,13 @@ async def test_edit_under_load_reroutes_broken_edit_is_refused(
         await source_caught_up(broker, names)  # so all before `fixed` met the old table
 
         # 3. A good edit after the refused one still applies.
-        level = await broker.depth(names.transactional) or 0
-        latencies["edit by rename after a refused one"] = await timed(
-            lambda: write_by_rename(
-                isolated_config, with_catch_all(original, "catch-all-again", "transactional")
-            ),
-            lambda: depth_over(broker, names.transactional, level, "the fix to apply"),
+        latencies["edit by rename after a refused one"], back = await reroute(
+            broker,
+            pub,
+            lambda: write_by_rename(isolated_config, to_transactional),
+            names.transactional,
+            "the fix to apply",
         )
-        back = settled(pub)
         await published_since(pub, back, 200)
         timed_out = await finish(broker, names, pub, daemon)
 
@@ -204,37 +214,30 @@ async def test_configmap_symlink_swap_is_picked_up(
     original = read_config(isolated_config)
     volume = tmp_path / "configmap"
     config = make_configmap(volume, isolated_config)
-    pub = SteadyPublisher(broker, names.source, catch_all_body, rate=RATE)
+    to_bulk = with_catch_all(original, "catch-all-bulk", "bulk")
+    to_transactional = with_catch_all(original, "catch-all-again", "transactional")
     latencies = {}
 
-    async with (
-        running_daemon(config, amqp_url, log_dir) as daemon,
-        anyio.create_task_group() as tg,
-    ):
-        tg.start_soon(pub.run)
-        await depth_over(broker, names.transactional, 100, "routing to transactional")
-
-        latencies["first swap"] = await timed(
-            lambda: configmap_update(
-                volume, {"routes.yaml": with_catch_all(original, "catch-all-bulk", "bulk")}
-            ),
-            lambda: depth_over(broker, names.bulk, 0, "the swapped config to route to bulk"),
+    async with under_load(broker, names, config, amqp_url, log_dir, 100) as (daemon, pub):
+        latencies["first swap"], switched = await reroute(
+            broker,
+            pub,
+            lambda: configmap_update(volume, {"routes.yaml": to_bulk}),
+            names.bulk,
+            "the swapped config to route to bulk",
         )
-        switched = settled(pub)
         await published_since(pub, switched, 200)
         swapped_back = pub.mark()
         await source_caught_up(broker, names)
 
         # kubelet deleted the folder the first table came from: a second swap must work too.
-        level = await broker.depth(names.transactional) or 0
-        latencies["second swap"] = await timed(
-            lambda: configmap_update(
-                volume,
-                {"routes.yaml": with_catch_all(original, "catch-all-again", "transactional")},
-            ),
-            lambda: depth_over(broker, names.transactional, level, "the second swap to apply"),
+        latencies["second swap"], back = await reroute(
+            broker,
+            pub,
+            lambda: configmap_update(volume, {"routes.yaml": to_transactional}),
+            names.transactional,
+            "the second swap to apply",
         )
-        back = settled(pub)
         await published_since(pub, back, 200)
         timed_out = await finish(broker, names, pub, daemon)
 
@@ -252,13 +255,7 @@ async def test_configmap_symlink_swap_is_picked_up(
 async def test_sighup_reloads_and_routing_goes_on(
     broker: Broker, names: QueueNames, isolated_config: Path, amqp_url: str, log_dir: Path
 ) -> None:
-    pub = SteadyPublisher(broker, names.source, catch_all_body, rate=RATE)
-    async with (
-        running_daemon(isolated_config, amqp_url, log_dir) as daemon,
-        anyio.create_task_group() as tg,
-    ):
-        tg.start_soon(pub.run)
-        await depth_over(broker, names.transactional, 50, "routing to transactional")
+    async with under_load(broker, names, isolated_config, amqp_url, log_dir, 50) as (daemon, pub):
         before = metric_sum(await daemon.metrics(), "routerd_reloads_total")
         daemon.send(signal.SIGHUP)
         await wait_for(

@@ -9,16 +9,10 @@ import anyio
 import pytest
 
 from tests.factories import mixed
-from tests.harness import (
-    Accounting,
-    Broker,
-    QueueNames,
-    drain_all,
-    numbered,
-    running_daemon,
-    settle,
-    wait_for,
-)
+from tests.harness.accounting import Accounting, QueueNames, drain_all, numbered, settle
+from tests.harness.broker import Broker
+from tests.harness.daemon import running_daemon
+from tests.harness.wait import wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 

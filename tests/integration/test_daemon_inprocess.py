@@ -22,16 +22,10 @@ from routerd.config.loader import load
 from routerd.daemon import Daemon
 from routerd.settings import Settings
 from tests.factories import encode, mixed, valid_v1
-from tests.harness import (
-    Accounting,
-    Broker,
-    QueueNames,
-    SteadyPublisher,
-    drain_all,
-    dump_config,
-    read_config,
-    tcp_local_ports,
-)
+from tests.harness.accounting import Accounting, QueueNames, SteadyPublisher, drain_all
+from tests.harness.broker import Broker
+from tests.harness.config import dump_config, read_config
+from tests.harness.connections import tcp_local_ports
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 

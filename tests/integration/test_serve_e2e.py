@@ -17,19 +17,10 @@ import orjson
 import pytest
 
 from tests.factories import SECURITY_TAGS, expected_category, mixed
-from tests.harness import (
-    SEQ,
-    Accounting,
-    Broker,
-    QueueNames,
-    Received,
-    drain_all,
-    metric_sum,
-    numbered,
-    running_daemon,
-    settle,
-    wait_for,
-)
+from tests.harness.accounting import SEQ, Accounting, QueueNames, drain_all, numbered, settle
+from tests.harness.broker import Broker, Received
+from tests.harness.daemon import metric_sum, running_daemon
+from tests.harness.wait import wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 

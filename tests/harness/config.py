@@ -1,0 +1,81 @@
+"""routes.yaml on disk: read and dump it, save it the ways editors do, and lay it out as a
+Kubernetes ConfigMap volume whose `..data` symlink is swapped like kubelet swaps it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(Path(path).read_text())
+    return data
+
+
+def dump_config(data: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(data), sort_keys=False)
+
+
+def write_in_place(path: Path, text: str) -> None:
+    """How `echo > file` or a simple editor saves: truncate and write the same inode."""
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def write_by_rename(path: Path, text: str) -> None:
+    """How vim and most tools save: write a temp file beside it, rename it over the original."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def make_configmap(volume: Path, config: Path) -> Path:
+    """Lay `config` and its schemas out like a kubelet-mounted ConfigMap volume.
+
+    volume/..2024_01_01_00_00_00.000000001/{routes.yaml, send_request.v1.yaml, ...}
+    volume/..data -> ..2024_...   volume/routes.yaml -> ..data/routes.yaml   (one per key)
+    Schema paths are rewritten to the flat layout. Returns volume/routes.yaml.
+    """
+    data = read_config(config)
+    files: dict[str, str] = {}
+    base = config.parent
+    schema_dirs = set()
+    for schema in data.get("schemas", []):
+        src = (base / schema["file"]).resolve()
+        schema_dirs.add(src.parent)
+        schema["file"] = src.name
+    for d in schema_dirs:  # $ref'd siblings such as common.yaml come along
+        for f in d.glob("*.yaml"):
+            files[f.name] = f.read_text()
+    files["routes.yaml"] = dump_config(data)
+    volume.mkdir(parents=True, exist_ok=True)
+    _configmap_publish(volume, files, "..2024_01_01_00_00_00.000000001")
+    for name in files:
+        os.symlink(f"..data/{name}", volume / name)
+    return volume / "routes.yaml"
+
+
+def configmap_update(volume: Path, changes: Mapping[str, str]) -> None:
+    """Update the volume the way kubelet does: new timestamped dir, `..data` swapped by rename."""
+    old = os.readlink(volume / "..data")
+    files = {p.name: p.read_text() for p in (volume / old).iterdir()}
+    files.update(changes)
+    stamp = f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{time.time_ns() % 10**9:09d}"
+    _configmap_publish(volume, files, stamp)
+    shutil.rmtree(volume / old)
+
+
+def _configmap_publish(volume: Path, files: Mapping[str, str], stamp: str) -> None:
+    (volume / stamp).mkdir()
+    for name, text in files.items():
+        (volume / stamp / name).write_text(text)
+    tmp = volume / "..data_tmp"
+    os.symlink(stamp, tmp)
+    os.replace(tmp, volume / "..data")
