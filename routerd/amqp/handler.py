@@ -111,8 +111,18 @@ class RequestHandler:
         # Read once: a reload in the middle of this request must not mix two tables.
         table = self._tables.table
         decision = decide(table, delivery.envelope)
+        failure: PublishFailed | Unroutable | None
         try:
-            failure = await self._attempt(table, delivery, decision)
+            # The common case inline rather than through `_send`: a coroutine less per
+            # request, and one less frame alive while the confirm is awaited.
+            try:
+                await self._publish(decision)
+            except (Unroutable, PublishFailed) as exc:
+                self._count_failure(decision, exc)
+                failure = await self._not_confirmed(table, delivery, decision, exc)
+            else:
+                self._count_confirmed(decision)
+                failure = None
         except Exception as exc:
             # A routerd bug, not the request's fault: retried within the same bound as a
             # failed publish, so it cannot loop forever either.
@@ -127,26 +137,26 @@ class RequestHandler:
             return None
         return await self._failed(table, delivery, failure)
 
-    async def _attempt(
-        self, table: RouteTable, delivery: Delivery, decision: Decision
+    async def _not_confirmed(
+        self,
+        table: RouteTable,
+        delivery: Delivery,
+        decision: Decision,
+        error: PublishFailed | Unroutable,
     ) -> PublishFailed | Unroutable | None:
-        """Publish the decision, or rejected if it came back; None once one was confirmed."""
-        try:
-            await self._send(decision)
-            return None
-        except PublishFailed as exc:
-            return exc
-        except Unroutable as exc:
-            if decision.rejected:
-                return exc
-            returned = exc
+        """After the decision's publish failed: rejected if it came back, else the failure.
+
+        None once the rejected decision was confirmed instead.
+        """
+        if isinstance(error, PublishFailed) or decision.rejected:
+            return error
         log.warning(
             "send request unroutable, sending it to rejected",
             extra={
                 "message_id": _message_id(delivery),
                 "target": decision.target.name,
                 "routing_key": decision.routing_key,
-                "error": str(returned),
+                "error": str(error),
             },
         )
         reason = Reason(
@@ -201,18 +211,22 @@ class RequestHandler:
     async def _send(self, decision: Decision) -> None:
         try:
             await self._publish(decision)
-        except Unroutable:
-            self._metrics.publish_failures.labels(decision.target.name, "unroutable").inc()
+        except (Unroutable, PublishFailed) as exc:
+            self._count_failure(decision, exc)
             raise
-        except PublishFailed as exc:
-            self._metrics.publish_failures.labels(decision.target.name, exc.cause).inc()
-            raise
-        if decision.rejected:
-            self._metrics.rejected.labels(decision.reasons[0].code).inc()
+        self._count_confirmed(decision)
+
+    def _count_confirmed(self, decision: Decision) -> None:
+        if decision.reasons:
+            self._metrics.count_rejected(decision.reasons[0].code)
         else:
-            self._metrics.routed.labels(
+            self._metrics.count_routed(
                 decision.target.name, decision.category or "", decision.rule or ""
-            ).inc()
+            )
+
+    def _count_failure(self, decision: Decision, error: PublishFailed | Unroutable) -> None:
+        cause = error.cause if isinstance(error, PublishFailed) else "unroutable"
+        self._metrics.publish_failures.labels(decision.target.name, cause).inc()
 
 
 def _message_id(delivery: Delivery) -> str:

@@ -229,8 +229,22 @@ class BrokerLink:
         self._health.consuming = False
         try:
             async with asyncio.timeout(self.options.shutdown_timeout):
-                # Stop deliveries first, so that "in flight" stops growing.
-                await consumer.cancel()
+                # Stop deliveries first, so that "in flight" stops growing. A stop that
+                # lands while aiormq is still tearing down a lost connection must not wait
+                # for a basic.cancel-ok that can no longer come (aiormq's rpc can outlive
+                # the close by its whole timeout): a closing channel delivers nothing more.
+                cancel = asyncio.ensure_future(consumer.cancel())
+                cancel.add_done_callback(_retrieve)
+                closing = consumer.channel.closing
+                try:
+                    await asyncio.wait({cancel, closing}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    closing.cancel()
+                    delivering_stopped = cancel.done()
+                    cancel.cancel()
+                if not delivering_stopped:
+                    raise ConnectionError("the consumer channel closed before its cancel-ok")
+                cancel.result()
                 # Let every delivery already here be routed and its ack sent, unless the
                 # channel dies meanwhile: then the broker has taken them back already.
                 idle = asyncio.ensure_future(consumer.acker.wait_idle())
@@ -251,6 +265,12 @@ class BrokerLink:
             log.warning("graceful stop cut short", extra={"error": repr(exc)})
         else:
             log.info("in-flight send requests finished")
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    # Read once, so that a failure nobody waits for any more is not logged as unhandled.
+    if not future.cancelled():
+        future.exception()
 
 
 def _failure(future: asyncio.Future[Any]) -> str:

@@ -22,6 +22,7 @@ from aiormq.exceptions import (
     DeliveryError,
     PublishError,
 )
+from pamqp import encode
 from pamqp.commands import Basic
 
 from routerd.pipeline.envelope import AMQP_PROPERTIES, Decision
@@ -34,7 +35,8 @@ _PAMQP_NAMES = {"type": "message_type"}
 # the publishing connection's user, and the API's user is not routerd's; delivery_mode is
 # always 2 and headers come from the decision.
 _DROPPED = frozenset({"user_id", "headers", "delivery_mode"})
-_REPUBLISHED = AMQP_PROPERTIES - _DROPPED
+# Republished property -> its pamqp keyword.
+_REPUBLISHED = {name: _PAMQP_NAMES.get(name, name) for name in AMQP_PROPERTIES - _DROPPED}
 
 
 class Unroutable(Exception):
@@ -67,16 +69,53 @@ class PublishFailed(Exception):
         return f"{text} ({self.detail})" if self.detail else text
 
 
+# Encoded header tables by their items. Most decisions carry one of a few tables (the
+# rule's category, name and schema version over the API's usual headers), which pamqp
+# would otherwise encode afresh for every publish. Only all-text tables are kept: text
+# compares and hashes exactly as it encodes, where `True == 1 == 1.0` do not.
+TABLE_CACHE_SIZE = 1024
+_tables: dict[tuple[tuple[str, str], ...], bytes] = {}
+
+
+def encoded_table(headers: dict[str, Any]) -> bytes:
+    """`pamqp.encode.field_table(headers)`, from the cache when the table is all text."""
+    for value in headers.values():
+        if type(value) is not str:
+            return encode.field_table(headers)
+    key = tuple(headers.items())
+    data = _tables.get(key)
+    if data is None:
+        data = encode.field_table(headers)
+        if len(_tables) >= TABLE_CACHE_SIZE:
+            # Tables that vary per request (a trace id header, say) must not grow it.
+            _tables.clear()
+        _tables[key] = data
+    return data
+
+
+class _Properties(Basic.Properties):
+    """Basic.Properties whose header table is encoded through `encoded_table`."""
+
+    def encode_property(self, name: str, value: Any) -> bytes:
+        if name == "headers" and type(value) is dict:
+            return encoded_table(value)
+        return super().encode_property(name, value)
+
+
 def basic_properties(decision: Decision) -> Basic.Properties:
     """The decision's properties and headers as pamqp wants them, always persistent."""
     kwargs: dict[str, Any] = {}
     for name, value in decision.properties.items():
-        if name in _REPUBLISHED and value is not None:
-            kwargs[_PAMQP_NAMES.get(name, name)] = value
-    return Basic.Properties(
+        pamqp_name = _REPUBLISHED.get(name)
+        if pamqp_name is not None and value is not None:
+            kwargs[pamqp_name] = value
+    headers = decision.headers
+    # The pipeline builds a fresh dict per decision and nothing changes it once sent:
+    # only another kind of mapping needs a copy.
+    return _Properties(
         **kwargs,
         delivery_mode=2,
-        headers=dict(decision.headers),
+        headers=headers if type(headers) is dict else dict(headers),
     )
 
 
@@ -89,8 +128,9 @@ class Publisher:
         # aiormq matches a basic.return to its publish by message_id, so two publishes
         # in flight with the same message_id could swap outcomes: the returned one
         # confirmed, the routed one reported unroutable. Publishes sharing a message_id
-        # therefore wait for each other; other publishes are not slowed down.
-        self._busy: dict[str, asyncio.Future[None]] = {}
+        # therefore wait for each other; other publishes are not slowed down. The value is
+        # None until a second publish of the same message_id waits for the first.
+        self._busy: dict[str, asyncio.Future[None] | None] = {}
 
     @classmethod
     async def open(cls, connection: AbstractConnection, confirm_timeout: float) -> Publisher:
@@ -103,20 +143,12 @@ class Publisher:
         """Return once the broker confirmed the decision; raise Unroutable or PublishFailed."""
         properties = basic_properties(decision)
         message_id = properties.message_id
-        if not message_id:
-            await self._publish(decision, properties)
-            return
-        while (earlier := self._busy.get(message_id)) is not None:
-            await asyncio.shield(earlier)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._busy[message_id] = done
-        try:
-            await self._publish(decision, properties)
-        finally:
-            del self._busy[message_id]
-            done.set_result(None)
-
-    async def _publish(self, decision: Decision, properties: Basic.Properties) -> None:
+        busy = self._busy
+        if message_id:
+            if message_id in busy:
+                await self._wait_turn(message_id)
+            # Taken with no await since the check: no other publish of it can be in flight.
+            busy[message_id] = None
         exchange = decision.target.exchange
         key = decision.routing_key
         try:
@@ -157,3 +189,18 @@ class Publisher:
             # Anything else failed before the frame was sent (marshalling, for one): the
             # request goes back to the source and its redelivery bound ends the loop.
             raise PublishFailed("error", exchange, key, repr(exc)) from None
+        finally:
+            if message_id:
+                waiting = busy.pop(message_id)
+                if waiting is not None:
+                    waiting.set_result(None)
+
+    async def _wait_turn(self, message_id: str) -> None:
+        """Wait until no publish of `message_id` is in flight (rare: a duplicate request)."""
+        busy = self._busy
+        while message_id in busy:
+            waiting = busy[message_id]
+            if waiting is None:
+                # The first to wait makes the future the publish in flight resolves.
+                waiting = busy[message_id] = asyncio.get_running_loop().create_future()
+            await asyncio.shield(waiting)

@@ -117,6 +117,24 @@ class Metrics:
         # series before the first event instead of a gap.
         for result in RELOAD_RESULTS:
             self.reloads.labels(result=result)
+        # Labelled children by label values: `.labels()` costs about as much as the
+        # increment itself and these two run once per request. The values come from the
+        # route table and the reason codes, so the caches stay as small as the series.
+        self._routed: dict[tuple[str, str, str], Counter] = {}
+        self._rejected: dict[str, Counter] = {}
+
+    def count_routed(self, target: str, category: str, rule: str) -> None:
+        key = (target, category, rule)
+        child = self._routed.get(key)
+        if child is None:
+            child = self._routed[key] = self.routed.labels(target, category, rule)
+        child.inc()
+
+    def count_rejected(self, reason: str) -> None:
+        child = self._rejected.get(reason)
+        if child is None:
+            child = self._rejected[reason] = self.rejected.labels(reason)
+        child.inc()
 
     def observe_table(self, table: RouteTable, generation: int) -> None:
         """Publish which route table is running; called at start and on each accepted reload."""

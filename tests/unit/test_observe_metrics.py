@@ -86,3 +86,19 @@ def test_health_names_each_unmet_condition() -> None:
     health.consuming = True
     assert health.ready
     assert health.reasons() == []
+
+
+def test_cached_children_count_the_same_series_as_labels() -> None:
+    metrics = Metrics()
+    for _ in range(3):
+        metrics.count_routed("bulk", "bulk", "bulk")
+    metrics.routed.labels(target="bulk", category="bulk", rule="bulk").inc()
+    metrics.count_routed("transactional", "transactional", "")
+    metrics.count_rejected("invalid_json")
+    metrics.count_rejected("invalid_json")
+    got = samples(metrics)
+    routed = "routerd_requests_routed_total"
+    assert got[(routed, (("category", "bulk"), ("rule", "bulk"), ("target", "bulk")))] == 4
+    key = (("category", "transactional"), ("rule", ""), ("target", "transactional"))
+    assert got[(routed, key)] == 1
+    assert got[("routerd_requests_rejected_total", (("reason", "invalid_json"),))] == 2
