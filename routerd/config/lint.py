@@ -48,7 +48,7 @@ class Report:
     def summary(self) -> str:
         shown = _display(self.path)
         if self.unreadable:
-            return f"cannot read {shown}"
+            return f"cannot read {shown}; give the path of a route config (routerd lint PATH)"
         if self.errors or self.warnings:
             counts = [_plural(self.errors, "error")] if self.errors else []
             counts += [_plural(self.warnings, "warning")] if self.warnings else []
