@@ -13,7 +13,7 @@ def categorize(
 ) -> tuple[Rule | None, tuple[RuleTrace, ...]]:
     if not explain:
         for rule in rules:
-            if holds(rule.when, ctx):
+            if rule.when.matches(ctx):
                 return rule, ()
         return None, ()
     trace: list[RuleTrace] = []
@@ -24,29 +24,6 @@ def categorize(
         if matched:
             return rule, tuple(trace)
     return None, tuple(trace)
-
-
-def holds(condition: Condition, ctx: MatchContext) -> bool:
-    """`condition.matches(ctx)` with plain loops instead of a generator per `all`/`any` node:
-    it runs for every rule tried on every request."""
-    kind = condition.kind
-    if kind == "leaf" and condition.predicate is not None:
-        return condition.predicate(ctx)
-    if kind == "always":
-        return True
-    if kind == "all":
-        for child in condition.children:  # noqa: SIM110 - all() would build a generator
-            if not holds(child, ctx):
-                return False
-        return True
-    if kind == "any":
-        for child in condition.children:  # noqa: SIM110 - any() would build a generator
-            if holds(child, ctx):
-                return True
-        return False
-    if kind == "not":
-        return not holds(condition.children[0], ctx)
-    return condition.matches(ctx)
 
 
 def _traced(condition: Condition, ctx: MatchContext, leaves: list[tuple[str, bool]]) -> bool:
