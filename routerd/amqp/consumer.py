@@ -21,6 +21,7 @@ from pamqp.commands import Basic
 
 from routerd.amqp.acker import Acker, Action, Outcome
 from routerd.amqp.handler import Delivery
+from routerd.amqp.publisher import PAMQP_NAMES
 from routerd.observe.metrics import Metrics
 from routerd.pipeline.envelope import Envelope
 
@@ -32,22 +33,8 @@ CANCEL_TIMEOUT = 10.0
 # Broker-owned headers: read here, not passed on. Republishing x-delivery-count would
 # make a downstream quorum queue's consumer believe the request failed there already.
 DELIVERY_COUNT = "x-delivery-count"
-# pamqp attribute -> envelope property name (AMQP's names).
-_PROPERTIES = (
-    ("content_type", "content_type"),
-    ("content_encoding", "content_encoding"),
-    ("delivery_mode", "delivery_mode"),
-    ("priority", "priority"),
-    ("correlation_id", "correlation_id"),
-    ("reply_to", "reply_to"),
-    ("expiration", "expiration"),
-    ("message_id", "message_id"),
-    ("timestamp", "timestamp"),
-    ("message_type", "type"),
-    ("user_id", "user_id"),
-    ("app_id", "app_id"),
-    ("cluster_id", "cluster_id"),
-)
+# (pamqp attribute, envelope property name) for every basic property.
+_PROPERTIES = tuple((attr, name) for name, attr in PAMQP_NAMES.items())
 
 
 def delivery_of(message: DeliveredMessage) -> Delivery:

@@ -164,11 +164,7 @@ class RequestHandler:
             f"target {decision.target.name!r} has no queue for routing key "
             f"{decision.routing_key!r}",
         )
-        try:
-            await self._send(reject(table, delivery.envelope, (reason,)))
-        except (Unroutable, PublishFailed) as again:
-            return again
-        return None
+        return await self._send_rejected(table, delivery, reason)
 
     async def _failed(
         self, table: RouteTable, delivery: Delivery, failure: PublishFailed | Unroutable
@@ -192,13 +188,12 @@ class RequestHandler:
             f"publishing the decision failed on {prior + 1} deliveries (limit "
             f"{limit} redeliveries); last error: {failure}",
         )
-        try:
-            await self._send(reject(table, delivery.envelope, (reason,)))
-        except (Unroutable, PublishFailed) as exc:
+        refused = await self._send_rejected(table, delivery, reason)
+        if refused is not None:
             # Not even rejected takes it: keep it in the source rather than lose it.
             log.error(
                 "send request reached its redelivery limit and rejected refused it too; requeueing",
-                extra={"message_id": _message_id(delivery), "error": str(exc)},
+                extra={"message_id": _message_id(delivery), "error": str(refused)},
             )
             return Outcome.REQUEUE
         self.attempts.forget(delivery)
@@ -207,6 +202,16 @@ class RequestHandler:
             extra={"message_id": _message_id(delivery), "error": str(failure)},
         )
         return Outcome.ACK
+
+    async def _send_rejected(
+        self, table: RouteTable, delivery: Delivery, reason: Reason
+    ) -> PublishFailed | Unroutable | None:
+        """Publish the request to rejected; the error when that was not confirmed either."""
+        try:
+            await self._send(reject(table, delivery.envelope, (reason,)))
+        except (Unroutable, PublishFailed) as exc:
+            return exc
+        return None
 
     async def _send(self, decision: Decision) -> None:
         try:

@@ -29,14 +29,14 @@ from routerd.pipeline.envelope import AMQP_PROPERTIES, Decision
 
 log = logging.getLogger(__name__)
 
-# Envelope property names (AMQP's) that pamqp spells differently.
-_PAMQP_NAMES = {"type": "message_type"}
+# Envelope property name (AMQP's) -> pamqp's attribute, for every basic property.
+PAMQP_NAMES = {name: "message_type" if name == "type" else name for name in AMQP_PROPERTIES}
 # Not republished: the broker refuses (and closes the channel on) a user_id that is not
 # the publishing connection's user, and the API's user is not routerd's; delivery_mode is
 # always 2 and headers come from the decision.
 _DROPPED = frozenset({"user_id", "headers", "delivery_mode"})
 # Republished property -> its pamqp keyword.
-_REPUBLISHED = {name: _PAMQP_NAMES.get(name, name) for name in AMQP_PROPERTIES - _DROPPED}
+_REPUBLISHED = {name: PAMQP_NAMES[name] for name in AMQP_PROPERTIES - _DROPPED}
 
 
 class Unroutable(Exception):
