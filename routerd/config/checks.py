@@ -7,6 +7,7 @@ examples a schema rejects, targets and schema files nothing uses.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -50,6 +51,30 @@ class Context:
         return f"{schema.name} v{version}" if schema else f"version {version}"
 
 
+def yaml_ambiguous(doc: Document, schemas: SchemaSet) -> Iterator[Problem]:
+    """Plain YAML scalars that YAML 1.1 tools (PyYAML, many editors' linters) read
+    differently from routerd, which reads them as JSON and YAML 1.2 do."""
+    for document in (doc, *schemas.documents.values()):
+        for path, (text, value, old) in document.ambiguous.items():
+            yield Problem(
+                document.locate(path),
+                "warning",
+                f"{text} is read as {_shown(value)} (as JSON and YAML 1.2 read it), but YAML "
+                f"1.1 tools read {_shown(old)}: quote it, or write it so both agree",
+                "yaml-ambiguous",
+            )
+
+
+def _shown(data: Any) -> str:
+    if isinstance(data, str):
+        return f"the text {json.dumps(data)}"
+    if isinstance(data, bool) or data is None:
+        return json.dumps(data)
+    if isinstance(data, int | float):
+        return f"the number {data!r}"
+    return f"a {type(data).__name__} ({data})"
+
+
 def run_checks(table: RouteTable, doc: Document, schemas: SchemaSet) -> list[Problem]:
     ctx = Context.of(table, doc, schemas)
     problems: list[Problem] = []
@@ -59,6 +84,7 @@ def run_checks(table: RouteTable, doc: Document, schemas: SchemaSet) -> list[Pro
         ("unused_targets", lambda: unused_targets(ctx)),
         ("unused_schema_files", lambda: unused_schema_files(ctx)),
         ("examples", lambda: examples(ctx)),
+        ("yaml_ambiguous", lambda: yaml_ambiguous(doc, schemas)),
     ]
     try:
         analysis = Analysis(ctx.versions, ctx.oracles)

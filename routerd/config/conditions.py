@@ -8,13 +8,13 @@ of which must hold. Values are compared strictly by type: `true` never equals `1
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from routerd.config.hints import did_you_mean
 from routerd.config.model import Condition, Location, MatchContext, Problem
 from routerd.config.paths import MISSING, parse_path, resolve
+from routerd.config.regex import RegexError, compile_regex
 
 SUBJECTS = ("field", "header", "property", "count")
 OPERATORS = (
@@ -230,14 +230,10 @@ def _operator(op: str, arg: Any, path: tuple[str | int, ...]) -> Test:
         if not isinstance(arg, str):
             raise ConditionError(path, f"`regex` takes a pattern, got {arg!r}", "condition-invalid")
         try:
-            pattern = re.compile(arg)
-        except re.error as exc:
-            raise ConditionError(
-                path,
-                f"regex {arg!r} does not compile: {exc.msg} at position {exc.pos}",
-                "regex-invalid",
-            ) from None
-        return lambda v: isinstance(v, str) and pattern.search(v) is not None
+            search = compile_regex(arg).search
+        except RegexError as exc:
+            raise ConditionError(path, f"regex {arg!r} {exc}", "regex-invalid") from None
+        return lambda v: isinstance(v, str) and search(v)
     if op in ("gt", "gte", "lt", "lte"):
         return _numeric(op, arg, path)
     if op == "length":

@@ -10,10 +10,10 @@ way) for the rest, so a check built on it never reports a problem that is not th
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from routerd.config.regex import RegexError, compile_regex
 from routerd.config.schemas import SchemaSet
 
 log = logging.getLogger(__name__)
@@ -173,10 +173,10 @@ def _property_schema(node: dict[str, Any], key: str) -> Any:
     if isinstance(patterns, dict):
         for regex, schema in patterns.items():
             try:
-                if re.search(regex, key):
+                if compile_regex(regex).search(key):
                     return schema
-            except re.error:
-                return None  # an ECMA-only regex: no claim
+            except RegexError:
+                return None  # refused at load, with its own problem
     additional = node.get("additionalProperties")
     if additional is False or isinstance(additional, dict):
         return additional

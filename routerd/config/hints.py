@@ -1,9 +1,10 @@
-"""Suggestions for likely typos, so an error can say what was probably meant."""
+"""Wording of error messages: what was probably meant, and values not read back whole."""
 
 from __future__ import annotations
 
 import difflib
 import logging
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -11,3 +12,13 @@ log = logging.getLogger(__name__)
 def did_you_mean(word: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(word, choices, n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def readable_message(message: str, instance: Any) -> str:
+    """Drop a whole object or array dumped at the front of a message: a customer needs to
+    know what is wrong with it, not to read it back (it can be megabytes)."""
+    if isinstance(instance, dict | list) and message[:1] in ("{", "["):
+        cut = max(message.rfind(" is "), message.rfind(" has "))
+        if cut > 0:
+            message = ("object" if isinstance(instance, dict) else "array") + message[cut:]
+    return message

@@ -32,10 +32,10 @@ from routerd.config.model import (
     Target,
 )
 from routerd.config.paths import absolute, parse_path
-from routerd.config.schemas import SchemaSet, check_document, load_schema_set
+from routerd.config.schemas import SchemaSet, load_schema_set
 from routerd.config.shape import check_shape, config_schema
 from routerd.config.source import Document, read_document
-from routerd.config.validator import compile_validator
+from routerd.config.validator import compile_schema
 
 log = logging.getLogger(__name__)
 
@@ -143,13 +143,7 @@ def _build(doc: Document, problems: list[Problem]) -> tuple[RouteTable, SchemaSe
                     )
                 )
             continue
-        # Each file is checked once, however many configured schemas reach it.
-        for reached in schema_set.reachable(uri):
-            if reached not in sound:
-                sound[reached] = check_document(schema_set, reached, problems)
-        if not all(sound[reached] for reached in schema_set.reachable(uri)):
-            continue
-        compiled = compile_validator(schema_set, uri, location, problems)
+        compiled = compile_schema(schema_set, uri, location, problems, sound)
         if compiled is not None:
             is_valid, errors = compiled
             schemas[version] = Schema(

@@ -43,6 +43,26 @@ def pointer(parts: Iterable[str | int]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
+def unescape(token: str) -> str:
+    """One reference token of a JSON pointer as the name it stands for: "a~1b" -> "a/b"."""
+    return token.replace("~1", "/").replace("~0", "~")
+
+
+def at_pointer(data: Any, location: str) -> Any:
+    """The value a JSON pointer names in `data`, MISSING when it names nothing."""
+    for token in location.split("/")[1:] if location else ():
+        name = unescape(token)
+        if isinstance(data, dict):
+            data = data.get(name, MISSING)
+        elif isinstance(data, list) and name.isdigit() and int(name) < len(data):
+            data = data[int(name)]
+        else:
+            return MISSING
+        if data is MISSING:
+            return MISSING
+    return data
+
+
 def absolute(path: Path) -> Path:
     """An absolute path that keeps symlinks: in a Kubernetes ConfigMap volume the files are
     symlinks through `..data`, and a resolved path would name a timestamped folder that the

@@ -1,36 +1,44 @@
-"""Loading the request schemas: YAML/JSON files, local `$ref`s only, compiled validators.
+"""Loading the request schemas: YAML/JSON files, local `$ref`s only, checked at load.
 
 Validation runs on `jsonschema-rs` (about 100x faster than `jsonschema` on a send request,
-see scripts/bench_pipeline.py); the Python `jsonschema` package stays the reference: it checks
-every schema against its draft's meta-schema and resolves every `$ref` at load time, so
-errors name the file and line of the offending keyword. Nothing is ever fetched from the
-network: only local files can be referenced, and both validators run with retrieval refused.
+see scripts/bench_pipeline.py); the Python `jsonschema` and `referencing` packages check
+every schema against its draft's meta-schema and resolve every `$ref` at load time, as the
+draft says (`$id`s inside a schema, `$anchor`, `$dynamicAnchor`, the standard meta-schemas),
+so errors name the file and line of the offending keyword. Nothing is ever fetched from the
+network: only local files and the bundled meta-schemas can be referenced.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urldefrag, urljoin, urlparse
+from urllib.parse import urldefrag, urlparse
 from urllib.request import url2pathname
 
 import jsonschema
-import jsonschema_rs
 import referencing
 import referencing.exceptions
 import referencing.jsonschema
 from jsonschema.exceptions import best_match
+from jsonschema_specifications import REGISTRY as META_SCHEMAS
 
-from routerd.config.hints import did_you_mean
+from routerd.config.hints import did_you_mean, readable_message
 from routerd.config.model import ConfigError, Problem
 from routerd.config.paths import absolute, pointer
+from routerd.config.reference import reference_validator_class
+from routerd.config.regex import RegexError, compile_regex
 from routerd.config.source import Document, PathKey, read_document
-from routerd.config.subschemas import iter_refs, iter_subschemas, non_json_values, patterns
-from routerd.config.validator import readable_message
+from routerd.config.subschemas import (
+    ScopedRef,
+    iter_refs,
+    iter_scoped_refs,
+    iter_subschemas,
+    non_json_values,
+    patterns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +70,13 @@ class SchemaSet:
         """The Python `jsonschema` validator for one schema (or, with `fragment`, one
         subschema of it): the reference implementation."""
         document = self.documents[uri].data
-        cls = draft_of(document) or jsonschema.Draft202012Validator
+        cls = reference_validator_class(draft_of(document) or jsonschema.Draft202012Validator)
         # A root that only refers to the file by URI, so relative `$ref`s inside it resolve
         # against the file's own location, exactly as the fast validator resolves them.
-        return cls({"$ref": f"{uri}#{fragment}" if fragment else uri}, registry=self.registry)
+        validator: jsonschema.protocols.Validator = cls(
+            {"$ref": f"{uri}#{fragment}" if fragment else uri}, registry=self.registry
+        )
+        return validator
 
     def reachable(self, uri: str) -> tuple[str, ...]:
         """`uri` and every document its `$ref`s lead to, transitively, in discovery order."""
@@ -74,11 +85,16 @@ class SchemaSet:
             doc = self.documents.get(current)
             if doc is None:
                 continue
-            for _, ref in iter_refs(doc.data, ()):
-                target = urldefrag(urljoin(current, ref)).url
+            for ref in scoped_refs(current, doc.data):
+                target = urldefrag(ref.target).url
                 if target in self.documents and target not in seen:
                     seen.append(target)
         return tuple(seen)
+
+
+def scoped_refs(uri: str, data: Any) -> list[ScopedRef]:
+    """Every reference in the schema document at `uri`, with the base it resolves against."""
+    return list(iter_scoped_refs(data, (), uri, _specification(data)))
 
 
 def draft_of(data: Any) -> Any:
@@ -115,8 +131,8 @@ def load_schema_set(files: list[Path], problems: list[Problem]) -> SchemaSet:
     visited = set(wanted)
     while queue:
         uri = queue.pop()
-        for _, ref in iter_refs(documents[uri].data, ()):
-            target = urldefrag(urljoin(uri, ref)).url
+        for ref in scoped_refs(uri, documents[uri].data):
+            target = urldefrag(ref.target).url
             if urlparse(target).scheme != "file" or target in visited:
                 continue
             visited.add(target)
@@ -131,9 +147,9 @@ def load_schema_set(files: list[Path], problems: list[Problem]) -> SchemaSet:
         for uri, doc in documents.items()
         if isinstance(doc.data, dict | bool)
     ]
-    registry: referencing.Registry[Any] = referencing.Registry(retrieve=_refuse).with_resources(  # type: ignore[call-arg]
-        resources
-    )
+    # The standard meta-schemas are bundled, so a schema may refer to them offline; crawled
+    # once here so every `$id` and anchor inside the documents is known to each lookup.
+    registry: referencing.Registry[Any] = META_SCHEMAS.with_resources(resources).crawl()
     return SchemaSet(documents, registry)
 
 
@@ -212,23 +228,14 @@ def check_document(schemas: SchemaSet, uri: str, problems: list[Problem]) -> boo
             )
         )
     for path, regex in patterns(doc.data):
-        # `pattern` runs on Python's `re` (as in the reference validator); the keys of
-        # `patternProperties` run on jsonschema-rs's ECMA-262 engine. Both must compile.
-        python = path[-1] == "pattern"
         try:
-            if python:
-                re.compile(regex)
-            else:
-                jsonschema_rs.validator_for({"patternProperties": {regex: {}}}, offline=True)
-        except (re.error, ValueError) as exc:
-            why = f": {exc.msg} at position {exc.pos}" if isinstance(exc, re.error) else ""
-            dialect = "Python" if python else "ECMA-262"
+            compile_regex(regex)
+        except RegexError as exc:
             problems.append(
                 Problem(
                     doc.locate(path),
                     "error",
-                    f"regex {regex!r} at {pointer(path)} does not compile as a {dialect} "
-                    f"regular expression{why}",
+                    f"regex {regex!r} at {pointer(path)} {exc}",
                     "regex-invalid",
                 )
             )
@@ -239,30 +246,37 @@ def check_document(schemas: SchemaSet, uri: str, problems: list[Problem]) -> boo
 def _check_refs(schemas: SchemaSet, uri: str, problems: list[Problem]) -> bool:
     doc = schemas.documents[uri]
     sound = True
-    resolver = schemas.registry.resolver(base_uri=uri)
-    for path, ref in iter_refs(doc.data, ()):
-        target = urljoin(uri, ref)
-        scheme = urlparse(target).scheme
-        if scheme not in ("", "file"):
-            problems.append(
-                Problem(
-                    doc.locate((*path, "$ref")),
-                    "error",
-                    f"$ref {ref!r} is remote, and routerd never fetches schemas from the "
-                    f"network: save that schema as a file beside this one and refer to it by "
-                    f"its file name",
-                    "schema-ref-unresolved",
-                )
-            )
-            continue
+    for ref in scoped_refs(uri, doc.data):
+        location = doc.locate((*ref.path, ref.keyword))
+        target = ref.target
         document = urldefrag(target).url
-        if document not in schemas.documents and _local_path(document).exists():
+        if (
+            document not in schemas.documents
+            and urlparse(document).scheme == "file"
+            and _local_path(document).exists()
+        ):
             sound = False  # there but unreadable: its own problem says why
             continue
         try:
-            resolver.lookup(ref)
+            schemas.registry.resolver(base_uri=ref.base).lookup(ref.ref)
         except referencing.exceptions.Unresolvable as exc:
-            why = _unresolvable(exc, schemas, ref, target)
+            found = isinstance(
+                exc, referencing.exceptions.PointerToNowhere | referencing.exceptions.NoSuchAnchor
+            )
+            if not found and urlparse(document).scheme not in ("", "file"):
+                resolved = "" if urldefrag(ref.ref).url == document else f" ({document})"
+                problems.append(
+                    Problem(
+                        location,
+                        "error",
+                        f"{ref.keyword} {ref.ref!r} is remote{resolved}, and routerd never "
+                        f"fetches schemas from the network: save that schema as a file beside "
+                        f"this one and refer to it by its file name",
+                        "schema-ref-unresolved",
+                    )
+                )
+                continue
+            why = _unresolvable(exc, schemas, ref.ref, target)
         except Exception as exc:
             # A pointer through a malformed document (into a list by name, into a number).
             why = f"{type(exc).__name__}: {exc}"
@@ -270,9 +284,9 @@ def _check_refs(schemas: SchemaSet, uri: str, problems: list[Problem]) -> bool:
             continue
         problems.append(
             Problem(
-                doc.locate((*path, "$ref")),
+                location,
                 "error",
-                f"$ref {ref!r} does not resolve: {why}",
+                f"{ref.keyword} {ref.ref!r} does not resolve: {why}",
                 "schema-ref-unresolved",
             )
         )
@@ -291,16 +305,15 @@ def _with_suggestion(error: jsonschema.ValidationError) -> str:
 
 
 def _resource(data: Any) -> referencing.Resource[Any]:
+    return _specification(data).create_resource(data)
+
+
+def _specification(data: Any) -> referencing.Specification[Any]:
     dialect = _get(data, "$schema")
-    specification = referencing.jsonschema.specification_with(
+    return referencing.jsonschema.specification_with(
         dialect if isinstance(dialect, str) else DEFAULT_DRAFT,
         default=referencing.jsonschema.DRAFT202012,
     )
-    return specification.create_resource(data)
-
-
-def _refuse(uri: str) -> referencing.Resource[Any]:
-    raise referencing.exceptions.NoSuchResource(ref=uri)  # type: ignore[call-arg]
 
 
 def _unresolvable(
@@ -318,6 +331,8 @@ def _unresolvable(
             if isinstance(defs, dict):
                 hint = did_you_mean(parts[1], [str(k) for k in defs])
         return f"{name} has nothing at {fragment!r}{hint}"
+    if isinstance(exc, referencing.exceptions.NoSuchAnchor):
+        return f"no `$anchor` or `$dynamicAnchor` {exc.anchor!r} in {urldefrag(target).url}"
     return f"no schema file {urldefrag(ref).url} (relative to this file)"
 
 

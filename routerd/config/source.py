@@ -1,13 +1,22 @@
-"""Reading YAML (or JSON) files with `yaml.safe_load` semantics while keeping where each node was.
+"""Reading YAML and JSON files as JSON tools would, while keeping where each node was.
 
 Every later error names `file:line:col`, so the loader needs the position of every value,
 keyed by its path from the document root (the same path jsonschema reports), and of every
 mapping key, so that a problem about a key (unknown, missing a sibling) points at the key.
+
+Schemas are JSON documents, and ops write them with JSON tools in mind. So a `.json` file is
+read as JSON, and a YAML file resolves plain scalars by YAML 1.2's core schema (the one
+JSON agrees with), not PyYAML's YAML 1.1: `1e-8` is a number, `yes`, `on` and `2024-01-01`
+are text, `0777` is seven hundred and seventy-seven. Where YAML 1.1 tools would read a plain
+scalar differently, the document remembers it, and lint says so (`yaml-ambiguous`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +44,8 @@ class Document:
     positions: Mapping[PathKey, Location]
     # Where the key of each mapping entry is written, by the entry's path.
     keys: Mapping[PathKey, Location] = field(default_factory=dict)
+    # Plain scalars that YAML 1.1 tools read differently: (text, value, YAML 1.1's value).
+    ambiguous: Mapping[PathKey, tuple[str, Any, Any]] = field(default_factory=dict)
 
     def locate(self, path: PathKey) -> Location:
         """The location of the deepest node of `path` that exists, so errors about a
@@ -67,7 +78,13 @@ def read_document(path: Path) -> Document:
         raise _single(
             path, f"not UTF-8 text (byte {exc.start}); save the file as UTF-8", "yaml-syntax"
         ) from None
-    loader = yaml.SafeLoader(decoded)
+    if path.suffix == ".json":
+        return _read_json(path, text, decoded)
+    return _read_yaml(path, text, decoded)
+
+
+def _read_yaml(path: Path, text: bytes, decoded: str) -> Document:
+    loader = Yaml12Loader(decoded)
     builder = _Builder(loader, path)
     try:
         node = loader.get_single_node()
@@ -84,7 +101,104 @@ def read_document(path: Path) -> Document:
         raise _single(path, f"YAML syntax: {exc}", "yaml-syntax") from None
     finally:
         loader.dispose()
-    return Document(path, text, data, builder.positions, builder.keys)
+    return Document(path, text, data, builder.positions, builder.keys, builder.ambiguous)
+
+
+def _read_json(path: Path, text: bytes, decoded: str) -> Document:
+    """JSON decides what the data is; the YAML reader (JSON is YAML 1.2) only says where
+    each value was written."""
+    try:
+        data = json.loads(decoded, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            (
+                Problem(
+                    Location(path, exc.lineno, exc.colno),
+                    "error",
+                    f"JSON syntax: {exc.msg}",
+                    "yaml-syntax",
+                ),
+            )
+        ) from None
+    except _JsonInvalid as exc:
+        raise _single(path, str(exc), exc.code) from None
+    try:
+        located = _read_yaml(path, text, decoded)
+    except ConfigError:
+        return Document(path, text, data, {}, {})
+    return Document(path, text, data, located.positions, located.keys)
+
+
+class _JsonInvalid(ValueError):
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _JsonInvalid(
+                f"duplicate key {key!r}: JSON tools disagree on which one counts; remove or "
+                f"rename one",
+                "yaml-duplicate-key",
+            )
+        result[key] = value
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    raise _JsonInvalid(
+        f"{name} is not JSON (no JSON tool reads it); write a number or text", "yaml-syntax"
+    )
+
+
+_INT = "tag:routerd:yaml12:int"
+_FLOAT = "tag:routerd:yaml12:float"
+
+
+class Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's core schema for plain scalars."""
+
+    yaml_implicit_resolvers: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
+
+
+def _resolver(tag: str, regex: str, first: str) -> None:
+    Yaml12Loader.add_implicit_resolver(tag, re.compile(regex), list(first))
+
+
+_resolver("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", "~nN")
+Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^$"), [""])
+_resolver("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF")
+_resolver(_INT, r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789")
+_resolver(
+    _FLOAT,
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+    "-+0123456789.",
+)
+_resolver("tag:yaml.org,2002:merge", r"^(?:<<)$", "<")
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = str(node.value)
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text, 10)
+
+
+def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
+    text = str(node.value).lower()
+    if text.endswith(".nan"):
+        return math.nan
+    if text.endswith(".inf"):
+        return -math.inf if text.startswith("-") else math.inf
+    return float(text)
+
+
+Yaml12Loader.add_constructor(_INT, _construct_int)
+Yaml12Loader.add_constructor(_FLOAT, _construct_float)
 
 
 class _Builder:
@@ -101,6 +215,7 @@ class _Builder:
         # Entries that came from a merge key (<<), which the mapping's own keys may override.
         self.merged: set[PathKey] = set()
         self.split: dict[int, int] = {}
+        self.ambiguous: dict[PathKey, tuple[str, Any, Any]] = {}
 
     def at(self, mark: yaml.Mark) -> Location:
         return Location(self.file, mark.line + 1, mark.column + 1)
@@ -132,7 +247,30 @@ class _Builder:
                 return [self.construct(item, (*path, i)) for i, item in enumerate(node.value)]
             finally:
                 self.active.discard(id(node))
-        return self.loader.construct_object(node, deep=True)
+        value = self.loader.construct_object(node, deep=True)
+        if isinstance(node, yaml.ScalarNode) and node.style is None:
+            self._compare_with_yaml11(node, value, path)
+        return value
+
+    def _compare_with_yaml11(self, node: yaml.ScalarNode, value: Any, path: PathKey) -> None:
+        text = str(node.value)
+        tag = next(
+            (
+                tag
+                for tag, regex in yaml.SafeLoader.yaml_implicit_resolvers.get(text[:1], [])
+                if regex.match(text)
+            ),
+            "tag:yaml.org,2002:str",
+        )
+        construct = yaml.SafeLoader.yaml_constructors.get(tag)
+        if construct is None:
+            return
+        try:
+            old = construct(self.loader, yaml.ScalarNode(tag, text))
+        except (yaml.YAMLError, ValueError):
+            return
+        if type(old) is not type(value) or (old != value and value == value):
+            self.ambiguous[path] = (text, value, old)
 
     def _mapping(self, node: yaml.MappingNode, path: PathKey) -> dict[Any, Any]:
         # Merge keys (<<) are flattened by the constructor; do the same so paths match data.

@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urljoin
+
+import referencing.jsonschema
+from referencing import Specification
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +45,8 @@ def iter_subschemas(node: Any, path: PathKey) -> Iterator[tuple[PathKey, dict[st
     if not isinstance(node, dict):
         return
     yield path, node
-    for key in _ONE_SCHEMA:
-        if isinstance(node.get(key), dict):
-            yield from iter_subschemas(node[key], (*path, key))
-    for key in _SCHEMA_LISTS:
-        if isinstance(node.get(key), list):
-            for i, item in enumerate(node[key]):
-                yield from iter_subschemas(item, (*path, key, i))
-    for key in (*_SCHEMA_MAPS, "dependencies"):
-        if isinstance(node.get(key), dict):
-            for name, item in node[key].items():
-                yield from iter_subschemas(item, (*path, key, name))
+    for child_path, child in _children(node, path):
+        yield from iter_subschemas(child, child_path)
 
 
 def iter_refs(node: Any, path: PathKey) -> Iterator[tuple[PathKey, str]]:
@@ -57,6 +54,57 @@ def iter_refs(node: Any, path: PathKey) -> Iterator[tuple[PathKey, str]]:
         ref = schema.get("$ref")
         if isinstance(ref, str):
             yield where, ref
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedRef:
+    """A `$ref` or `$dynamicRef`, with the base URI it resolves against."""
+
+    path: PathKey  # of the subschema that holds it
+    keyword: str
+    ref: str
+    base: str
+
+    @property
+    def target(self) -> str:
+        return urljoin(self.base, self.ref)
+
+
+def iter_scoped_refs(
+    node: Any, path: PathKey, base: str, specification: Specification[Any]
+) -> Iterator[ScopedRef]:
+    """Every reference in a schema with the base URI in force where it stands: an `$id`
+    (`id` in draft 4) starts a new base for everything under it, as the draft says."""
+    if not isinstance(node, dict):
+        return
+    if isinstance(node.get("$schema"), str):
+        specification = referencing.jsonschema.specification_with(
+            node["$schema"], default=specification
+        )
+    declared = specification.id_of(node)
+    if declared is not None:
+        base = urljoin(base, declared)
+    for keyword in ("$ref", "$dynamicRef", "$recursiveRef"):
+        if isinstance(node.get(keyword), str):
+            yield ScopedRef(path, keyword, node[keyword], base)
+    for child_path, child in _children(node, path):
+        yield from iter_scoped_refs(child, child_path, base, specification)
+
+
+def _children(node: dict[str, Any], path: PathKey) -> Iterator[tuple[PathKey, dict[str, Any]]]:
+    for key in _ONE_SCHEMA:
+        if isinstance(node.get(key), dict):
+            yield (*path, key), node[key]
+    for key in _SCHEMA_LISTS:
+        if isinstance(node.get(key), list):
+            for i, item in enumerate(node[key]):
+                if isinstance(item, dict):
+                    yield (*path, key, i), item
+    for key in (*_SCHEMA_MAPS, "dependencies"):
+        if isinstance(node.get(key), dict):
+            for name, item in node[key].items():
+                if isinstance(item, dict):
+                    yield (*path, key, name), item
 
 
 def patterns(data: Any) -> Iterator[tuple[PathKey, str]]:
@@ -70,13 +118,15 @@ def patterns(data: Any) -> Iterator[tuple[PathKey, str]]:
 
 
 def non_json_values(node: Any, path: PathKey) -> Iterator[tuple[PathKey, Any]]:
-    # YAML turns unquoted 2024-01-01 into a date and !!binary into bytes; JSON has neither,
-    # and the fast validator refuses them.
+    # YAML's explicit tags (!!timestamp, !!binary, !!set) and `.inf`/`.nan` make values
+    # that JSON cannot hold, and the validator refuses them.
     if isinstance(node, dict):
         for key, value in node.items():
             yield from non_json_values(value, (*path, key))
     elif isinstance(node, list):
         for i, value in enumerate(node):
             yield from non_json_values(value, (*path, i))
-    elif isinstance(node, datetime.date | bytes | set):
+    elif isinstance(node, datetime.date | bytes | set) or (
+        isinstance(node, float) and not math.isfinite(node)
+    ):
         yield path, node

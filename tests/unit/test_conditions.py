@@ -247,7 +247,8 @@ def test_descriptions_say_what_is_tested() -> None:
         (
             {"field": "x", "regex": "(a"},
             "regex-invalid",
-            "regex '(a' does not compile: missing ), unterminated subpattern at position 0",
+            "regex '(a' is not a valid ECMA-262 regular expression (the dialect JSON Schema "
+            "specifies): missing ), unterminated subpattern at position 0",
             2,
         ),
         (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import socket
 from pathlib import Path
 from typing import Any
@@ -79,9 +80,7 @@ def test_every_value_and_key_has_its_position(tmp_path: Path) -> None:
     assert doc.locate_key(("targets", "nope")) == Location(doc.path, 9, 3)
 
 
-def test_it_reads_like_yaml_safe_load(tmp_path: Path) -> None:
-    import yaml
-
+def test_it_reads_yaml_as_yaml_1_2_and_json_read_it(tmp_path: Path) -> None:
     text = """\
 base: &base {exchange: email, routing_key: a}
 one:
@@ -89,11 +88,60 @@ one:
   routing_key: b        # overriding a merged key is not a duplicate
 two: *base
 when: 2024-01-01
-flags: [yes, no, ~, 0x10, 1.5]
+flags: [yes, no, ~, 0x10, 1.5, 1e-8, 0777, 0o17, 1_000, 'on', True, .5]
 """
     doc = read_document(write(tmp_path, {"c.yaml": text}).parent / "c.yaml")
-    assert doc.data == yaml.safe_load(text)
+    assert doc.data == {
+        "base": {"exchange": "email", "routing_key": "a"},
+        "one": {"exchange": "email", "routing_key": "b"},
+        "two": {"exchange": "email", "routing_key": "a"},
+        "when": "2024-01-01",
+        "flags": ["yes", "no", None, 16, 1.5, 1e-8, 777, 15, "1_000", "on", True, 0.5],
+    }
     assert doc.positions[("one", "routing_key")].line == 4
+    # What YAML 1.1 tools read differently is remembered for lint; quoted text is not.
+    assert {path: old for path, (_, _, old) in doc.ambiguous.items()} == {
+        ("when",): datetime.date(2024, 1, 1),
+        ("flags", 0): True,
+        ("flags", 1): False,
+        ("flags", 5): "1e-8",
+        ("flags", 6): 511,
+        ("flags", 7): "0o17",
+        ("flags", 8): 1000,
+    }
+
+
+def test_json_files_are_read_as_json(tmp_path: Path) -> None:
+    folder = write(tmp_path, {"s.json": '{"multipleOf": 1e-8,\n "enum": ["yes", 7.77e2]}'})
+    doc = read_document(folder.parent / "s.json")
+    assert doc.data == {"multipleOf": 1e-8, "enum": ["yes", 777.0]}
+    assert doc.positions[("enum", 1)] == Location(doc.path, 2, 18)
+    assert doc.ambiguous == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "message"),
+    [
+        (
+            '{"a": 1,\n "a": 2}',
+            "yaml-duplicate-key",
+            "duplicate key 'a': JSON tools disagree on which one counts; remove or rename one",
+        ),
+        (
+            '{"a": NaN}',
+            "yaml-syntax",
+            "NaN is not JSON (no JSON tool reads it); write a number or text",
+        ),
+        ('{"a": 1,\n "b": }', "yaml-syntax", "JSON syntax: Expecting value"),
+        ("# a comment\n{}", "yaml-syntax", "JSON syntax: Expecting value"),
+    ],
+)
+def test_json_files_that_are_not_json(tmp_path: Path, text: str, code: str, message: str) -> None:
+    folder = write(tmp_path, {"s.json": text})
+    with pytest.raises(ConfigError) as caught:
+        read_document(folder.parent / "s.json")
+    ((found),) = caught.value.problems
+    assert (found.code, found.message) == (code, message)
 
 
 def test_an_empty_file_is_none(tmp_path: Path) -> None:
@@ -387,8 +435,9 @@ def test_a_broken_referenced_file_is_reported(tmp_path: Path) -> None:
                 6,
                 40,
                 "regex-invalid",
-                "regex '[a-' at /properties/customer_id/pattern does not compile as a "
-                "Python regular expression: unterminated character set at position 0",
+                "regex '[a-' at /properties/customer_id/pattern is not a valid ECMA-262 "
+                "regular expression (the dialect JSON Schema specifies): unterminated "
+                "character set at position 0",
             ),
         ),
         (
@@ -405,13 +454,23 @@ def test_a_broken_referenced_file_is_reported(tmp_path: Path) -> None:
             ),
         ),
         (
-            SCHEMA.replace("{type: string}", "{type: string, const: 2024-01-01}"),
+            SCHEMA.replace("{type: string}", "{type: string, const: !!timestamp 2024-01-01}"),
             (
                 6,
                 38,
                 "schema-invalid",
                 "/properties/customer_id/const: 2024-01-01 is a YAML "
                 "date, which JSON cannot hold; quote it to make it text",
+            ),
+        ),
+        (
+            SCHEMA.replace("{type: string}", "{type: number, maximum: .inf}"),
+            (
+                6,
+                40,
+                "schema-invalid",
+                "/properties/customer_id/maximum: inf is a YAML float, which JSON cannot "
+                "hold; quote it to make it text",
             ),
         ),
         (

@@ -228,7 +228,7 @@ def test_a_failure_of_an_unexpected_rejection_shows_the_reasons(tmp_path: Path) 
             ["{f}:4:9: error: case name 'x' is used twice (first at {f}:1:3) [test-invalid]"],
         ),
         (
-            "- name: x\n  request: {send_at: 2024-01-01}\n  expect: {rejected: true}\n",
+            "- name: x\n  request: {send_at: !!timestamp 2024-01-01}\n  expect: {rejected: true}\n",
             [
                 "{f}:2:22: error: 2024-01-01 is a YAML timestamp, not JSON; quote it to send it "
                 "as text [test-invalid]"
