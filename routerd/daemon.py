@@ -23,7 +23,7 @@ from routerd.amqp.link import BrokerLink, LinkOptions
 from routerd.config.loader import load
 from routerd.config.model import ConfigError, RouteTable
 from routerd.observe import Health, HTTPBindError, Metrics, configure_logging, serve_http
-from routerd.reload import Reloader, TableHolder
+from routerd.reload import Reloader, TableHolder, log_warnings
 from routerd.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,7 @@ async def serve_async(
     if table is None:
         return EXIT_STARTUP
     log.info("routerd starting", extra=settings.describe())
+    log_warnings(table)
     if own_process:
         tune_gc()
     try:

@@ -237,6 +237,7 @@ class Reloader:
                 )
                 return self._refuse(reason, (problem,))
         generation = self.holder.swap(new)
+        log_warnings(new)
         self.metrics.observe_table(new, generation)
         self.metrics.reloads.labels(result="accepted").inc()
         log.info(
@@ -356,3 +357,9 @@ def _summarize(reasons: list[str]) -> str:
     unique = list(dict.fromkeys(reasons)) or ["requested"]
     text = "; ".join(unique[:3])
     return text if len(unique) <= 3 else f"{text}; +{len(unique) - 3} more"
+
+
+def log_warnings(table: RouteTable) -> None:
+    """What `lint` warns about in an accepted table: logged once, when it goes live."""
+    for problem in table.warnings:
+        log.warning("%s", problem, extra={"code": problem.code, "hash": table.content_hash})

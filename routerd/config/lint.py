@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
-from routerd.config.checks import run_checks
 from routerd.config.loader import build
 from routerd.config.model import Location, Problem, RouteTable
 
@@ -69,8 +68,6 @@ def lint(path: Path) -> Report:
     unreadable = result.document is None and any(
         p.code in _UNREADABLE and p.location.file == path for p in problems
     )
-    if result.table is not None and result.document is not None and result.schemas is not None:
-        problems.extend(run_checks(result.table, result.document, result.schemas))
     shown = sorted(
         (replace(p, location=_relative(p.location)) for p in dict.fromkeys(problems)),
         key=lambda p: (

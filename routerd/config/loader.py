@@ -7,6 +7,7 @@ JSON Schema → load, check and compile the request schemas → compile targets 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from routerd.config.checks import run_checks
 from routerd.config.conditions import always, compile_condition
 from routerd.config.hints import did_you_mean
 from routerd.config.model import (
@@ -58,15 +60,30 @@ class Build:
 
 
 def load(path: Path) -> RouteTable:
-    """Build the route table from `path`; raise ConfigError listing every problem found."""
+    """Build the route table from `path`, refusing it for every error `routerd lint` would
+    report (raises ConfigError listing them all); its warnings travel on the table.
+
+    `serve` at start and on reload, `explain`, `test` and the client all load through here,
+    so a config that lint rejects never goes live anywhere."""
     result = build(path)
-    if result.problems or result.table is None:
-        raise ConfigError(result.problems)
-    return result.table
+    errors = tuple(p for p in result.problems if p.severity == "error")
+    if errors or result.table is None:
+        raise ConfigError(errors or result.problems)
+    warnings = tuple(p for p in result.problems if p.severity == "warning")
+    return dataclasses.replace(result.table, warnings=warnings)
 
 
 def build(path: Path) -> Build:
-    """Parse, check and compile the config at `path`, collecting every problem."""
+    """Parse, check and compile the config at `path`, then run every lint check on what
+    compiled, collecting every problem (errors and warnings)."""
+    result = _parse_and_compile(path)
+    if result.table is None or result.document is None or result.schemas is None:
+        return result
+    checked = run_checks(result.table, result.document, result.schemas)
+    return dataclasses.replace(result, problems=(*result.problems, *checked))
+
+
+def _parse_and_compile(path: Path) -> Build:
     path = Path(path)
     try:
         doc = read_document(path)

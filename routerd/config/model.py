@@ -232,6 +232,8 @@ class RouteTable:
     # Raw parsed config with positions, kept for lint's static checks.
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
     positions: Mapping[tuple[str | int, ...], Location] = field(repr=False, default_factory=dict)
+    # What `lint` warns about in the files this table was accepted from.
+    warnings: tuple[Problem, ...] = ()
 
     def target(self, name: str) -> Target:
         return self.targets[name]

@@ -38,6 +38,7 @@ LINE = re.compile(
 # Every check of the issue has at least one corpus case; a new check needs one too.
 CODES = {
     "yaml-syntax",
+    "yaml-ambiguous",
     "yaml-duplicate-key",
     "yaml-recursive",
     "config-schema",

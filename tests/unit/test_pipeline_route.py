@@ -15,7 +15,7 @@ from routerd.pipeline.categorize import categorize
 from routerd.pipeline.decide import decide
 from routerd.pipeline.envelope import RuleTrace
 from routerd.pipeline.render import MAX_ROUTING_KEY_BYTES, partition_of
-from tests.unit.test_decide import envelope, small_table
+from tests.unit.test_decide import SMALL_SCHEMA, envelope, small_table
 
 RULES = [
     {
@@ -134,8 +134,13 @@ def test_partition_is_crc32_of_utf8_text(value: str, count: int, partition: int)
 
 
 def keyed(tmp_path: Path, routing_key: str, **target: Any) -> RouteTable:
+    # `customer.id` and `customer.region` are declared but optional: lint warns (so load
+    # accepts the config), and the pipeline must still reject a request that lacks them.
+    customer = {"properties": {"id": {}, "region": {}}}
+    schema = {**SMALL_SCHEMA, "properties": {**SMALL_SCHEMA["properties"], "customer": customer}}
     return small_table(
         tmp_path,
+        schema=schema,
         targets={"out": {"exchange": "ex", "routing_key": routing_key, **target}},
         rules=[{"name": "r1", "category": "cat", "target": "out"}],
     )
