@@ -55,6 +55,11 @@ def with_catch_all(config: dict[str, Any], rule: str, target: str) -> str:
     assert "when" not in last, "the shipped config's last rule should be the catch-all"
     category = "bulk" if target == "bulk" else "transactional"
     data["rules"][-1] = {"name": rule, "category": category, "target": target}
+    if f"{target}-v2" in data["targets"]:
+        # v2 requests carry the partition field elsewhere: the edit must pass lint, or the
+        # daemon (rightly) refuses it.
+        v2 = {"name": f"{rule}-v2", "when": {"schema_version": 2}, "target": f"{target}-v2"}
+        data["rules"].insert(-1, {**v2, "category": category})
     return dump_config(data)
 
 

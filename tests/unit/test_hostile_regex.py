@@ -86,18 +86,19 @@ def test_catastrophic_patterns_in_a_schema(tmp_path: Path, pattern: str, text: s
     assert seconds < BOUND_SECONDS, f"{pattern}: decide took {seconds:.3f} s"
 
 
+def regex_rule_table(tmp_path: Path, field: str, pattern: str, **overrides: Any) -> RouteTable:
+    """A config whose first rule (category `hit`) matches `field` against `pattern`, and
+    whose catch-all gives category `miss`."""
+    rules = [
+        {"name": "hit", "when": {"field": field, "regex": pattern}, "category": "hit"},
+        {"name": "rest", "category": "miss"},
+    ]
+    return small_table(tmp_path, rules=[{**r, "target": "out"} for r in rules], **overrides)
+
+
 @pytest.mark.parametrize(("pattern", "text"), CATASTROPHIC)
 def test_catastrophic_patterns_in_a_rule(tmp_path: Path, pattern: str, text: str) -> None:
-    rules = [
-        {
-            "name": "hostile",
-            "when": {"field": "s", "regex": pattern},
-            "category": "x",
-            "target": "out",
-        },
-        {"name": "rest", "category": "y", "target": "out"},
-    ]
-    table = small_table(tmp_path, rules=rules, limits={"max_body_bytes": MAX_BODY})
+    table = regex_rule_table(tmp_path, "s", pattern, limits={"max_body_bytes": MAX_BODY})
     body = orjson.dumps({"v": 1, "customer": "c", "s": text})
     seconds, decision = timed(lambda: decide(table, Envelope(body)))
     assert not decision.rejected

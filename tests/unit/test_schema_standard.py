@@ -18,6 +18,7 @@ from routerd.config.model import ConfigError
 from routerd.pipeline.decide import decide
 from routerd.pipeline.envelope import Envelope
 from tests.unit.test_decide import small_table
+from tests.unit.test_hostile_regex import regex_rule_table
 from tests.unit.test_loader import CONFIG, SCHEMA, config, problems_of
 
 D2020 = "https://json-schema.org/draft/2020-12/schema"
@@ -121,16 +122,7 @@ def test_one_regex_dialect_in_pattern_pattern_properties_and_rules(
     assert loads(tmp_path, in_pattern)({"p": text}) is matches
     in_names = {"patternProperties": {pattern: {"const": "named"}}}
     assert loads(tmp_path, in_names, "v2.json")({text: "other"}) is not matches
-    rules = [
-        {
-            "name": "hit",
-            "when": {"field": "name", "regex": pattern},
-            "category": "hit",
-            "target": "out",
-        },
-        {"name": "rest", "category": "miss", "target": "out"},
-    ]
-    table = small_table(tmp_path, rules=rules, schema={"type": "object"})
+    table = regex_rule_table(tmp_path, "name", pattern, schema={"type": "object"})
     decision = decide(table, Envelope(orjson.dumps({"v": 1, "name": text})))
     assert decision.headers["x-category"] == ("hit" if matches else "miss")
 
