@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from routerd.config.bindings import unreachable_queues
 from routerd.config.coverage import Analysis, Coverage, analyse, guarantees, leaves
 from routerd.config.fields import FieldFacts, FieldOracle
 from routerd.config.model import Condition, Location, Problem, RouteTable, Severity, Target
@@ -81,6 +82,7 @@ def run_checks(table: RouteTable, doc: Document, schemas: SchemaSet) -> list[Pro
     checks: list[tuple[str, Callable[[], Iterable[Problem]]]] = [
         ("unknown_versions", lambda: unknown_versions(ctx)),
         ("binding_keys", lambda: binding_keys(ctx)),
+        ("unbound_routing_keys", lambda: unbound_routing_keys(ctx)),
         ("unused_targets", lambda: unused_targets(ctx)),
         ("unused_schema_files", lambda: unused_schema_files(ctx)),
         ("examples", lambda: examples(ctx)),
@@ -301,6 +303,47 @@ def binding_keys(ctx: Context) -> Iterator[Problem]:
                 f"set its binding_key (for a topic exchange, * matches one word)",
                 "binding-key-template",
             )
+
+
+def unbound_routing_keys(ctx: Context) -> Iterator[Problem]:
+    """A routing key no binding of the target's queues can match: every request routed
+    there comes back unroutable and is rejected."""
+    named = [(("targets", name), target) for name, target in ctx.table.targets.items()]
+    for at, target in [*named, (("rejected",), ctx.table.rejected)]:
+        name = target.name
+        unreachable = unreachable_queues(target)
+        if not unreachable:
+            continue
+        kind = f"{target.exchange_type} exchange {target.exchange!r}"
+        hint = (
+            "* is exactly one word, # zero or more"
+            if target.exchange_type == "topic"
+            else ("a direct binding must equal the routing key")
+        )
+        everyone = len(unreachable) == len(target.queues)
+        for i, queue in enumerate(target.queues):
+            if queue.name not in unreachable:
+                continue
+            bound = f"queue {queue.name!r} is bound with {queue.binding_key!r} on the {kind}"
+            key = f"target {name!r}: routing key {target.routing_key.source!r}"
+            where = ctx.doc.locate((*at, "queues", i, "binding_key"))
+            if everyone:
+                yield Problem(
+                    where,
+                    "error",
+                    f"{key} can match no binding of its queues ({bound}): every request "
+                    f"routed here would come back unroutable and be rejected; change the "
+                    f"routing key or the binding_key ({hint})",
+                    "routing-key-unbound",
+                )
+            else:
+                yield Problem(
+                    where,
+                    "warning",
+                    f"{key} can never match the binding of one of its queues ({bound}): that "
+                    f"queue receives nothing from this target ({hint})",
+                    "routing-key-unbound",
+                )
 
 
 def unused_targets(ctx: Context) -> Iterator[Problem]:

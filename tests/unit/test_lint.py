@@ -39,6 +39,7 @@ LINE = re.compile(
 CODES = {
     "yaml-syntax",
     "yaml-ambiguous",
+    "routing-key-unbound",
     "yaml-duplicate-key",
     "yaml-recursive",
     "config-schema",
