@@ -17,6 +17,7 @@ from typing import Any
 from routerd.config.bindings import unreachable_queues
 from routerd.config.coverage import Analysis, Coverage, analyse, guarantees, leaves
 from routerd.config.fields import FieldFacts, FieldOracle
+from routerd.config.hints import did_you_mean
 from routerd.config.model import Condition, Location, Problem, RouteTable, Severity, Target
 from routerd.config.paths import absolute, parse_path, pointer
 from routerd.config.schemas import SchemaSet
@@ -171,7 +172,8 @@ def condition_fields(ctx: Context, coverage: Coverage) -> Iterator[Problem]:
                     "warning",
                     f"rule {reach.rule.name!r}: field {text} is not declared by {names}"
                     + ("; no valid request has it" if never else "")
-                    + "; check the spelling and the schema version",
+                    + "; check the spelling and the schema version"
+                    + _field_suggestion(ctx, offered, text),
                     "condition-field-unknown",
                 )
 
@@ -266,6 +268,7 @@ def _field_problems(
             message = (
                 f"{head} does not exist in {schemas}, which {who} here: every such request "
                 f"would be rejected (routing_key_unrenderable); use a field the schema requires"
+                + _field_suggestion(ctx, versions, text)
             )
         elif kind == "undeclared":
             severity, code = "error", "routing-key-field"
@@ -273,6 +276,7 @@ def _field_problems(
                 f"{head} is not among the properties of {schemas}, which {who} here: nothing "
                 f"makes a request carry it as text or a whole number; declare it in the schema "
                 f"and make it required"
+                + _field_suggestion(ctx, versions, text)
             )
         else:
             severity, code = "error", "routing-key-field"
@@ -433,6 +437,22 @@ def _target_fields(
             yield part, ("routing_key",), "field"
     if target.partition is not None and ("$partition",) in target.routing_key.parts:
         yield target.partition.by, ("partition", "by"), "partition field"
+
+
+def _field_suggestion(ctx: Context, versions: Iterable[str], text: str) -> str:
+    """"; did you mean 'region'?" for a field path one of the schemas nearly declares."""
+    *parent, last = parse_path(text)
+    declared = {
+        name
+        for version in versions
+        if (oracle := ctx.oracles.get(version)) is not None
+        for name in oracle.names(tuple(parent))
+    }
+    hint = did_you_mean(str(last), sorted(declared))
+    if not hint:
+        return ""
+    meant = ".".join([*map(str, parent), hint.split("'")[1]])
+    return f"; did you mean {meant!r}?"
 
 
 def _facts(ctx: Context, version: str, path: tuple[str | int, ...]) -> FieldFacts:

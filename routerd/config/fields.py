@@ -97,6 +97,35 @@ class FieldOracle:
         return FieldFacts("required" if required else "optional", child.types)
 
 
+    def names(self, path: FieldPath) -> frozenset[str]:
+        """Property names the schema declares for the object at `path`, in any branch:
+        what a misspelt field was probably meant to be."""
+        subs = [self._root]
+        for key in (*path, None):
+            plain: list[Sub] = []
+            disjunctions: list[list[Sub]] = []
+            for sub in subs:
+                _expand(sub, plain, disjunctions, 0)
+            plain += [branch for branches in disjunctions for branch in branches]
+            if key is None:
+                return frozenset(
+                    name
+                    for node, _ in plain
+                    if isinstance(node, dict) and isinstance(node.get("properties"), dict)
+                    for name in node["properties"]
+                )
+            subs = [
+                (child, resolver)
+                for node, resolver in plain
+                if isinstance(node, dict)
+                for child in [
+                    _item_schema(node, key) if isinstance(key, int) else _property_schema(node, key)
+                ]
+                if isinstance(child, dict)
+            ]
+        return frozenset()
+
+
 class _OverBudget(Exception):
     pass
 

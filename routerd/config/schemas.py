@@ -11,6 +11,7 @@ network: only local files and the bundled meta-schemas can be referenced.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,13 @@ class SchemaSet:
 
     documents: Mapping[str, Document]
     registry: referencing.Registry[Any]
+    # The folders of the configured schema files: the only place schemas are read from.
+    folders: tuple[Path, ...] = ()
+
+    def holds(self, uri: str) -> bool:
+        """Whether the file at `uri` is inside the schema folders (or below them)."""
+        path = Path(os.path.normpath(_local_path(uri)))
+        return any(path.is_relative_to(folder) for folder in self.folders)
 
     def reference_validator(self, uri: str, fragment: str = "") -> jsonschema.protocols.Validator:
         """The Python `jsonschema` validator for one schema (or, with `fragment`, one
@@ -112,6 +120,8 @@ def load_schema_set(files: list[Path], problems: list[Problem]) -> SchemaSet:
     documents: dict[str, Document] = {}
     unreadable: dict[str, ConfigError] = {}
     wanted = list(dict.fromkeys(absolute(path).as_uri() for path in files))
+    folders = tuple(sorted({Path(os.path.normpath(absolute(f).parent)) for f in files}))
+    inside = SchemaSet({}, META_SCHEMAS, folders).holds
     siblings = [
         absolute(p).as_uri()
         for folder in sorted({f.parent for f in files})
@@ -134,7 +144,7 @@ def load_schema_set(files: list[Path], problems: list[Problem]) -> SchemaSet:
         uri = queue.pop()
         for ref in scoped_refs(uri, documents[uri].data):
             target = urldefrag(ref.target).url
-            if urlparse(target).scheme != "file" or target in visited:
+            if urlparse(target).scheme != "file" or target in visited or not inside(target):
                 continue
             visited.add(target)
             if target not in documents and target not in unreadable:
@@ -151,7 +161,7 @@ def load_schema_set(files: list[Path], problems: list[Problem]) -> SchemaSet:
     # The standard meta-schemas are bundled, so a schema may refer to them offline; crawled
     # once here so every `$id` and anchor inside the documents is known to each lookup.
     registry: referencing.Registry[Any] = META_SCHEMAS.with_resources(resources).crawl()
-    return SchemaSet(documents, registry)
+    return SchemaSet(documents, registry, folders)
 
 
 def _get(data: Any, key: str) -> Any:
@@ -254,6 +264,21 @@ def _check_refs(schemas: SchemaSet, uri: str, problems: list[Problem]) -> bool:
         location = doc.locate((*ref.path, ref.keyword))
         target = ref.target
         document = urldefrag(target).url
+        if urlparse(document).scheme == "file" and not schemas.holds(document):
+            shown = ", ".join(f"{folder.name}/" for folder in schemas.folders)
+            problems.append(
+                Problem(
+                    location,
+                    "error",
+                    f"{ref.keyword} {ref.ref!r} leads outside the schema folders ({shown}): "
+                    f"routerd reads schemas only from the folders "
+                    f"of the configured schema files, so that what is deployed with the config "
+                    f"is all it needs; move that file into the schema folder",
+                    "schema-ref-outside",
+                )
+            )
+            sound = False
+            continue
         if (
             document not in schemas.documents
             and urlparse(document).scheme == "file"
@@ -344,7 +369,15 @@ def _unresolvable(
         return f"{name} has nothing at {fragment!r}{hint}"
     if isinstance(exc, referencing.exceptions.NoSuchAnchor):
         return f"no `$anchor` or `$dynamicAnchor` {exc.anchor!r} in {urldefrag(target).url}"
-    return f"no schema file {urldefrag(ref).url} (relative to this file)"
+    missing = _local_path(urldefrag(target).url)
+    nearby = (
+        [p.name for p in missing.parent.iterdir() if p.suffix in SCHEMA_SUFFIXES]
+        if missing.parent.is_dir()
+        else []
+    )
+    return f"no schema file {urldefrag(ref).url} (relative to this file)" + did_you_mean(
+        missing.name, sorted(nearby)
+    )
 
 
 def _draft_name(cls: Any) -> str:

@@ -40,6 +40,7 @@ CODES = {
     "yaml-syntax",
     "yaml-ambiguous",
     "routing-key-unbound",
+    "schema-ref-outside",
     "yaml-duplicate-key",
     "yaml-recursive",
     "config-schema",

@@ -378,13 +378,25 @@ def test_a_missing_schema_file_is_reported_where_it_is_configured(tmp_path: Path
     ]
 
 
-def test_refs_to_files_in_other_folders_are_followed(tmp_path: Path) -> None:
+def test_refs_to_files_outside_the_schema_folders_are_refused(tmp_path: Path) -> None:
+    # The docs promise it: what is deployed with the config (a ConfigMap of schemas) must be
+    # all routerd reads. The file there is not even read.
     schema = SCHEMA.replace(
         "customer_id: {type: string}", 'customer_id: {$ref: "../shared/id.yaml"}'
     )
-    path = config(tmp_path, schema=schema, **{"shared/id.yaml": "type: string\nminLength: 1\n"})
+    path = config(tmp_path, schema=schema, **{"shared/id.yaml": "type: [broken\n"})
+    ((line, column, code, message),) = problems_of(path)
+    assert (line, column, code) == (6, 23, "schema-ref-outside")
+    assert message.startswith("$ref '../shared/id.yaml' leads outside the schema folders")
+
+
+def test_refs_to_files_below_the_schema_folders_are_followed(tmp_path: Path) -> None:
+    schema = SCHEMA.replace("customer_id: {type: string}", 'customer_id: {$ref: "defs/id.yaml"}')
+    path = config(
+        tmp_path, schema=schema, **{"schemas/defs/id.yaml": "type: string\nminLength: 1\n"}
+    )
     table = load(path)
-    assert (tmp_path / "shared" / "id.yaml").resolve() in table.files
+    assert (tmp_path / "schemas" / "defs" / "id.yaml").resolve() in table.files
     assert table.schemas["1"].is_valid({"schema_version": 1, "customer_id": "c"})
     assert not table.schemas["1"].is_valid({"schema_version": 1, "customer_id": ""})
 
