@@ -275,8 +275,7 @@ def _field_problems(
             message = (
                 f"{head} is not among the properties of {schemas}, which {who} here: nothing "
                 f"makes a request carry it as text or a whole number; declare it in the schema "
-                f"and make it required"
-                + _field_suggestion(ctx, versions, text)
+                f"and make it required" + _field_suggestion(ctx, versions, text)
             )
         else:
             severity, code = "error", "routing-key-field"
@@ -440,7 +439,7 @@ def _target_fields(
 
 
 def _field_suggestion(ctx: Context, versions: Iterable[str], text: str) -> str:
-    """"; did you mean 'region'?" for a field path one of the schemas nearly declares."""
+    """The "; did you mean 'region'?" for a field path the schemas nearly declare."""
     *parent, last = parse_path(text)
     declared = {
         name

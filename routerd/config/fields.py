@@ -96,7 +96,6 @@ class FieldOracle:
         required = step.presence == "required" and child.presence == "required"
         return FieldFacts("required" if required else "optional", child.types)
 
-
     def names(self, path: FieldPath) -> frozenset[str]:
         """Property names the schema declares for the object at `path`, in any branch:
         what a misspelt field was probably meant to be."""
