@@ -1,6 +1,7 @@
-"""The deployment files under deploy/, checked against the Kubernetes API schemas, systemd,
-and what routerd itself knows: its settings, its HTTP endpoint, its shutdown bound and the
-files its route config is built from.
+"""The deployment files at the repository root (systemd/, k8s/, the Dockerfile and its
+.dockerignore), checked against the Kubernetes API schemas, systemd, and what routerd itself
+knows: its settings, its HTTP endpoint, its shutdown bound and the files its route config is
+built from.
 
 No cluster, container runtime or network. Kustomizations are rendered here by a small
 reader of the few kustomize features they use; where kubectl is installed its own
@@ -32,9 +33,11 @@ from routerd.reload import Reloader, TableHolder, watch_dirs
 from routerd.settings import ENV_VARS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-KUBE = ROOT / "deploy" / "kubernetes"
-SYSTEMD = ROOT / "deploy" / "systemd"
-DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
+KUBE = ROOT / "k8s"
+SYSTEMD = ROOT / "systemd"
+DOCKERFILE = ROOT / "Dockerfile"
+# Docker reads the ignore file at the build context's root, and the context is ROOT.
+DOCKERIGNORE = ROOT / ".dockerignore"
 SHIPPED_CONFIG = ROOT / "config" / "routes.yaml"
 # The default kustomization and the KEDA variant: the two things ops apply.
 ENTRY_POINTS = {"hpa": KUBE, "keda": KUBE / "keda"}
@@ -374,11 +377,7 @@ def test_dockerfile_runs_routerd_serve_unprivileged() -> None:
     assert set(routerd_env) <= KNOWN_VARS
     assert Settings.from_sources({}, routerd_env).http_host == "0.0.0.0"
     # Everything copied from the build context exists and is let through the ignore file.
-    allowed = {
-        line[1:]
-        for line in (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().split()
-        if line.startswith("!")
-    }
+    allowed = {line[1:] for line in DOCKERIGNORE.read_text().split() if line.startswith("!")}
     for copy in steps["COPY"]:
         if not copy.startswith("--from"):
             *sources, _ = copy.split()

@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # routerd's container image. Build from the repository root:
-#   docker build -f deploy/docker/Dockerfile -t routerd:0.1.0 .
+#   docker build -t routerd:0.1.0 .
 # The shipped config/routes.yaml and schemas/ are baked in as a default; Kubernetes mounts
 # its ConfigMaps over /etc/routerd/config and /etc/routerd/schemas.
 
