@@ -42,6 +42,7 @@ from typing import Any, TextIO
 
 import jsonschema
 
+from routerd.config.hints import did_you_mean
 from routerd.config.loader import load
 from routerd.config.model import ConfigError, Location, Problem, RouteTable
 from routerd.config.source import Document, PathKey, read_document
@@ -346,9 +347,15 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
         )
         extra = sorted(str(k) for k in error.instance if k not in allowed)
         if extra:
-            return f"{prefix}unknown key {extra[0]!r}; expected one of: {', '.join(allowed)}"
+            return (
+                f"{prefix}unknown key {extra[0]!r}; expected one of: {', '.join(allowed)}"
+                + did_you_mean(extra[0], allowed)
+            )
     if "propertyNames" in error.schema_path:
-        return f"{prefix}unknown AMQP property {error.instance!r}"
+        known = error.schema.get("enum", []) if isinstance(error.schema, dict) else []
+        return f"{prefix}unknown AMQP property {error.instance!r}" + did_you_mean(
+            str(error.instance), [str(k) for k in known]
+        )
     if error.validator == "minProperties" and path[-1:] == ["expect"]:
         return "expect: name at least one thing to check (target, category, rejected, ...)"
     if error.validator == "oneOf" and "reasons" in path:

@@ -196,7 +196,7 @@ def test_a_failure_of_an_unexpected_rejection_shows_the_reasons(tmp_path: Path) 
             [
                 "{f}:3:11: error: expect: unknown key 'tagret'; expected one of: category, "
                 "exchange, headers, priority, reasons, rejected, routing_key, rule, "
-                "schema_version, target [test-invalid]"
+                "schema_version, target; did you mean 'target'? [test-invalid]"
             ],
         ),
         (
@@ -237,6 +237,13 @@ def test_a_failure_of_an_unexpected_rejection_shows_the_reasons(tmp_path: Path) 
         (
             "- name: x\n  body: a\n  properties: {colour: red}\n  expect: {rejected: true}\n",
             ["{f}:3:15: error: properties: unknown AMQP property 'colour' [test-invalid]"],
+        ),
+        (
+            "- name: x\n  body: a\n  properties: {priorty: 1}\n  expect: {rejected: true}\n",
+            [
+                "{f}:3:15: error: properties: unknown AMQP property 'priorty'; did you mean "
+                "'priority'? [test-invalid]"
+            ],
         ),
         (
             "- name: x\n  body: a\n  expect: {reasons: [{pointer: /to}]}\n",
