@@ -38,6 +38,7 @@ SYSTEMD = ROOT / "systemd"
 DOCKERFILE = ROOT / "Dockerfile"
 # Docker reads the ignore file at the build context's root, and the context is ROOT.
 DOCKERIGNORE = ROOT / ".dockerignore"
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 SHIPPED_CONFIG = ROOT / "config" / "routes.yaml"
 # The default kustomization and the KEDA variant: the two things ops apply.
 ENTRY_POINTS = {"hpa": KUBE, "keda": KUBE / "keda"}
@@ -385,6 +386,14 @@ def test_dockerfile_runs_routerd_serve_unprivileged() -> None:
                 assert (ROOT / src).exists() and src.rstrip("/") in allowed, src
 
 
+def test_dockerignore_is_the_one_docker_reads() -> None:
+    # BuildKit prefers <Dockerfile>.dockerignore over the context's .dockerignore: one
+    # beside the Dockerfile would quietly replace the file checked above.
+    assert DOCKERFILE.parent == DOCKERIGNORE.parent == ROOT
+    assert not (ROOT / f"{DOCKERFILE.name}.dockerignore").exists()
+    assert "*" in DOCKERIGNORE.read_text().split(), "the context must start from nothing"
+
+
 # --- systemd -----------------------------------------------------------------------------
 
 
@@ -491,3 +500,34 @@ def test_sysusers_creates_the_unit_user(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     users = [line.split(":") for line in (tmp_path / "etc/passwd").read_text().splitlines()]
     assert [u[0] for u in users] == unit_settings(UNIT)["User"]
+
+
+# --- docs --------------------------------------------------------------------------------
+
+
+def deployment_files() -> set[Path]:
+    return {p for folder in (SYSTEMD, KUBE) for p in folder.rglob("*") if p.is_file()} | {
+        DOCKERFILE,
+        DOCKERIGNORE,
+    }
+
+
+def test_deploy_doc_lists_every_deployment_file() -> None:
+    table = DEPLOY_DOC.read_text().split("| file | what |", 1)[1].split("\n\n", 1)[0]
+    named = [ROOT / n for n in re.findall(r"^\| `([^`]+)` \|", table, re.MULTILINE)]
+    assert [n for n in named if not n.exists()] == [], "docs/deploy.md names missing files"
+    unlisted = {f for f in deployment_files() if not any(f.is_relative_to(n) for n in named)}
+    assert unlisted == set(), "deployment files docs/deploy.md does not list"
+
+
+def test_paths_in_docs_and_deployment_files_exist() -> None:
+    # Install and render commands name repository paths; a move must carry them along.
+    # deploy/ held these files until the layout moved them to the root: a path there is stale.
+    pattern = r"(?<![\w./-])((?:deploy|systemd|k8s|config|schemas|docs)/[\w./*-]*)"
+    missing = {
+        f"{source.relative_to(ROOT)}: {path}"
+        for source in [DEPLOY_DOC, *deployment_files()]
+        for path in re.findall(pattern, source.read_text())
+        if not any(ROOT.glob(path.rstrip("/.")))
+    }
+    assert missing == set()
