@@ -45,10 +45,30 @@ def check_shape(doc: Document) -> list[Problem]:
     for error in _leaves(config_schema().iter_errors(doc.data)):
         where = tuple(error.absolute_path)
         location, message = _explain(doc, error, where)
-        problems.append(
-            Problem(location, "error", f"{pointer(where) or '/'}: {message}", "config-schema")
-        )
+        shown = f"{pointer(where) or '/'}{_named(doc.data, where)}"
+        problems.append(Problem(location, "error", f"{shown}: {message}", "config-schema"))
     return problems
+
+
+def _named(data: Any, where: tuple[str | int, ...]) -> str:
+    """ " (rule 'bulk')" for a path into a list entry that has a name: /rules/2 alone does not
+    say which rule to look at."""
+    if len(where) >= 2 and where[0] in ("rules", "schemas") and isinstance(where[1], int):
+        entry = data[where[0]][where[1]]
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if isinstance(name, str):
+            return f" ({where[0].removesuffix('s')} {name!r})"
+    return ""
+
+
+def _empty_sibling(value: Any) -> str:
+    """ "; indented under 'when'?" when a mapping with an unknown key also has a key with
+    nothing under it: the usual slip of indentation."""
+    if isinstance(value, dict):
+        empty = [str(k) for k, v in value.items() if v is None]
+        if len(empty) == 1:
+            return f"; indented under {empty[0]!r}?"
+    return ""
 
 
 def _leaves(
@@ -71,7 +91,7 @@ def _explain(
         if extra and allowed:
             return doc.locate_key((*where, extra[0])), (
                 f"unknown key {extra[0]!r}; expected one of: {', '.join(allowed)}"
-                + did_you_mean(extra[0], allowed)
+                + (did_you_mean(extra[0], allowed) or _empty_sibling(value))
             )
     expected: Any = error.validator_value
     if keyword == "required":
@@ -79,7 +99,8 @@ def _explain(
         missing = next((n for n in names if isinstance(value, dict) and n not in value), names[0])
         return doc.locate_key(where), f"missing required key {missing!r}"
     if keyword == "type":
-        return doc.locate(where), f"expected {_types(expected)}, got {_show(value)}"
+        empty = " (nothing is indented under it)" if value is None else ""
+        return doc.locate(where), f"expected {_types(expected)}, got {_show(value)}{empty}"
     if keyword == "enum":
         choices = [str(c) for c in expected]
         return doc.locate(where), (

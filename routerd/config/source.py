@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from routerd.config.indentation import indentation_hint
 from routerd.config.model import ConfigError, Location, Problem
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def _read_yaml(path: Path, text: bytes, decoded: str) -> Document:
             (Problem(builder.at(exc.mark), "error", exc.message, exc.code),)
         ) from None
     except yaml.MarkedYAMLError as exc:
-        raise ConfigError((_syntax_problem(path, exc),)) from None
+        raise ConfigError((_syntax_problem(path, exc, decoded),)) from None
     except yaml.YAMLError as exc:
         raise _single(path, f"YAML syntax: {exc}", "yaml-syntax") from None
     finally:
@@ -325,7 +326,7 @@ class _Invalid(Exception):
         super().__init__(message)
 
 
-def _syntax_problem(path: Path, exc: yaml.MarkedYAMLError) -> Problem:
+def _syntax_problem(path: Path, exc: yaml.MarkedYAMLError, text: str = "") -> Problem:
     mark = exc.problem_mark or exc.context_mark
     line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
     message = exc.problem or exc.context or "invalid YAML"
@@ -334,6 +335,9 @@ def _syntax_problem(path: Path, exc: yaml.MarkedYAMLError) -> Problem:
         started = exc.context_mark
         where = f" started at line {started.line + 1}" if started and started is not mark else ""
         message = f"{exc.problem} ({exc.context}{where})"
+    hint = indentation_hint(exc.problem or "", text, line)
+    if hint:
+        message = f"{message}; {hint}"
     return Problem(Location(path, line, column), "error", f"YAML syntax: {message}", "yaml-syntax")
 
 
