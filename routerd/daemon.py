@@ -19,10 +19,12 @@ import anyio
 from anyio import CancelScope
 from anyio.abc import TaskStatus
 
-from routerd.amqp.link import BrokerLink, LinkOptions
+from routerd.amqp.link import BrokerLink
 from routerd.config.loader import load
 from routerd.config.model import ConfigError, RouteTable
+from routerd.delivery import DecisionSink, Sinks
 from routerd.observe import Health, HTTPBindError, Metrics, configure_logging, serve_http
+from routerd.observe.metrics import MetricsSink
 from routerd.reload import Reloader, TableHolder, log_warnings
 from routerd.settings import Settings
 
@@ -49,16 +51,12 @@ class Daemon:
         self.metrics = metrics if metrics is not None else Metrics()
         self.health = health if health is not None else Health()
         self.link = BrokerLink(
-            LinkOptions(
-                amqp_url=settings.amqp_url,
-                publish_timeout=settings.publish_timeout,
-                shutdown_timeout=settings.shutdown_timeout,
-                reconnect_min=settings.reconnect_min,
-                reconnect_max=settings.reconnect_max,
-            ),
+            settings.broker,
             self.holder,
             self.metrics,
             self.health,
+            sinks=Sinks(self.decision_sinks(), failed=self.metrics.count_sink_error),
+            shutdown_timeout=settings.shutdown_timeout,
         )
         self.reloader = Reloader(
             settings.config_path, self.holder, self.metrics, before_swap=self.link.before_swap
@@ -66,6 +64,13 @@ class Daemon:
         self.http_port: int | None = None
         self.forced = False
         self._scope: CancelScope | None = None
+
+    def decision_sinks(self) -> tuple[DecisionSink, ...]:
+        """Who learns how each send request was settled, in the order they are told.
+
+        The one place a new sink of decisions (the rejections recorder, say) is added.
+        """
+        return (MetricsSink(self.metrics),)
 
     def shutdown(self) -> None:
         """Begin the graceful stop (what SIGTERM does)."""

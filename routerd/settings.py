@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
+from routerd.amqp.options import BrokerOptions, BrokerOptionsError
 from routerd.observe.logs import parse_level, redact_url
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,22 @@ class Settings:
     publish_timeout: float = 10.0
     reconnect_min: float = 0.5
     reconnect_max: float = 30.0
+    # The broker connection's options, built once from the fields above and the URL's
+    # query (heartbeat, TLS files, connect timeout), and handed whole to the broker link.
+    broker: BrokerOptions = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            broker = BrokerOptions.from_url(
+                self.amqp_url,
+                publish_timeout=self.publish_timeout,
+                reconnect_min=self.reconnect_min,
+                reconnect_max=self.reconnect_max,
+            )
+        except BrokerOptionsError as exc:
+            raise SettingsError("AMQP URL", "settings", self.redacted_url, str(exc)) from None
+        # Frozen: the one assignment, here, where the object is built.
+        object.__setattr__(self, "broker", broker)
 
     @property
     def redacted_url(self) -> str:
@@ -81,9 +98,9 @@ class Settings:
 
     def describe(self) -> dict[str, Any]:
         """Every setting by name, safe to log."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["amqp_url"] = self.redacted_url
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "broker"}
         out["config_path"] = str(self.config_path)
+        out.update(self.broker.describe())
         return out
 
     @classmethod
@@ -162,6 +179,15 @@ def _amqp_url(value: str, origin: str) -> str:
         raise SettingsError("AMQP URL", origin, shown, "it names no host")
     if port == 0:
         raise SettingsError("AMQP URL", origin, shown, "port 0 is not a broker port")
+    try:
+        options = BrokerOptions.from_url(value)
+    except BrokerOptionsError as exc:
+        raise SettingsError("AMQP URL", origin, shown, str(exc)) from None
+    # Checked at start, so that a mistyped path stops the process with its name rather
+    # than failing every reconnect attempt.
+    for key, path in options.tls_files.items():
+        if not Path(path).is_file():
+            raise SettingsError("AMQP URL", origin, shown, f"{key}={path}: no such file")
     return value
 
 

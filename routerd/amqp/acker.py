@@ -14,21 +14,15 @@ channel gets a new ledger and nothing is ever acked on a channel that did not de
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from routerd.delivery.outcome import Outcome
+
 log = logging.getLogger(__name__)
-
-
-class Outcome(enum.Enum):
-    # The decision was confirmed by the broker: the source delivery may go.
-    ACK = "ack"
-    # The decision was not confirmed: give the delivery back to the source queue.
-    REQUEUE = "requeue"
 
 
 @dataclass(slots=True)
@@ -83,6 +77,9 @@ class AckLedger:
 
     def settle(self, entry: Entry, outcome: Outcome) -> bool:
         """Record the outcome; True when the head became sendable, so the acker must wake."""
+        if outcome is Outcome.LEAVE:
+            # Nothing is sent for it: the entry stays unsettled until its channel closes.
+            raise ValueError("Outcome.LEAVE is not sent: leave the entry unsettled instead")
         entry.outcome = outcome
         return bool(self._pending) and self._pending[0] is entry
 

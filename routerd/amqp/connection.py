@@ -8,18 +8,14 @@ at the same moment does not come back in lockstep and knock it over again.
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 from collections.abc import Callable
 
 import aiormq
 from aiormq.abc import AbstractConnection
 
+from routerd.amqp.options import BrokerOptions
 from routerd.observe.logs import redact_url
-
-log = logging.getLogger(__name__)
-
-CONNECT_TIMEOUT = 30.0
 
 
 class Backoff:
@@ -64,17 +60,21 @@ class BrokerUnavailable(ConnectionError):
         return f"cannot connect to {self.url}: {cause}"
 
 
-async def connect(url: str, *, name: str = "routerd") -> AbstractConnection:
-    """Open one AMQP connection or raise BrokerUnavailable."""
+async def connect(options: BrokerOptions) -> AbstractConnection:
+    """Open one AMQP connection as the options say, or raise BrokerUnavailable."""
     try:
-        async with asyncio.timeout(CONNECT_TIMEOUT):
+        async with asyncio.timeout(options.connect_timeout):
+            # The heartbeat and TLS files travel in the URL's query, where aiormq reads them.
             connection: AbstractConnection = await aiormq.connect(
-                url, client_properties={"connection_name": name}
+                options.client_url(),
+                client_properties={"connection_name": options.connection_name},
             )
     except TimeoutError:
-        raise BrokerUnavailable(url, f"no answer within {CONNECT_TIMEOUT:g}s") from None
+        raise BrokerUnavailable(
+            options.url, f"no answer within {options.connect_timeout:g}s"
+        ) from None
     except (aiormq.exceptions.AMQPError, OSError) as exc:
-        raise BrokerUnavailable(url, exc) from None
+        raise BrokerUnavailable(options.url, exc) from None
     return connection
 
 

@@ -19,15 +19,15 @@ from typing import Any
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp.commands import Basic
 
-from routerd.amqp.acker import Acker, Action, Outcome
-from routerd.amqp.handler import Delivery
+from routerd.amqp.acker import Acker, Action
 from routerd.amqp.publisher import PAMQP_NAMES
+from routerd.delivery.outcome import Delivery, Outcome
 from routerd.observe.metrics import Metrics
 from routerd.pipeline.envelope import Envelope
 
 log = logging.getLogger(__name__)
 
-Handle = Callable[[Delivery], Awaitable[Outcome | None]]
+Handle = Callable[[Delivery], Awaitable[Outcome]]
 
 CANCEL_TIMEOUT = 10.0
 # Broker-owned headers: read here, not passed on. Republishing x-delivery-count would
@@ -114,7 +114,7 @@ class Consumer:
             # A bug in routerd, not in the request: give it back rather than lose it.
             log.exception("handling a send request failed; requeueing it")
             outcome = Outcome.REQUEUE
-        if outcome is not None:
+        if outcome is not Outcome.LEAVE:
             self.acker.settle(entry, outcome)
             self._metrics.processing_seconds.observe(time.perf_counter() - started)
 

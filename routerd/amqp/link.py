@@ -12,10 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiormq.abc import AbstractConnection
@@ -23,10 +20,11 @@ from aiormq.exceptions import AMQPChannelError, AMQPError, ChannelInvalidStateEr
 
 from routerd.amqp.connection import Backoff, BrokerUnavailable, connect
 from routerd.amqp.consumer import Consumer
-from routerd.amqp.handler import AttemptCounter, RequestHandler, TableSource
+from routerd.amqp.options import BrokerOptions
 from routerd.amqp.publisher import Publisher
 from routerd.amqp.topology import TopologyError, declare_topology
 from routerd.config.model import RouteTable
+from routerd.delivery import AttemptCounter, RequestHandler, Sinks, TableSource
 from routerd.observe.health import Health
 from routerd.observe.metrics import Metrics
 
@@ -35,21 +33,7 @@ log = logging.getLogger(__name__)
 # A session that lasted this long counts as healthy: the next loss starts the backoff over.
 STABLE_AFTER = 10.0
 CLOSE_TIMEOUT = 5.0
-
-
-def _connection_name() -> str:
-    # Shown by the broker's management UI and rabbitmqctl: which replica a connection is.
-    return f"routerd {socket.gethostname()} pid {os.getpid()}"
-
-
-@dataclass(frozen=True, slots=True)
-class LinkOptions:
-    amqp_url: str = field(repr=False)
-    connection_name: str = field(default_factory=_connection_name)
-    publish_timeout: float = 10.0
-    shutdown_timeout: float = 30.0
-    reconnect_min: float = 0.5
-    reconnect_max: float = 30.0
+SHUTDOWN_TIMEOUT = 30.0
 
 
 class BrokerLink:
@@ -57,16 +41,23 @@ class BrokerLink:
 
     def __init__(
         self,
-        options: LinkOptions,
+        broker: BrokerOptions,
         tables: TableSource,
         metrics: Metrics,
         health: Health,
+        *,
+        sinks: Sinks | None = None,
+        shutdown_timeout: float = SHUTDOWN_TIMEOUT,
     ) -> None:
-        self.options = options
+        self.broker = broker
+        # How long a graceful stop may take to finish in-flight send requests.
+        self.shutdown_timeout = shutdown_timeout
         self._tables = tables
         self._metrics = metrics
         self._health = health
-        self._backoff = Backoff(options.reconnect_min, options.reconnect_max)
+        # The daemon's decision sinks, handed to each session's request handler.
+        self._sinks = sinks if sinks is not None else Sinks()
+        self._backoff = Backoff(broker.reconnect_min, broker.reconnect_max)
         self._stopping = asyncio.Event()
         self._connection: AbstractConnection | None = None
         # Outlives sessions: a classic queue's failed deliveries come back on a new channel.
@@ -112,7 +103,7 @@ class BrokerLink:
 
     async def _session_until_stopped(self) -> None:
         # A stop while connecting or declaring must not wait for those (a broker that does
-        # not answer takes CONNECT_TIMEOUT): nothing was consumed yet, so cancel them. Once
+        # not answer takes the connect timeout): nothing was consumed yet, so cancel them. Once
         # consuming, the session drains gracefully by itself.
         session = asyncio.create_task(self._session(), name="routerd-session")
         stop = asyncio.ensure_future(self._stopping.wait())
@@ -151,7 +142,7 @@ class BrokerLink:
     async def _session(self) -> None:
         # Why each step, in order:
         # 1. connect; a failure here is the common case while the broker is down.
-        connection = await connect(self.options.amqp_url, name=self.options.connection_name)
+        connection = await connect(self.broker)
         self._connection = connection
         self._health.connected = True
         consumer: Consumer | None = None
@@ -161,8 +152,10 @@ class BrokerLink:
             await declare_topology(connection, table)
             # 3. the publisher's confirm channel before consuming, so that the first
             #    delivery can be routed at once.
-            publisher = await Publisher.open(connection, self.options.publish_timeout)
-            handler = RequestHandler(self._tables, publisher.publish, self._metrics, self._attempts)
+            publisher = await Publisher.open(connection, self.broker.publish_timeout)
+            handler = RequestHandler(
+                self._tables, publisher.publish, sinks=self._sinks, attempts=self._attempts
+            )
             channel = await connection.channel(publisher_confirms=False)
             consumer = Consumer(
                 channel, table.source.queue, table.source.prefetch, handler, self._metrics
@@ -228,7 +221,7 @@ class BrokerLink:
         """The graceful stop of one session, bounded by the shutdown timeout."""
         self._health.consuming = False
         try:
-            async with asyncio.timeout(self.options.shutdown_timeout):
+            async with asyncio.timeout(self.shutdown_timeout):
                 # Stop deliveries first, so that "in flight" stops growing. A stop that
                 # lands while aiormq is still tearing down a lost connection must not wait
                 # for a basic.cancel-ok that can no longer come (aiormq's rpc can outlive

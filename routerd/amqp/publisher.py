@@ -5,13 +5,13 @@ into one of: the Basic.Ack frame (confirmed), `PublishError` (a mandatory publis
 as basic.return: no queue was bound for it; the broker returns it before its ack),
 `DeliveryError` (basic.nack), `TimeoutError`, or the channel's close exception set on every
 pending confirm when the channel or connection closes. `Publisher` maps those onto two
-domain errors the request handler understands: `Unroutable` and `PublishFailed`.
+domain errors the request handler understands (`routerd.delivery.errors`): `Unroutable`
+and `PublishFailed` with its `PublishFailure` cause.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from aiormq.abc import AbstractConnection
@@ -25,9 +25,8 @@ from aiormq.exceptions import (
 from pamqp import encode
 from pamqp.commands import Basic
 
+from routerd.delivery.errors import PublishFailed, PublishFailure, Unroutable
 from routerd.pipeline.envelope import AMQP_PROPERTIES, Decision
-
-log = logging.getLogger(__name__)
 
 # Envelope property name (AMQP's) -> pamqp's attribute, for every basic property.
 PAMQP_NAMES = {name: "message_type" if name == "type" else name for name in AMQP_PROPERTIES}
@@ -37,36 +36,6 @@ PAMQP_NAMES = {name: "message_type" if name == "type" else name for name in AMQP
 _DROPPED = frozenset({"user_id", "headers", "delivery_mode"})
 # Republished property -> its pamqp keyword.
 _REPUBLISHED = {name: PAMQP_NAMES[name] for name in AMQP_PROPERTIES - _DROPPED}
-
-
-class Unroutable(Exception):
-    """The broker returned a mandatory publish: no queue is bound for its routing key."""
-
-    def __init__(self, exchange: str, routing_key: str, reply: str) -> None:
-        self.exchange = exchange
-        self.routing_key = routing_key
-        self.reply = reply
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        where = f"exchange {self.exchange!r}" if self.exchange else "the default exchange"
-        return f"{where} has no queue bound for routing key {self.routing_key!r} ({self.reply})"
-
-
-class PublishFailed(Exception):
-    """The broker did not confirm a publish: nack, timeout, or the channel closed."""
-
-    def __init__(self, cause: str, exchange: str, routing_key: str, detail: str = "") -> None:
-        self.cause = cause
-        self.exchange = exchange
-        self.routing_key = routing_key
-        self.detail = detail
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        where = f"{self.exchange or '(default exchange)'}/{self.routing_key}"
-        text = f"publish to {where} failed: {self.cause}"
-        return f"{text} ({self.detail})" if self.detail else text
 
 
 # Encoded header tables by their items. Most decisions carry one of a few tables (the
@@ -166,13 +135,13 @@ class Publisher:
         except PublishError as exc:
             raise Unroutable(exchange, key, str(exc.args[0]) if exc.args else "NO_ROUTE") from None
         except DeliveryError as exc:
-            raise PublishFailed("nack", exchange, key, str(exc)) from None
+            raise PublishFailed(PublishFailure.NACK, exchange, key, str(exc)) from None
         except TimeoutError:
             raise PublishFailed(
-                "timeout", exchange, key, f"no confirm within {self.timeout:g}s"
+                PublishFailure.TIMEOUT, exchange, key, f"no confirm within {self.timeout:g}s"
             ) from None
         except (AMQPError, ChannelInvalidStateError, ConnectionError) as exc:
-            raise PublishFailed("channel_closed", exchange, key, repr(exc)) from None
+            raise PublishFailed(PublishFailure.CHANNEL_CLOSED, exchange, key, repr(exc)) from None
         except asyncio.CancelledError:
             # A closing channel rejects pending confirms with its close reason, and that
             # reason can be CancelledError itself. Only a real cancellation of this task
@@ -180,7 +149,9 @@ class Publisher:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise
-            raise PublishFailed("channel_closed", exchange, key, "channel closed") from None
+            raise PublishFailed(
+                PublishFailure.CHANNEL_CLOSED, exchange, key, "channel closed"
+            ) from None
         except ValueError as exc:
             # aiormq refuses a routing key longer than 255 bytes before sending anything;
             # no retry can fix that, so it is as unroutable as a basic.return.
@@ -188,7 +159,7 @@ class Publisher:
         except Exception as exc:
             # Anything else failed before the frame was sent (marshalling, for one): the
             # request goes back to the source and its redelivery bound ends the loop.
-            raise PublishFailed("error", exchange, key, repr(exc)) from None
+            raise PublishFailed(PublishFailure.ERROR, exchange, key, repr(exc)) from None
         finally:
             if message_id:
                 waiting = busy.pop(message_id)

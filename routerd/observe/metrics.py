@@ -8,6 +8,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from routerd.config.model import RouteTable
+from routerd.delivery.outcome import Settlement
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,12 @@ class Metrics:
             "routerd_publish_failures_total",
             "Publishes not confirmed (nack, timeout, closed channel), by target and cause.",
             ["target", "cause"],
+            registry=r,
+        )
+        self.sink_errors = Counter(
+            "routerd_sink_errors_total",
+            "Decision sinks that raised; the send request was settled regardless, by sink.",
+            ["sink"],
             registry=r,
         )
         self.acked = Counter(
@@ -136,6 +143,12 @@ class Metrics:
             child = self._rejected[reason] = self.rejected.labels(reason)
         child.inc()
 
+    def count_publish_failure(self, target: str, cause: str) -> None:
+        self.publish_failures.labels(target, cause).inc()
+
+    def count_sink_error(self, sink: str) -> None:
+        self.sink_errors.labels(sink).inc()
+
     def observe_table(self, table: RouteTable, generation: int) -> None:
         """Publish which route table is running; called at start and on each accepted reload."""
         self.table_generation.set(generation)
@@ -150,3 +163,25 @@ class Metrics:
     def render(self) -> bytes:
         """The exposition text served on /metrics."""
         return prometheus_client.generate_latest(self.registry)
+
+
+class MetricsSink:
+    """The decision sink behind the routed, rejected and publish-failure counters."""
+
+    __slots__ = ("_metrics",)
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def settled(self, settlement: Settlement) -> None:
+        metrics = self._metrics
+        for published in settlement.publishes:
+            decision = published.decision
+            if published.failure is not None:
+                metrics.count_publish_failure(decision.target.name, published.failure.cause.value)
+            elif decision.reasons:
+                metrics.count_rejected(decision.reasons[0].code)
+            else:
+                metrics.count_routed(
+                    decision.target.name, decision.category or "", decision.rule or ""
+                )

@@ -16,8 +16,9 @@ import pytest
 from aiormq.abc import AbstractConnection
 from pamqp.commands import Basic
 
-from routerd.amqp.publisher import Publisher, PublishFailed, Unroutable
+from routerd.amqp.publisher import Publisher
 from routerd.config.loader import load
+from routerd.delivery import PublishFailed, PublishFailure, Unroutable
 from routerd.pipeline.decide import decide
 from routerd.pipeline.envelope import Decision, Envelope
 from tests.conftest import SHIPPED_CONFIG
@@ -111,7 +112,9 @@ async def test_publisher_maps_outcomes_to_domain_errors(
     # A missing exchange is a channel error (404): the channel closes under the publish.
     with anyio.fail_after(10), pytest.raises(PublishFailed) as failed:
         await publisher.publish(to(f"contract.missing.{unique}", "x"))
-    assert failed.value.cause == "channel_closed"
+    assert failed.value.cause is PublishFailure.CHANNEL_CLOSED
     with anyio.fail_after(10), pytest.raises(PublishFailed) as failed:
         await publisher.publish(to(exchange, "nobody"))
-    assert failed.value.cause == "channel_closed", "a closed channel fails fast, never hangs"
+    assert failed.value.cause is PublishFailure.CHANNEL_CLOSED, (
+        "a closed channel fails fast, never hangs"
+    )

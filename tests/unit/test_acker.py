@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from routerd.amqp.acker import Acker, AckLedger, Action, LedgerError, Outcome
+from routerd.amqp.acker import Acker, AckLedger, Action, LedgerError
+from routerd.delivery import Outcome
 
 ACK, REQUEUE = Outcome.ACK, Outcome.REQUEUE
 
@@ -49,6 +50,16 @@ def test_a_requeue_splits_the_run() -> None:
         Action(REQUEUE, 3, False, 1),
         Action(ACK, 5, True, 2),
     ]
+
+
+def test_leave_is_never_sent() -> None:
+    # LEAVE means "the channel's close gives it back": the entry must stay unsettled.
+    ledger = AckLedger()
+    entry = ledger.add(1)
+    with pytest.raises(ValueError, match="LEAVE"):
+        ledger.settle(entry, Outcome.LEAVE)
+    assert entry.outcome is None
+    assert ledger.take() == []
 
 
 def test_a_single_ack_is_not_multiple() -> None:

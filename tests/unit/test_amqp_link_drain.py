@@ -9,7 +9,8 @@ import anyio
 import pytest
 
 from routerd.amqp.consumer import Consumer
-from routerd.amqp.link import BrokerLink, LinkOptions
+from routerd.amqp.link import BrokerLink
+from routerd.amqp.options import BrokerOptions
 from routerd.observe.health import Health
 from routerd.observe.metrics import Metrics
 
@@ -59,8 +60,8 @@ class FakeConsumer:
 
 
 def link() -> BrokerLink:
-    options = LinkOptions(amqp_url="amqp://unused/", shutdown_timeout=30.0)
-    return BrokerLink(options, cast(Any, None), Metrics(), Health())
+    options = BrokerOptions("amqp://unused/")
+    return BrokerLink(options, cast(Any, None), Metrics(), Health(), shutdown_timeout=30.0)
 
 
 async def test_a_clean_stop_cancels_then_waits_for_in_flight_acks() -> None:

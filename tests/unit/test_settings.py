@@ -96,3 +96,62 @@ def test_the_password_is_never_shown() -> None:
 def test_unknown_flag_is_a_bug() -> None:
     with pytest.raises(KeyError):
         Settings.from_sources({"prefetch": "10"}, {})
+
+
+def test_the_broker_options_are_built_once_from_the_settings() -> None:
+    env = {
+        "ROUTERD_AMQP_URL": "amqp://u:p@broker/?heartbeat=5",
+        "ROUTERD_PUBLISH_TIMEOUT": "3",
+        "ROUTERD_RECONNECT_MIN": "1",
+        "ROUTERD_RECONNECT_MAX": "8",
+    }
+    s = Settings.from_sources(NO_FLAGS, env)
+    broker = s.broker
+    assert s.broker is broker
+    assert broker.url == s.amqp_url
+    assert broker.heartbeat == 5
+    assert (broker.publish_timeout, broker.reconnect_min, broker.reconnect_max) == (3, 1, 8)
+    assert Settings().broker.heartbeat == 10, "an explicit heartbeat, not aiormq's 60 s"
+    described = s.describe()
+    assert described["heartbeat"] == 5
+    assert "broker" not in described
+
+
+def test_tls_files_are_checked_at_start(tmp_path: Path) -> None:
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        (tmp_path / name).write_text("-----BEGIN-----\n")
+    url = (
+        f"amqps://u:s3cret@broker/?cafile={tmp_path}/ca.pem"
+        f"&certfile={tmp_path}/cert.pem&keyfile={tmp_path}/key.pem"
+    )
+    s = Settings.from_sources({"amqp_url": url}, {})
+    assert s.broker.tls_files == {
+        "cafile": f"{tmp_path}/ca.pem",
+        "certfile": f"{tmp_path}/cert.pem",
+        "keyfile": f"{tmp_path}/key.pem",
+    }
+    missing = url.replace("ca.pem", "nope.pem")
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_sources({}, {"ROUTERD_AMQP_URL": missing})
+    message = str(caught.value)
+    assert f"cafile={tmp_path}/nope.pem: no such file" in message
+    assert "from environment variable ROUTERD_AMQP_URL" in message
+    assert "s3cret" not in message
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("amqp://h/?heartbeat=off", "heartbeat=off: use whole seconds"),
+        ("amqp://h/?cafile=/ca.pem", "TLS files need an amqps:// URL"),
+    ],
+)
+def test_bad_broker_options_are_named(url: str, message: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_sources({"amqp_url": url}, {})
+    assert message in str(caught.value)
+    assert "(from option --amqp-url)" in str(caught.value)
+    # Built directly (as tests and embedders do), the same check applies.
+    with pytest.raises(SettingsError) as direct:
+        Settings(amqp_url=url)
+    assert message in str(direct.value)

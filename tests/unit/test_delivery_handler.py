@@ -7,13 +7,17 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from routerd.amqp.acker import Outcome
-from routerd.amqp.connection import Backoff
-from routerd.amqp.handler import AttemptCounter, Delivery, RequestHandler
-from routerd.amqp.publisher import PublishFailed, Unroutable
 from routerd.config.loader import load
 from routerd.config.model import RouteTable
-from routerd.observe.metrics import Metrics
+from routerd.delivery import (
+    AttemptCounter,
+    Delivery,
+    Outcome,
+    PublishFailed,
+    PublishFailure,
+    RequestHandler,
+    Unroutable,
+)
 from routerd.pipeline.envelope import Decision, Envelope
 from tests.conftest import SHIPPED_CONFIG
 from tests.factories import expected_category, valid_v1
@@ -64,11 +68,11 @@ def delivery(
 def make(table: RouteTable, behaviour: Behaviour) -> tuple[RequestHandler, FakePublisher, Tables]:
     publisher = FakePublisher(behaviour)
     tables = Tables(table)
-    return RequestHandler(tables, publisher, Metrics()), publisher, tables
+    return RequestHandler(tables, publisher), publisher, tables
 
 
 def nack(decision: Decision) -> Exception:
-    return PublishFailed("nack", decision.target.exchange, decision.routing_key)
+    return PublishFailed(PublishFailure.NACK, decision.target.exchange, decision.routing_key)
 
 
 def returned_unless_rejected(decision: Decision) -> Exception | None:
@@ -106,8 +110,8 @@ async def test_unroutable_and_rejected_failing_is_a_failure(table: RouteTable) -
 
 
 async def test_a_closed_channel_leaves_the_delivery_alone(table: RouteTable) -> None:
-    handler, _, _ = make(table, lambda d: PublishFailed("channel_closed", "", ""))
-    assert await handler(delivery()) is None
+    handler, _, _ = make(table, lambda d: PublishFailed(PublishFailure.CHANNEL_CLOSED, "", ""))
+    assert await handler(delivery()) is Outcome.LEAVE
     assert len(handler.attempts) == 0
 
 
@@ -168,19 +172,6 @@ def test_attempt_counter_keys_by_body_without_message_id() -> None:
     counter.failed(a)
     assert counter.prior(Delivery(Envelope(b"same"), True, None)) == 1
     assert counter.prior(Delivery(Envelope(b"other"), True, None)) == 0
-
-
-def test_backoff_grows_to_its_cap_with_full_jitter() -> None:
-    b = Backoff(0.5, 4.0, rng=lambda: 1.0)
-    assert [b.next() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    b.reset()
-    assert b.next() == 0.5
-    zero = Backoff(0.5, 4.0, rng=lambda: 0.0)
-    assert zero.next() == 0.0
-    b.attempt = 10_000
-    assert b.cap() == 4.0
-    with pytest.raises(ValueError, match="0 < minimum <= maximum"):
-        Backoff(5, 1)
 
 
 async def test_a_routerd_bug_is_bounded_like_a_failed_publish(table: RouteTable) -> None:
