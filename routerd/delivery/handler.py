@@ -20,7 +20,7 @@ from routerd.delivery.errors import NotConfirmed, PublishFailed, PublishFailure
 from routerd.delivery.outcome import Delivery, Outcome, Published, Settlement
 from routerd.delivery.sinks import Sinks
 from routerd.pipeline.decide import decide, reject
-from routerd.pipeline.envelope import Decision, Reason
+from routerd.pipeline.envelope import Decision, Reason, ReasonCode
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class RequestHandler:
             },
         )
         reason = Reason(
-            "unroutable",
+            ReasonCode.UNROUTABLE,
             f"target {decision.target.name!r} has no queue for routing key "
             f"{decision.routing_key!r}",
         )
@@ -138,7 +138,7 @@ class RequestHandler:
             )
             return Outcome.REQUEUE
         reason = Reason(
-            "redelivery_limit",
+            ReasonCode.REDELIVERY_LIMIT,
             f"publishing the decision failed on {prior + 1} deliveries (limit "
             f"{limit} redeliveries); last error: {failure}",
         )

@@ -12,7 +12,7 @@ from typing import Any
 from routerd.config.model import MatchContext, RouteTable, Rule, Target
 from routerd.pipeline.categorize import categorize
 from routerd.pipeline.decode import DecodeError, decode
-from routerd.pipeline.envelope import Decision, Envelope, Reason, RuleTrace
+from routerd.pipeline.envelope import Decision, Envelope, Reason, ReasonCode, RuleTrace
 from routerd.pipeline.render import RenderError, render_routing_key
 from routerd.pipeline.validate import schema_version, validate
 
@@ -37,7 +37,8 @@ def decide(table: RouteTable, envelope: Envelope, *, explain: bool = False) -> D
             envelope,
             (
                 Reason(
-                    "internal_error", f"routerd failed on this request: {type(exc).__name__}: {exc}"
+                    ReasonCode.INTERNAL_ERROR,
+                    f"routerd failed on this request: {type(exc).__name__}: {exc}",
                 ),
             ),
         )
@@ -91,7 +92,7 @@ def _decide(table: RouteTable, envelope: Envelope, explain: bool) -> Decision:
     elif table.unmatched is not None and table.unmatched is not table.rejected:
         routed = _route(table.unmatched, None, envelope, body, version, trace)
     else:
-        routed = Reason("unmatched", "no rule matched this request")
+        routed = Reason(ReasonCode.UNMATCHED, "no rule matched this request")
     if isinstance(routed, Reason):
         return reject(table, envelope, (routed,), schema_version=version, trace=trace)
     return routed
@@ -110,7 +111,7 @@ def _route(
     try:
         routing_key = render_routing_key(target, body, category, rule_name, version)
     except RenderError as exc:
-        return Reason("routing_key_unrenderable", str(exc))
+        return Reason(ReasonCode.ROUTING_KEY_UNRENDERABLE, str(exc))
     headers = {
         **envelope.headers,
         CATEGORY_HEADER: category,

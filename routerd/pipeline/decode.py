@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from routerd.config.model import Limits
-from routerd.pipeline.envelope import Envelope, Reason
+from routerd.pipeline.envelope import Envelope, Reason, ReasonCode
 
 JSON_TYPES = frozenset({"application/json", "text/json"})
 IDENTITY_ENCODINGS = frozenset({"", "identity", "utf-8", "utf8"})
@@ -24,7 +24,10 @@ def decode(envelope: Envelope, limits: Limits) -> dict[str, Any]:
     body = envelope.body
     if len(body) > limits.max_body_bytes:
         raise DecodeError(
-            Reason("too_large", f"body is {len(body)} bytes, the limit is {limits.max_body_bytes}")
+            Reason(
+                ReasonCode.TOO_LARGE,
+                f"body is {len(body)} bytes, the limit is {limits.max_body_bytes}",
+            )
         )
     properties = envelope.properties
     content_type = properties.get("content_type")
@@ -34,7 +37,7 @@ def decode(envelope: Envelope, limits: Limits) -> dict[str, Any]:
         if media_type not in JSON_TYPES:
             raise DecodeError(
                 Reason(
-                    "unsupported_content_type",
+                    ReasonCode.UNSUPPORTED_CONTENT_TYPE,
                     f"content type {_text(content_type)[:100]!r} is not supported; "
                     f"send application/json",
                 )
@@ -43,7 +46,7 @@ def decode(envelope: Envelope, limits: Limits) -> dict[str, Any]:
     if encoding and _text(encoding).lower() not in IDENTITY_ENCODINGS:
         raise DecodeError(
             Reason(
-                "unsupported_content_encoding",
+                ReasonCode.UNSUPPORTED_CONTENT_ENCODING,
                 f"content encoding {_text(encoding)[:100]!r} is not supported; "
                 f"send plain UTF-8 JSON",
             )
@@ -54,7 +57,9 @@ def decode(envelope: Envelope, limits: Limits) -> dict[str, Any]:
         raise DecodeError(_why_not_json(body, exc)) from None
     if type(data) is not dict:
         raise DecodeError(
-            Reason("not_an_object", f"body is a JSON {_json_type(data)}, expected an object")
+            Reason(
+                ReasonCode.NOT_AN_OBJECT, f"body is a JSON {_json_type(data)}, expected an object"
+            )
         )
     # Counting brackets is a cheap upper bound on depth (brackets inside strings count too);
     # only walk the decoded value when that bound could be over the limit.
@@ -62,7 +67,10 @@ def decode(envelope: Envelope, limits: Limits) -> dict[str, Any]:
         data, limits.max_depth
     ):
         raise DecodeError(
-            Reason("too_deep", f"body nests deeper than the limit of {limits.max_depth} levels")
+            Reason(
+                ReasonCode.TOO_DEEP,
+                f"body nests deeper than the limit of {limits.max_depth} levels",
+            )
         )
     return data
 
@@ -71,14 +79,17 @@ def _why_not_json(body: bytes, exc: orjson.JSONDecodeError) -> Reason:
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as err:
-        return Reason("invalid_utf8", f"body is not UTF-8: invalid byte at offset {err.start}")
+        return Reason(
+            ReasonCode.INVALID_UTF8, f"body is not UTF-8: invalid byte at offset {err.start}"
+        )
     if not body.strip():
-        return Reason("invalid_json", "body is empty; expected a JSON object")
+        return Reason(ReasonCode.INVALID_JSON, "body is empty; expected a JSON object")
     # orjson stops at 1024 levels, before our own check could run.
     if "depth limit" in exc.msg or "recursion" in exc.msg:
-        return Reason("too_deep", "body nests too deep to decode")
+        return Reason(ReasonCode.TOO_DEEP, "body nests too deep to decode")
     return Reason(
-        "invalid_json", f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ReasonCode.INVALID_JSON,
+        f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
     )
 
 

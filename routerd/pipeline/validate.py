@@ -6,7 +6,7 @@ from typing import Any
 
 from routerd.config.model import RouteTable, Schema
 from routerd.config.paths import MISSING, resolve
-from routerd.pipeline.envelope import Envelope, Reason
+from routerd.pipeline.envelope import Envelope, Reason, ReasonCode
 
 # Messages quote the offending value; a customer needs its start and what is wrong with
 # it, not a megabyte of text read back.
@@ -37,19 +37,19 @@ def schema_version(table: RouteTable, envelope: Envelope, body: dict[str, Any]) 
             )
             if x
         )
-        return Reason("missing_schema_version", f"no schema version given ({said})")
+        return Reason(ReasonCode.MISSING_SCHEMA_VERSION, f"no schema version given ({said})")
     elif isinstance(value, float) and value.is_integer():
         # JSON does not tell 1 from 1.0, and neither do the schemas' `const: 1`.
         version = str(int(value))
     else:
         return Reason(
-            "unknown_schema_version",
+            ReasonCode.UNKNOWN_SCHEMA_VERSION,
             f"schema version in {where} must be a whole number or text, got {_shown(value)}",
         )
     if version not in table.schemas:
         known = ", ".join(sorted(table.schemas))
         return Reason(
-            "unknown_schema_version",
+            ReasonCode.UNKNOWN_SCHEMA_VERSION,
             f"schema version {_shown(version)} is not supported (supported: {known})",
         )
     return version
@@ -61,20 +61,21 @@ def validate(schema: Schema, body: dict[str, Any], max_reasons: int) -> tuple[Re
         return ()
     errors = schema.errors(body)
     reasons = [
-        Reason("schema_violation", _brief(e.message), pointer=e.pointer, keyword=e.keyword)
+        Reason(ReasonCode.SCHEMA_VIOLATION, _brief(e.message), pointer=e.pointer, keyword=e.keyword)
         for e in errors[:max_reasons]
     ]
     if len(errors) > max_reasons:
         reasons.append(
             Reason(
-                "too_many_errors", f"{len(errors) - max_reasons} more validation errors not listed"
+                ReasonCode.TOO_MANY_ERRORS,
+                f"{len(errors) - max_reasons} more validation errors not listed",
             )
         )
     if not reasons:
         # The fast validator said invalid but listed nothing; never accept on that.
         reasons.append(
             Reason(
-                "schema_violation",
+                ReasonCode.SCHEMA_VIOLATION,
                 f"request does not satisfy schema {schema.name} v{schema.version}",
             )
         )

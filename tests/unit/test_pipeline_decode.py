@@ -173,3 +173,13 @@ def test_many_siblings_are_not_depth() -> None:
     body = orjson.dumps({"to": recipients})
     limits = Limits(max_body_bytes=10_000, max_depth=3, max_reasons=5)
     assert decode(Envelope(body), limits) == {"to": recipients}
+
+
+def test_every_reason_code_has_its_stage() -> None:
+    from routerd.pipeline.envelope import ReasonCode, Stage
+
+    assert {code.stage for code in ReasonCode} <= set(Stage)
+    assert ReasonCode.SCHEMA_VIOLATION.stage is Stage.VALIDATE
+    assert ReasonCode.UNROUTABLE.stage is Stage.DELIVER
+    # The values are the public contract in x-rejected-reasons: they compare as text.
+    assert ReasonCode.TOO_LARGE == "too_large"
