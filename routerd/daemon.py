@@ -22,7 +22,7 @@ from anyio.abc import TaskStatus
 from routerd.amqp.link import BrokerLink
 from routerd.config.loader import load
 from routerd.config.model import ConfigError, RouteTable
-from routerd.delivery import DecisionSink, Sinks
+from routerd.delivery import DecisionSink, Sinks, sink_name
 from routerd.observe import Health, HTTPBindError, Metrics, configure_logging, serve_http
 from routerd.observe.metrics import MetricsSink
 from routerd.reload import Reloader, TableHolder, log_warnings
@@ -50,12 +50,14 @@ class Daemon:
         self.holder = TableHolder(table)
         self.metrics = metrics if metrics is not None else Metrics()
         self.health = health if health is not None else Health()
+        sinks = self.decision_sinks()
+        self.metrics.known_sinks(sink_name(sink) for sink in sinks)
         self.link = BrokerLink(
             settings.broker,
             self.holder,
             self.metrics,
             self.health,
-            sinks=Sinks(self.decision_sinks(), failed=self.metrics.count_sink_error),
+            sinks=Sinks(sinks, failed=self.metrics.count_sink_error),
             shutdown_timeout=settings.shutdown_timeout,
         )
         self.reloader = Reloader(

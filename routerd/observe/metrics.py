@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -145,6 +146,11 @@ class Metrics:
 
     def count_publish_failure(self, target: str, cause: str) -> None:
         self.publish_failures.labels(target, cause).inc()
+
+    def known_sinks(self, names: Iterable[str]) -> None:
+        """Start each decision sink's error count at zero, so that rate() sees the first."""
+        for name in names:
+            self.sink_errors.labels(name)
 
     def count_sink_error(self, sink: str) -> None:
         self.sink_errors.labels(sink).inc()

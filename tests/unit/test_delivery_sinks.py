@@ -16,6 +16,7 @@ from pamqp.header import ContentHeader
 from routerd.amqp.consumer import Consumer
 from routerd.config.loader import load
 from routerd.config.model import RouteTable
+from routerd.daemon import Daemon
 from routerd.delivery import (
     Outcome,
     PublishFailed,
@@ -28,6 +29,7 @@ from routerd.delivery import (
 from routerd.observe.metrics import Metrics, MetricsSink
 from routerd.pipeline.decide import decide
 from routerd.pipeline.envelope import Decision
+from routerd.settings import Settings
 from tests.conftest import SHIPPED_CONFIG
 from tests.factories import valid_v1
 from tests.unit.test_delivery_handler import (
@@ -154,6 +156,16 @@ async def test_a_failing_counter_of_sink_failures_changes_nothing(table: RouteTa
 
     handler, _ = handler_with(table, lambda d: None, Sinks((Broken(),), failed=count))
     assert await handler(delivery()) is Outcome.ACK
+
+
+def test_the_daemon_tells_metrics_first_and_counts_sink_errors_from_zero(
+    table: RouteTable,
+) -> None:
+    daemon = Daemon(Settings(http_port=0), table)
+    sinks = daemon.decision_sinks()
+    assert isinstance(sinks[0], MetricsSink)
+    assert sample(daemon.metrics, "routerd_sink_errors_total", sink="MetricsSink") == 0
+    assert 'routerd_sink_errors_total{sink="MetricsSink"} 0.0' in daemon.metrics.render().decode()
 
 
 class AckChannel:
