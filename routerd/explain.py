@@ -2,9 +2,10 @@
 
 It runs the very `decide(table, envelope, explain=True)` the daemon runs and turns the
 decision into an explanation: the schema chosen, each validation error, each rule tried with
-each condition's answer, and the resulting target, routing key and headers (or the reasons
-the request is rejected). One explanation object feeds both the text and the JSON output, so
-the two never disagree. `routerd test` reuses the envelope and decision helpers here.
+each condition's answer and the value each test saw, and the resulting target, routing key
+and headers (or the reasons the request is rejected). One explanation object feeds both the
+text and the JSON output, so the two never disagree. `routerd test` reuses the envelope and
+decision helpers here.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 import orjson
 
 from routerd.config.loader import load
-from routerd.config.model import Condition, ConfigError, RouteTable
+from routerd.config.model import ConditionKind, ConfigError, RouteTable, TraceNode
 from routerd.config.paths import MISSING, resolve
 from routerd.explain_text import render_text
 from routerd.pipeline.decide import decide
@@ -264,41 +265,42 @@ def _rules(table: RouteTable, trace: tuple[RuleTrace, ...]) -> list[dict[str, An
         }
         if i < len(trace) and trace[i].rule == rule.name:
             entry["result"] = "matched" if trace[i].matched else "no match"
-            entry["condition"] = condition_tree(rule.when, trace[i].conditions)
+            entry["condition"] = condition_tree(trace[i])
         rules.append(entry)
     return rules
 
 
-def condition_tree(when: Condition, answers: Sequence[tuple[str, bool]]) -> dict[str, Any]:
-    """The rule's condition with each node's answer.
-
-    The trace holds the leaves' answers in evaluation order (depth first, every leaf); the
-    rule's compiled condition gives the all/any/not shape around them.
-    """
-    leaves = iter(answers)
-    tree = _node(when, leaves)
-    if tree is None or next(leaves, None) is not None:
-        # Shape and trace disagree: show the answers as the pipeline reported them.
+def condition_tree(trace: RuleTrace) -> dict[str, Any]:
+    """The rule's condition as evaluated: each node's answer and, for each test, the value
+    it saw. A trace written by hand, without its tree, shows its answers as a flat list."""
+    if trace.tree is None:
         return {
             "condition": "all",
-            "held": all(held for _, held in answers),
-            "children": [{"condition": d, "held": held} for d, held in answers],
+            "held": trace.matched,
+            "kind": ConditionKind.ALL.value,
+            "children": [{"condition": d, "held": held} for d, held in trace.conditions],
         }
-    return tree
+    return trace_node(trace.tree)
 
 
-def _node(condition: Condition, leaves: Iterator[tuple[str, bool]]) -> dict[str, Any] | None:
-    if condition.kind in ("leaf", "always"):
-        answer = next(leaves, None)
-        if answer is None:
-            return None
-        return {"condition": answer[0], "held": answer[1]}
-    children = [_node(child, leaves) for child in condition.children]
-    if any(child is None for child in children):
-        return None
-    results = [bool(child["held"]) for child in children if child is not None]
-    held = {"all": all(results), "any": any(results)}.get(condition.kind, not results[0])
-    return {"condition": condition.kind, "held": held, "children": children}
+def trace_node(node: TraceNode) -> dict[str, Any]:
+    """One evaluated node as plain data: `condition` (its description) and `held` as they
+    always were, then `kind`, `seen` (subject, present, value) for a test, `children`."""
+    data: dict[str, Any] = {
+        "condition": node.description,
+        "held": node.matched,
+        "kind": node.kind.value,
+    }
+    if node.seen is not None:
+        present = node.seen.present
+        data["seen"] = {
+            "subject": node.seen.subject,
+            "present": present,
+            "value": node.seen.value if present else None,
+        }
+    if node.children:
+        data["children"] = [trace_node(child) for child in node.children]
+    return data
 
 
 def _shown_path(path: Path) -> str:

@@ -125,8 +125,8 @@ def unknown_versions(ctx: Context) -> Iterator[Problem]:
     """`schema_version: 3` when no schema has version 3: such a request is rejected before
     any rule runs, so that test can never hold."""
     known = ", ".join(ctx.versions)
-    for when, raw_when, base in _rule_conditions(ctx):
-        for leaf in leaves(when, raw_when, base):
+    for when, _, base in _rule_conditions(ctx):
+        for leaf in leaves(when, base):
             value = leaf.raw.get("schema_version")
             if value is None:
                 continue
@@ -155,7 +155,7 @@ def condition_fields(ctx: Context, coverage: Coverage) -> Iterator[Problem]:
         if not offered or any(ctx.oracles.get(v) is None for v in offered):
             continue
         base = ("rules", reach.index, "when")
-        for leaf in leaves(reach.rule.when, reach.raw_when, base):
+        for leaf in leaves(reach.rule.when, base):
             subject = "field" if "field" in leaf.raw else "count" if "count" in leaf.raw else None
             if subject is None:
                 continue
@@ -234,7 +234,7 @@ def _field_problems(
         elif facts.types is not None and not facts.types & _RENDERABLE:
             kinds.setdefault("type:" + "/".join(sorted(facts.types)), []).append(version)
         elif facts.presence == "optional" and not (
-            routed and all(guarantees(cond, raw, field) for _, cond, raw in routed)
+            routed and all(guarantees(cond, field) for _, cond, _ in routed)
         ):
             kinds.setdefault("optional", []).append(version)
     for kind, versions in kinds.items():
@@ -245,8 +245,8 @@ def _field_problems(
             {
                 rule
                 for v in versions
-                for rule, cond, raw in by_version[v]
-                if kind != "optional" or not guarantees(cond, raw, field)
+                for rule, cond, _ in by_version[v]
+                if kind != "optional" or not guarantees(cond, field)
             }
         )
         if not rules:

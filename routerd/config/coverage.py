@@ -10,25 +10,20 @@ else is None, so a rule is only called unreachable when it provably is.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from routerd.config.fields import FieldOracle
-from routerd.config.model import Condition, Location, MatchContext, Problem, Rule
-from routerd.config.paths import parse_path
+from routerd.config.model import Condition, Location, Problem, Rule, Verdict
 from routerd.config.source import Document
 
-log = logging.getLogger(__name__)
-
-Verdict = bool | None
 RawPath = tuple[str | int, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class Leaf:
-    """A compiled leaf condition with its raw mapping and where that is in the config."""
+class LeafAt:
+    """A node that tests the request itself, with its mapping and its place in the config."""
 
     condition: Condition
     raw: Mapping[str, Any]
@@ -55,105 +50,42 @@ class Coverage:
     problems: list[Problem] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class SchemaFacts:
+    """What one version's schema says about its valid requests, as conditions ask it."""
+
+    version: str
+    oracle: FieldOracle | None  # None: the schema did not load, so no claim
+
+    def never_has(self, path: RawPath) -> bool:
+        return self.oracle is not None and self.oracle.facts(path).presence == "forbidden"
+
+
 class Analysis:
     """Evaluates conditions per schema version; one per lint run."""
 
     def __init__(self, versions: Sequence[str], oracles: Mapping[str, FieldOracle | None]) -> None:
         self.versions = tuple(versions)
         self.oracles = oracles
+        self.facts = {v: SchemaFacts(v, oracles.get(v)) for v in self.versions}
 
-    def verdict(self, cond: Condition, raw: Any, version: str) -> Verdict:
-        if cond.kind == "always":
-            return True
-        if cond.kind in ("all", "any"):
-            items = raw[cond.kind]
-            verdicts = [
-                self.verdict(c, r, version) for c, r in zip(cond.children, items, strict=True)
-            ]
-            if cond.kind == "all":
-                return False if False in verdicts else (True if all(verdicts) else None)
-            if True in verdicts:
-                return True
-            return False if all(v is False for v in verdicts) else None
-        if cond.kind == "not":
-            inner = self.verdict(cond.children[0], raw["not"], version)
-            return None if inner is None else not inner
-        return self._leaf(cond, raw, version)
+    def verdict(self, cond: Condition, version: str) -> Verdict:
+        return cond.verdict(self.facts[version])
 
-    def _leaf(self, cond: Condition, raw: Mapping[str, Any], version: str) -> Verdict:
-        fixed = MatchContext({}, {}, {}, version)
-        assert cond.predicate is not None
-        if "schema_version" in raw:
-            return cond.predicate(fixed)
-        oracle = self.oracles.get(version)
-        if oracle is None:
-            return None
-        if "field" in raw:
-            facts = oracle.facts(parse_path(raw["field"]))
-            if facts.presence == "forbidden":
-                # Every valid request lacks the field: the test sees "missing" every time.
-                return cond.predicate(fixed)
-            return None
-        if "count" in raw and all(
-            oracle.facts(parse_path(p)).presence == "forbidden" for p in raw["count"]
-        ):
-            return cond.predicate(fixed)
-        return None
-
-    def why_false(self, cond: Condition, raw: Any, version: str) -> str:
+    def why_false(self, cond: Condition, version: str) -> str:
         """A short reason why `cond` is always false for `version`."""
-        if cond.kind == "all":
-            for c, r in zip(cond.children, raw["all"], strict=True):
-                if self.verdict(c, r, version) is False:
-                    return self.why_false(c, r, version)
-        if cond.kind == "any":
-            return " and ".join(
-                self.why_false(c, r, version)
-                for c, r in zip(cond.children, raw["any"], strict=True)
-            )
-        if cond.kind == "not":
-            return f"`not` of `{cond.children[0].description}`, which always holds"
-        if "field" in raw:
-            return f"field {raw['field']} never exists"
-        if "count" in raw:
-            return f"fields {', '.join(raw['count'])} never exist, so their count is 0"
-        return f"`{cond.description}` is false"
+        return cond.why_false(self.facts[version])
 
 
-def leaves(cond: Condition, raw: Any, path: RawPath) -> list[Leaf]:
-    """Every leaf of a condition, each with its raw mapping and config path."""
-    if cond.kind in ("all", "any"):
-        return [
-            leaf
-            for i, (c, r) in enumerate(zip(cond.children, raw[cond.kind], strict=True))
-            for leaf in leaves(c, r, (*path, cond.kind, i))
-        ]
-    if cond.kind == "not":
-        return leaves(cond.children[0], raw["not"], (*path, "not"))
-    if cond.kind == "leaf":
-        return [Leaf(cond, raw, path)]
-    return []
+def leaves(cond: Condition, path: RawPath) -> list[LeafAt]:
+    """Every node of a condition that tests the request, each with its mapping and config
+    path (`path` is where the condition itself is)."""
+    return [LeafAt(node, node.source, at) for node, at in cond.walk(path) if node.tests_request]
 
 
-def guarantees(cond: Condition, raw: Any, target: tuple[str | int, ...]) -> bool:
+def guarantees(cond: Condition, target: RawPath) -> bool:
     """Whether every request matching `cond` has a non-null value at field path `target`."""
-    if cond.kind == "all":
-        return any(guarantees(c, r, target) for c, r in zip(cond.children, raw["all"], strict=True))
-    if cond.kind == "any":
-        return all(guarantees(c, r, target) for c, r in zip(cond.children, raw["any"], strict=True))
-    if cond.kind != "leaf" or "field" not in raw or parse_path(raw["field"]) != target:
-        return False
-    # Each of these fails on a missing value, and all but `equals`/`in` also on null.
-    for op, arg in raw.items():
-        if op == "exists" and arg is True:
-            return True
-        if op in ("regex", "gt", "gte", "lt", "lte", "length", "contains", "contains_any"):
-            return True
-        if op == "equals" and arg is not None:
-            return True
-        if op == "in" and isinstance(arg, list) and None not in arg:
-            return True
-    return False
+    return cond.guarantees(target)
 
 
 def analyse(
@@ -172,7 +104,7 @@ def analyse(
         index = index_of[rule.location]
         raw_when = raw_rules[index].get("when")
         reach = Reach(rule, index, raw_when)
-        verdicts = {v: analysis.verdict(rule.when, raw_when, v) for v in analysis.versions}
+        verdicts = {v: analysis.verdict(rule.when, v) for v in analysis.versions}
         reach.offered = tuple(v for v in analysis.versions if open_versions[v])
         reach.sees = tuple(v for v in reach.offered if verdicts[v] is not False)
         taken = [v for v in analysis.versions if not open_versions[v] and verdicts[v] is not False]
@@ -185,7 +117,7 @@ def analyse(
                 problems.append(_same_condition(rule, twin))
             elif not _names_unknown_version(rule, raw_when, analysis):
                 reasons = "; ".join(
-                    f"for schema version {v}, {analysis.why_false(rule.when, raw_when, v)}"
+                    f"for schema version {v}, {analysis.why_false(rule.when, v)}"
                     for v in analysis.versions
                 )
                 problems.append(
@@ -213,7 +145,7 @@ def _names_unknown_version(rule: Rule, raw_when: Any, analysis: Analysis) -> boo
     # That mistake has its own, more precise problem (schema-version-unknown).
     if raw_when is None:
         return False
-    for leaf in leaves(rule.when, raw_when, ()):
+    for leaf in leaves(rule.when, ()):
         values = leaf.raw.get("schema_version")
         if values is not None:
             listed = values if isinstance(values, list) else [values]

@@ -9,14 +9,11 @@ way) for the rest, so a check built on it never reports a problem that is not th
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from routerd.config.regex import RegexError, compile_regex
 from routerd.config.schemas import SchemaSet
-
-log = logging.getLogger(__name__)
 
 # required: every valid request has it; optional: declared, may be absent; undeclared: the
 # schema neither declares nor forbids it; forbidden: no valid request can have it.
@@ -223,9 +220,9 @@ def _item_schema(node: dict[str, Any], index: int) -> Any:
 
 def _node_types(node: dict[str, Any]) -> frozenset[str] | None:
     if "const" in node:
-        return frozenset({_json_type(node["const"])})
+        return frozenset({json_type(node["const"])})
     if isinstance(node.get("enum"), list):
-        return frozenset(_json_type(v) for v in node["enum"])
+        return frozenset(json_type(v) for v in node["enum"])
     declared = node.get("type")
     if isinstance(declared, str):
         declared = [declared]
@@ -248,7 +245,8 @@ def _types(plain: list[Sub]) -> frozenset[str] | None:
     return result
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The JSON Schema type of a JSON value; "number" for a non-integer, as `FieldFacts`."""
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int):

@@ -7,10 +7,14 @@ uses that object to the end, so a request never sees half of two configs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Protocol
+
+from routerd.config.paths import MISSING
 
 QueueType = Literal["classic", "quorum"]
 ExchangeType = Literal["direct", "topic", "fanout", "headers"]
@@ -118,10 +122,6 @@ class Target:
     location: Location
 
 
-# A compiled condition: takes the request's evaluation context, answers True/False.
-Predicate = Callable[["MatchContext"], bool]
-
-
 @dataclass(frozen=True, slots=True)
 class MatchContext:
     """What a condition can look at: the decoded body, AMQP headers and properties."""
@@ -132,38 +132,113 @@ class MatchContext:
     schema_version: str
 
 
-@dataclass(frozen=True, slots=True)
-class Condition:
-    """One node of a rule's `when`, kept with its source text so `explain` can show it."""
+class ConditionKind(StrEnum):
+    """The node classes of a condition, as explain's output names them."""
 
-    kind: Literal["all", "any", "not", "leaf", "always"]
+    ALL = "all"
+    ANY = "any"
+    NOT = "not"
+    LEAF = "leaf"
+    SCHEMA_VERSION = "schema_version"
+    ALWAYS = "always"
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What a test looked at in one request: its subject and the value found there."""
+
+    subject: str
+    value: Any  # MISSING when the request has none
+
+    @property
+    def present(self) -> bool:
+        return self.value is not MISSING
+
+
+@dataclass(frozen=True, slots=True)
+class TraceNode:
+    """One node of a condition evaluated on one request, every child included (no
+    short-circuit), so `explain` can show each answer and the value behind it."""
+
+    kind: ConditionKind
+    description: str
+    matched: bool
+    seen: Seen | None = None
+    children: tuple[TraceNode, ...] = ()
+
+    def leaves(self) -> Iterator[TraceNode]:
+        """The nodes that answered by themselves, depth first, in evaluation order."""
+        if not self.children:
+            yield self
+        for child in self.children:
+            yield from child.leaves()
+
+
+class VersionFacts(Protocol):
+    """What lint knows about every valid request of one schema version."""
+
+    @property
+    def version(self) -> str: ...
+
+    def never_has(self, path: tuple[str | int, ...]) -> bool:
+        """Whether no valid request of this version has a value at this body path."""
+        ...
+
+
+# For every valid request of a version a condition holds (True), never holds (False), or
+# it depends on the request (None).
+Verdict = bool | None
+ConfigPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Condition(ABC):
+    """One node of a rule's `when`, kept with its source so `explain` and lint can show it.
+
+    Each node class answers for itself: whether a request matches (the hot path), the traced
+    answer for explain, and what lint may conclude per schema version. A new kind of node is
+    one class in `routerd.config.nodes`; nothing walks the tree by kind.
+    """
+
+    kind: ClassVar[ConditionKind]
+    # Nodes that test the request itself, rather than combine other nodes.
+    tests_request: ClassVar[bool] = False
     description: str
     location: Location
-    children: tuple[Condition, ...] = ()
-    predicate: Predicate | None = None
     # Canonical form of the condition, used by lint to find duplicated conditions.
     canonical: str = ""
+    # The mapping it was compiled from, as written.
+    source: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    @abstractmethod
     def matches(self, ctx: MatchContext) -> bool:
-        # Plain loops rather than all()/any() over a generator: this runs for every rule
-        # tried on every request, and a generator per node is a measurable share of it.
-        kind = self.kind
-        if kind == "leaf":
-            assert self.predicate is not None
-            return self.predicate(ctx)
-        if kind == "always":
-            return True
-        if kind == "all":
-            for child in self.children:  # noqa: SIM110
-                if not child.matches(ctx):
-                    return False
-            return True
-        if kind == "any":
-            for child in self.children:  # noqa: SIM110
-                if child.matches(ctx):
-                    return True
-            return False
-        return not self.children[0].matches(ctx)
+        """Whether the request matches; short-circuits, as this runs for every rule tried."""
+
+    @abstractmethod
+    def trace(self, ctx: MatchContext) -> TraceNode:
+        """The same answer as `matches`, with every node evaluated and what each saw."""
+
+    @abstractmethod
+    def verdict(self, facts: VersionFacts) -> Verdict:
+        """The answer for every valid request of one schema version, when it is fixed."""
+
+    def why_false(self, facts: VersionFacts) -> str:
+        """A short reason why the node never holds for `facts`' version."""
+        return f"`{self.description}` is false"
+
+    def guarantees(self, path: tuple[str | int, ...]) -> bool:
+        """Whether every request it matches has a non-null value at body path `path`."""
+        return False
+
+    def branches(self) -> tuple[tuple[ConfigPath, Condition], ...]:
+        """The child nodes, each with the config keys that lead from this node to it."""
+        return ()
+
+    def walk(self, at: ConfigPath) -> Iterator[tuple[Condition, ConfigPath]]:
+        """This node and every node below it, depth first, each with its config path."""
+        yield self, at
+        for keys, child in self.branches():
+            yield from child.walk((*at, *keys))
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +253,7 @@ class Rule:
 
     @property
     def is_catch_all(self) -> bool:
-        return self.when.kind == "always"
+        return self.when.kind is ConditionKind.ALWAYS
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from routerd.config.model import Condition, MatchContext, Rule
+from routerd.config.model import MatchContext, Rule
 from routerd.pipeline.envelope import RuleTrace
 
 
@@ -18,23 +18,8 @@ def categorize(
         return None, ()
     trace: list[RuleTrace] = []
     for rule in rules:
-        leaves: list[tuple[str, bool]] = []
-        matched = _traced(rule.when, ctx, leaves)
-        trace.append(RuleTrace(rule.name, matched, tuple(leaves)))
-        if matched:
+        tried = RuleTrace.of(rule.name, rule.when.trace(ctx))
+        trace.append(tried)
+        if tried.matched:
             return rule, tuple(trace)
     return None, tuple(trace)
-
-
-def _traced(condition: Condition, ctx: MatchContext, leaves: list[tuple[str, bool]]) -> bool:
-    """Evaluate every leaf (no short-circuit) so explain can show each one's answer."""
-    if condition.kind in ("always", "leaf"):
-        result = condition.matches(ctx)
-        leaves.append((condition.description, result))
-        return result
-    results = [_traced(child, ctx, leaves) for child in condition.children]
-    if condition.kind == "all":
-        return all(results)
-    if condition.kind == "any":
-        return any(results)
-    return not results[0]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from routerd.config.model import Target
+from routerd.config.model import Target, TraceNode
 
 # The AMQP basic properties by their AMQP names, as `Envelope.properties` keys them
 # (pamqp calls `type` `message_type`; the consumer and publisher translate).
@@ -134,7 +134,16 @@ class RuleTrace:
 
     rule: str
     matched: bool
+    # Each test's description and answer, in evaluation order: the tree's leaves.
     conditions: tuple[tuple[str, bool], ...]
+    # The whole evaluated condition, with the value each test saw. Left out of equality:
+    # `conditions` already says what matched, and a trace written by hand has no tree.
+    tree: TraceNode | None = field(default=None, compare=False)
+
+    @classmethod
+    def of(cls, rule: str, tree: TraceNode) -> RuleTrace:
+        leaves = tuple((node.description, node.matched) for node in tree.leaves())
+        return cls(rule, tree.matched, leaves, tree)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,14 +1,28 @@
-"""Rule conditions: every operator, strict typing, missing vs null, and the errors."""
+"""Rule conditions: every operator, strict typing, missing vs null, the errors, each node
+class, and the operator registry."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from routerd.config.conditions import compile_condition
-from routerd.config.model import Condition, Location, MatchContext, Problem
+from routerd.config.model import (
+    Condition,
+    ConditionKind,
+    Location,
+    MatchContext,
+    Problem,
+    Seen,
+    TraceNode,
+)
+from routerd.config.nodes import AllOf, Always, AnyOf, Leaf, Not, SchemaVersionIn
+from routerd.config.operators import OPERATORS, Operator
+from routerd.config.paths import MISSING
 
 FILE = Path("routes.yaml")
 
@@ -316,3 +330,218 @@ def test_a_yaml_date_is_not_a_json_value() -> None:
     assert found.message == (
         "2024-01-01 is a YAML date, which a JSON request never holds; quote it to compare text"
     )
+
+
+# -- the node classes: each answers for itself ------------------------------------------------
+
+
+def ctx_of(body: dict[str, Any] | None = None, version: str = "1") -> MatchContext:
+    return MatchContext(body or {}, {}, {}, version)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """A schema version whose valid requests never have the fields in `forbidden`."""
+
+    version: str = "1"
+    forbidden: frozenset[tuple[str | int, ...]] = frozenset()
+
+    def never_has(self, path: tuple[str | int, ...]) -> bool:
+        return path in self.forbidden
+
+
+EU = {"field": "region", "equals": "eu"}
+VIP = {"field": "tags", "contains": "vip"}
+
+
+def test_a_leaf_matches_and_traces_with_the_value_it_saw() -> None:
+    leaf = compiled({"count": ["to", "cc"], "gt": 2})
+    assert isinstance(leaf, Leaf)
+    body = {"to": [1, 2], "cc": [3]}
+    assert leaf.matches(ctx_of(body))
+    assert leaf.trace(ctx_of(body)) == TraceNode(
+        ConditionKind.LEAF, "count of to + cc gt 2", True, Seen("count of to + cc", 3)
+    )
+    missing = compiled(EU).trace(ctx_of())
+    assert (missing.matched, missing.seen) == (False, Seen("field region", MISSING))
+    assert missing.seen is not None and not missing.seen.present
+
+
+def test_all_of_short_circuits_but_traces_every_child() -> None:
+    node = compiled({"all": [EU, VIP]})
+    assert isinstance(node, AllOf)
+    body = {"region": "us", "tags": ["vip"]}
+    assert not node.matches(ctx_of(body))
+    assert node.trace(ctx_of(body)) == TraceNode(
+        ConditionKind.ALL,
+        "all",
+        False,
+        children=(
+            TraceNode(
+                ConditionKind.LEAF, 'field region equals "eu"', False, Seen("field region", "us")
+            ),
+            TraceNode(
+                ConditionKind.LEAF, 'field tags contains "vip"', True, Seen("field tags", ["vip"])
+            ),
+        ),
+    )
+
+
+def test_any_of_and_not() -> None:
+    body = {"region": "us", "tags": ["vip"]}
+    any_of = compiled({"any": [EU, VIP]})
+    assert isinstance(any_of, AnyOf)
+    assert any_of.matches(ctx_of(body))
+    traced = any_of.trace(ctx_of(body))
+    assert (traced.kind, traced.matched) == (ConditionKind.ANY, True)
+    assert [child.matched for child in traced.children] == [False, True]
+
+    not_vip = compiled({"not": VIP})
+    assert isinstance(not_vip, Not)
+    assert not not_vip.matches(ctx_of(body))
+    traced = not_vip.trace(ctx_of(body))
+    assert (traced.kind, traced.description, traced.matched) == (ConditionKind.NOT, "not", False)
+    assert [child.matched for child in traced.children] == [True]
+
+
+def test_schema_version_and_always_trace() -> None:
+    from routerd.config.conditions import always
+
+    version = compiled({"schema_version": [2, 3]})
+    assert isinstance(version, SchemaVersionIn)
+    assert version.trace(ctx_of(version="1")) == TraceNode(
+        ConditionKind.SCHEMA_VERSION, "schema_version in [2, 3]", False, Seen("schema_version", "1")
+    )
+    catch_all = always(Location(FILE, 3, 5))
+    assert isinstance(catch_all, Always)
+    assert catch_all.trace(ctx_of()) == TraceNode(ConditionKind.ALWAYS, "always (no `when`)", True)
+
+
+def test_trace_leaves_are_what_each_test_answered_in_order() -> None:
+    node = compiled({"all": [{"schema_version": 1}, {"any": [EU, {"not": VIP}]}]})
+    leaves = node.trace(ctx_of({"region": "eu"})).leaves()
+    assert [(n.description, n.matched) for n in leaves] == [
+        ("schema_version in [1]", True),
+        ('field region equals "eu"', True),
+        ('field tags contains "vip"', False),
+    ]
+
+
+def test_what_lint_may_conclude_per_node() -> None:
+    node = compiled({"all": [{"schema_version": 1}, {"any": [EU, {"count": ["to"], "gt": 0}]}]})
+    open_v1 = Facts("1")
+    no_fields = Facts("1", frozenset({("region",), ("to",)}))
+    assert node.verdict(open_v1) is None  # depends on the request
+    assert node.verdict(Facts("2")) is False
+    assert node.why_false(Facts("2")) == "`schema_version in [1]` is false"
+    assert node.verdict(no_fields) is False
+    assert node.why_false(no_fields) == (
+        "field region never exists and fields to never exist, so their count is 0"
+    )
+    assert compiled({"not": EU}).verdict(no_fields) is True
+    assert compiled({"field": "region", "exists": False}).verdict(no_fields) is True
+    assert compiled({"header": "x", "exists": False}).verdict(no_fields) is None
+
+
+def test_guarantees_come_from_what_each_operator_implies() -> None:
+    region = ("region",)
+    assert compiled(EU).guarantees(region)
+    assert not compiled({"field": "region", "equals": None}).guarantees(region)
+    assert not compiled({"field": "region", "in": ["eu", None]}).guarantees(region)
+    assert not compiled({"field": "region", "exists": False}).guarantees(region)
+    assert compiled({"all": [VIP, {"field": "region", "exists": True}]}).guarantees(region)
+    assert not compiled({"any": [VIP, EU]}).guarantees(region)
+    assert not compiled({"not": {"field": "region", "exists": False}}).guarantees(region)
+
+
+def test_walk_gives_each_node_its_config_path() -> None:
+    node = compiled({"all": [EU, {"not": {"any": [VIP, {"schema_version": 2}]}}]})
+    tests = [(n.description, at) for n, at in node.walk(("w",)) if n.tests_request]
+    assert tests == [
+        ('field region equals "eu"', ("w", "all", 0)),
+        ('field tags contains "vip"', ("w", "all", 1, "not", "any", 0)),
+        ("schema_version in [2]", ("w", "all", 1, "not", "any", 1)),
+    ]
+
+
+# -- the operator registry --------------------------------------------------------------------
+
+
+def test_each_operator_states_how_it_treats_a_missing_value() -> None:
+    assert OPERATORS["exists"].missing(False) is True
+    assert OPERATORS["exists"].missing(True) is False
+    for name, operator in OPERATORS.items():
+        if name != "exists":
+            assert operator.missing("x") is False, name
+
+
+@pytest.mark.parametrize(
+    ("name", "argument", "types"),
+    [
+        ("equals", "eu", {"string"}),
+        ("equals", 2, {"integer", "number"}),  # 2.0 equals 2 too
+        ("equals", None, {"null"}),
+        ("in", ["a", True], {"string", "boolean"}),
+        ("exists", True, {"string", "integer", "number", "boolean", "object", "array"}),
+        ("exists", False, None),
+        ("regex", "x", {"string"}),
+        ("gt", 1, {"integer", "number"}),
+        ("length", {"gt": 1}, {"array", "string", "object"}),
+        ("contains", "x", {"array"}),
+        ("contains_any", ["x"], {"array"}),
+    ],
+)
+def test_what_lint_may_conclude_from_an_operator(
+    name: str, argument: Any, types: set[str] | None
+) -> None:
+    implied = OPERATORS[name].implies(argument)
+    assert implied == (None if types is None else frozenset(types))
+
+
+def test_the_registry_answers_for_a_missing_value_not_the_test() -> None:
+    def never_called(argument: Any, path: tuple[str | int, ...]) -> Callable[[Any], bool]:
+        def test(value: Any) -> bool:
+            raise AssertionError(f"the test saw {value!r}")
+
+        return test
+
+    absent = Operator("absent", never_called, missing=lambda argument: True)
+    operators = {**OPERATORS, "absent": absent}
+    problems: list[Problem] = []
+    leaf = compile_condition(
+        {"field": "x", "absent": True}, ("when",), locate, problems, operators=operators
+    )
+    assert problems == [] and leaf is not None
+    assert leaf.matches(ctx_of())
+    assert leaf.verdict(Facts("1", frozenset({("x",)}))) is True
+
+
+def test_a_toy_operator_in_a_copy_of_the_registry_compiles_and_is_named_in_errors() -> None:
+    ends_with = Operator(
+        "ends_with",
+        lambda suffix, path: lambda value: isinstance(value, str) and value.endswith(suffix),
+        implies=lambda suffix: frozenset({"string"}),
+    )
+    operators = {**OPERATORS, "ends_with": ends_with}
+    problems: list[Problem] = []
+    leaf = compile_condition(
+        {"field": "to.0.email", "ends_with": ".org"},
+        ("when",),
+        locate,
+        problems,
+        operators=operators,
+    )
+    assert problems == [] and leaf is not None
+    assert leaf.description == 'field to.0.email ends_with ".org"'
+    assert leaf.matches(ctx_of({"to": [{"email": "a@b.org"}]}))
+    assert not leaf.matches(ctx_of({"to": [{"email": "a@b.com"}]}))
+    assert leaf.guarantees(("to", 0, "email"))
+    compile_condition(
+        {"field": "x", "end_with": "y"}, ("when",), locate, problems, operators=operators
+    )
+    assert problems[0].message.endswith(
+        "contains, contains_any, ends_with), or all/any/not/schema_version; "
+        "did you mean 'ends_with'?"
+    )
+    # The shipped registry is left as it was.
+    assert "ends_with" not in OPERATORS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from routerd.config.conditions import compile_condition
 from routerd.config.loader import load
-from routerd.config.model import Condition, Location, RouteTable
+from routerd.config.model import Location, MatchContext, Problem, RouteTable
+from routerd.config.operators import OPERATORS, Operator
 from routerd.explain import (
     BROKEN,
     REJECTED,
@@ -26,12 +29,13 @@ from routerd.explain import (
 )
 from routerd.explain_text import render_text
 from routerd.pipeline.decide import decide
-from routerd.pipeline.envelope import Envelope
+from routerd.pipeline.envelope import Envelope, RuleTrace
 from tests.factories import encode, valid_v1, valid_v2
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "config" / "routes.yaml"
 SCHEMAS = ROOT / "schemas"
+WHERE = Location(Path("routes.yaml"), 1, 1)
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
@@ -91,9 +95,20 @@ def test_bulk_v1_names_schema_rules_and_partition(table: RouteTable) -> None:
     assert bulk == {
         "condition": "any",
         "held": True,
+        "kind": "any",
         "children": [
-            {"condition": 'field stream equals "broadcast"', "held": True},
-            {"condition": "count of to + cc + bcc gt 50", "held": False},
+            {
+                "condition": 'field stream equals "broadcast"',
+                "held": True,
+                "kind": "leaf",
+                "seen": {"subject": "field stream", "present": True, "value": "broadcast"},
+            },
+            {
+                "condition": "count of to + cc + bcc gt 50",
+                "held": False,
+                "kind": "leaf",
+                "seen": {"subject": "count of to + cc + bcc", "present": True, "value": 1},
+            },
         ],
     }
     decision = result["decision"]
@@ -186,23 +201,85 @@ def test_long_messages_are_cut_in_text_but_not_in_json(table: RouteTable) -> Non
     assert "... (800 more characters)" in text
 
 
-def test_condition_tree_falls_back_to_flat_answers_when_shape_differs() -> None:
-    where = Location(Path("routes.yaml"), 1, 1)
-    leaf = Condition("leaf", "a", where, predicate=lambda ctx: True)
-    when = Condition("all", "all", where, (leaf, leaf))
-    tree = condition_tree(when, [("a", True)])
-    assert tree == {
+def test_a_trace_without_its_tree_shows_flat_answers() -> None:
+    trace = RuleTrace("r", True, (("a", True), ("b", True)))
+    assert condition_tree(trace) == {
         "condition": "all",
         "held": True,
-        "children": [{"condition": "a", "held": True}],
+        "kind": "all",
+        "children": [{"condition": "a", "held": True}, {"condition": "b", "held": True}],
     }
 
 
 def test_not_node_inverts_its_child() -> None:
-    where = Location(Path("routes.yaml"), 1, 1)
-    leaf = Condition("leaf", "a", where, predicate=lambda ctx: True)
-    tree = condition_tree(Condition("not", "not", where, (leaf,)), [("a", True)])
+    problems: list[Problem] = []
+    when = compile_condition(
+        {"not": {"field": "x", "exists": True}}, ("when",), lambda path: WHERE, problems
+    )
+    assert when is not None
+    tree = condition_tree(RuleTrace.of("r", when.trace(MatchContext({"x": 1}, {}, {}, "1"))))
     assert tree["held"] is False
+    assert tree["children"][0]["held"] is True
+
+
+def test_explain_shows_the_count_it_saw(table: RouteTable) -> None:
+    # 30 + 20 + 10 recipients: "more than 50 in to + cc + bcc" holds, and says why.
+    addresses = [{"email": f"user{i}@example.org"} for i in range(30)]
+    request = valid_v1(
+        7, stream="transactional", to=addresses, cc=addresses[:20], bcc=addresses[:10]
+    )
+    result = explain(table, encode(request))
+
+    bulk = result["rules"][3]
+    assert (bulk["rule"], bulk["result"]) == ("bulk", "matched")
+    count = bulk["condition"]["children"][1]
+    assert count == {
+        "condition": "count of to + cc + bcc gt 50",
+        "held": True,
+        "kind": "leaf",
+        "seen": {"subject": "count of to + cc + bcc", "present": True, "value": 60},
+    }
+
+
+def test_explain_says_when_a_value_is_missing_and_shows_the_schema_version(
+    table: RouteTable,
+) -> None:
+    result = explain(table, encode(valid_v1(8, tags=["receipt"])))
+    v2_security = result["rules"][0]["condition"]
+    version, labels = v2_security["children"]
+    assert version["kind"] == "schema_version"
+    assert version["seen"] == {"subject": "schema_version", "present": True, "value": "1"}
+    assert labels["seen"] == {"subject": "field labels", "present": False, "value": None}
+
+
+def test_a_new_operator_is_one_registry_entry(table: RouteTable) -> None:
+    # A toy operator in a copy of the registry: compiled, matched, traced and explained
+    # with no other change anywhere.
+    starts_with = Operator(
+        "starts_with",
+        lambda prefix, path: lambda value: isinstance(value, str) and value.startswith(prefix),
+        implies=lambda prefix: frozenset({"string"}),
+    )
+    operators = {**OPERATORS, "starts_with": starts_with}
+    problems: list[Problem] = []
+    when = compile_condition(
+        {"field": "subject", "starts_with": "Your order"},
+        ("rules", 0, "when"),
+        lambda path: WHERE,
+        problems,
+        operators=operators,
+    )
+    assert problems == [] and when is not None
+    first = replace(table.rules[-1], name="orders", when=when, category="orders")
+    with_toy = replace(table, rules=(first, *table.rules))
+    result = explain(with_toy, encode(valid_v1(1)))
+    assert result["decision"]["rule"] == "orders"
+    assert result["rules"][0]["condition"] == {
+        "condition": 'field subject starts_with "Your order"',
+        "held": True,
+        "kind": "leaf",
+        "seen": {"subject": "field subject", "present": True, "value": "Your order #1 has shipped"},
+    }
 
 
 def test_assignments_give_text_or_typed_json() -> None:
