@@ -13,6 +13,8 @@ from routerd.pipeline.decide import REASONS_HEADER
 
 LABEL_WIDTH = 14
 MAX_MESSAGE = 200
+# Longer values a test saw are summarised in the text output (JSON has them whole).
+MAX_SEEN = 40
 
 _COLORS = {"green": "32", "red": "31", "dim": "2", "bold": "1"}
 
@@ -109,22 +111,48 @@ def _rules(out: _Lines, explanation: Mapping[str, Any]) -> None:
         where = f"category {rule['category']}, target {rule['target']}"
         out.lines.append(f"  {number:>2}. {rule['rule']:<{name_width}}  {shown:<9}  {where}")
         if rule["condition"] is not None:
-            rows = list(_condition_rows(rule["condition"], 0))
-            width = max(len(text) for text, _ in rows)
-            for text, held in rows:
+            rows = _condition_rows(rule["condition"], 0)
+            width = max(len(text) for text, _, _ in rows)
+            for text, held, seen in rows:
                 answer = out.paint("yes", "green") if held else out.paint("no", "red")
-                out.lines.append(f"        {text:<{width}}  {answer}")
+                # Pad the plain word, not the colour codes, so the values line up.
+                after = f"{'' if held else ' '}  {seen}" if seen else ""
+                out.lines.append(f"        {text:<{width}}  {answer}{after}")
     if not any(r["result"] == "matched" for r in rules):
         decision = explanation["decision"]
         fallback = "rejected" if decision["rejected"] else f"unmatched target {decision['target']}"
         out.lines.append(f"  no rule matched: the request goes to {fallback}")
 
 
-def _condition_rows(node: Mapping[str, Any], depth: int) -> list[tuple[str, bool]]:
-    rows = [("  " * depth + node["condition"], bool(node["held"]))]
+def _condition_rows(node: Mapping[str, Any], depth: int) -> list[tuple[str, bool, str]]:
+    rows = [("  " * depth + node["condition"], bool(node["held"]), _seen(node.get("seen")))]
     for child in node.get("children", ()):
         rows.extend(_condition_rows(child, depth + 1))
     return rows
+
+
+def _seen(seen: Mapping[str, Any] | None) -> str:
+    """What a test saw, briefly: `(saw 60)`, `(missing)`."""
+    if seen is None:
+        return ""
+    if not seen["present"]:
+        return "(missing)"
+    return f"(saw {_brief(seen['value'])})"
+
+
+def _brief(value: Any) -> str:
+    # A whole recipient list would bury the answer; its size is what a person needs.
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    if len(text) <= MAX_SEEN:
+        return text
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    if isinstance(value, dict):
+        return f"an object of {len(value)} keys"
+    if isinstance(value, str):
+        start = json.dumps(value[:MAX_SEEN], ensure_ascii=False)[:-1]
+        return f'{start}..." ({len(value)} characters)'
+    return text[:MAX_SEEN] + "..."
 
 
 def _decision(out: _Lines, decision: Mapping[str, Any]) -> None:

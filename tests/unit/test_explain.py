@@ -239,6 +239,9 @@ def test_explain_shows_the_count_it_saw(table: RouteTable) -> None:
         "kind": "leaf",
         "seen": {"subject": "count of to + cc + bcc", "present": True, "value": 60},
     }
+    text = render_text(result)
+    assert "          count of to + cc + bcc gt 50     yes  (saw 60)" in text
+    assert '          field stream equals "broadcast"  no   (saw "transactional")' in text
 
 
 def test_explain_says_when_a_value_is_missing_and_shows_the_schema_version(
@@ -250,6 +253,42 @@ def test_explain_says_when_a_value_is_missing_and_shows_the_schema_version(
     assert version["kind"] == "schema_version"
     assert version["seen"] == {"subject": "schema_version", "present": True, "value": "1"}
     assert labels["seen"] == {"subject": "field labels", "present": False, "value": None}
+    text = render_text(result)
+    assert '          schema_version in [2]                                no   (saw "1")' in text
+    assert '          field labels contains_any ["password-reset", "2fa"]  no   (missing)' in text
+    # The catch-all looks at nothing, so its row says nothing more.
+    assert "\n        always (no `when`)  yes\n" in text
+
+
+def test_long_values_are_summarised_in_text_but_whole_in_json(tmp_path: Path) -> None:
+    config = tmp_path / "routes.yaml"
+    config.write_text(
+        f"""\
+version: 1
+source: {{queue: email.send}}
+schemas:
+  - {{name: send-request, version: 1, file: {SCHEMAS / "send_request.v1.yaml"}}}
+targets:
+  out: {{exchange: email, type: topic, routing_key: out}}
+rejected: {{exchange: email, type: topic, routing_key: rejected}}
+rules:
+  - name: many
+    when: {{any: [{{field: to, length: {{gt: 50}}}}, {{field: subject, regex: "^x$"}}]}}
+    category: bulk
+    target: out
+  - name: rest
+    category: transactional
+    target: out
+"""
+    )
+    request = valid_v1(9, recipients=80, subject="s" * 300)
+    code, out, _ = run("-", config=config, stdin=encode(request))
+    assert code == ROUTED
+    assert 'field to length {"gt": 50}  yes  (saw a list of 80 items)' in out
+    assert '(saw "' + "s" * 40 + '..." (300 characters))' in out
+    code, out, _ = run("-", config=config, stdin=encode(request), fmt="json")
+    seen = json.loads(out)["rules"][0]["condition"]["children"][0]["seen"]
+    assert seen["value"] == request["to"]
 
 
 def test_a_new_operator_is_one_registry_entry(table: RouteTable) -> None:
@@ -280,6 +319,8 @@ def test_a_new_operator_is_one_registry_entry(table: RouteTable) -> None:
         "kind": "leaf",
         "seen": {"subject": "field subject", "present": True, "value": "Your order #1 has shipped"},
     }
+    text = render_text(result)
+    assert 'field subject starts_with "Your order"  yes  (saw "Your order #1 has shipped")' in text
 
 
 def test_assignments_give_text_or_typed_json() -> None:
