@@ -1,14 +1,23 @@
-"""The `routerd` command: thin wrappers that parse arguments and call the package."""
+"""The `routerd` command: thin wrappers that parse arguments and call the package.
+
+Every command finds its route config the same way (`--config`, else `ROUTERD_CONFIG`, else
+config/routes.yaml) through `routerd.settings`, the one place `ROUTERD_*` variables are
+read; the ops tools share exit codes and output formats (`routerd.ops.common`).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from enum import StrEnum
+from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from routerd.ops.common import OutputFormat
+from routerd.settings import env_help
 
 app = typer.Typer(
     add_completion=False,
@@ -17,30 +26,58 @@ app = typer.Typer(
 )
 log = logging.getLogger(__name__)
 
-DEFAULT_CONFIG = Path("config/routes.yaml")
-
-
-class OutputFormat(StrEnum):
-    text = "text"
-    json = "json"
-
-
 ConfigOption = Annotated[
-    Path,
-    typer.Option("--config", "-c", help="The route config.", envvar="ROUTERD_CONFIG"),
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help=f"The route config, default config/routes.yaml {env_help('config')}.",
+        show_default=False,
+    ),
 ]
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
 
 
+def _version(value: bool) -> None:
+    if value:
+        print(f"routerd {version('routerd')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Validate, categorize and route email send requests between RabbitMQ queues."""
+
+
+def _config(flag: Path | None) -> Path:
+    from routerd.settings import config_path
+
+    return config_path(flag, os.environ)
+
+
 @app.command()
 def lint(
-    path: Annotated[Path, typer.Argument(help="The route config to check.")] = DEFAULT_CONFIG,
-    output: FormatOption = OutputFormat.text,
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Route configs to check (default: the --config one).", show_default=False
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Fail (exit 1) on warnings too.")
+    ] = False,
+    output: FormatOption = OutputFormat.TEXT,
 ) -> None:
-    """Check a route config and its schemas. Exit 0 clean, 1 problems, 2 unreadable."""
-    from routerd.config.lint import run_lint
+    """Check route configs and their schemas. Exit 0 clean, 1 problems, 2 unreadable."""
+    from routerd.ops.lint import run_lint
 
-    raise typer.Exit(run_lint(path, output.value, sys.stdout))
+    raise typer.Exit(run_lint(paths or [_config(config)], output, sys.stdout, strict=strict))
 
 
 @app.command()
@@ -48,7 +85,7 @@ def explain(
     message: Annotated[
         str, typer.Argument(help="A file holding one send request, or - for stdin.")
     ],
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: ConfigOption = None,
     header: Annotated[
         list[str] | None,
         typer.Option(
@@ -66,17 +103,19 @@ def explain(
             "application/json, an empty value removes it.",
         ),
     ] = None,
-    output: FormatOption = OutputFormat.text,
+    output: FormatOption = OutputFormat.TEXT,
 ) -> None:
     """Show where one send request would go, and why: the schema, each validation error,
-    each rule tried, and the decision.
+    each rule tried with the values it saw, and the decision.
 
     Exit 0 routed, 1 rejected, 2 the config, the request file or an option is broken.
     """
-    from routerd.explain import run_explain
+    from routerd.ops.explain import run_explain
 
     raise typer.Exit(
-        run_explain(config, message, header or [], output.value, sys.stdout, properties=prop or [])
+        run_explain(
+            _config(config), message, header or [], output, sys.stdout, properties=prop or []
+        )
     )
 
 
@@ -86,60 +125,91 @@ def route_test(
         list[Path] | None,
         typer.Argument(help="Route test files (default: the tests/ folder beside the config)."),
     ] = None,
-    config: ConfigOption = DEFAULT_CONFIG,
-    output: FormatOption = OutputFormat.text,
+    config: ConfigOption = None,
+    coverage: Annotated[
+        bool,
+        typer.Option("--coverage", help="Also list the rules and targets no route test reaches."),
+    ] = False,
+    output: FormatOption = OutputFormat.TEXT,
 ) -> None:
     """Run the route tests that live beside the config (default: its tests/*.yaml).
 
     Exit 0 all passed, 1 some failed, 2 the config or a test file is broken.
     """
-    from routerd.routetest import run_route_tests
+    from routerd.ops.routetest import run_route_tests
 
-    raise typer.Exit(run_route_tests(config, files or [], output.value, sys.stdout))
+    raise typer.Exit(
+        run_route_tests(_config(config), files or [], output, sys.stdout, coverage=coverage)
+    )
+
+
+def _setting(help_text: str, name: str, flag: str) -> Any:
+    # typer.Option's own return type is Any: it stands in for the default value.
+    return typer.Option(flag, help=f"{help_text} {env_help(name)}", show_default=False)
 
 
 @app.command()
 def serve(
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="The route config. (env ROUTERD_CONFIG)"),
-    ] = None,
+    config: ConfigOption = None,
     amqp_url: Annotated[
         str | None,
-        typer.Option(
+        _setting(
+            "Broker URL, default amqp://guest:***@127.0.0.1:5672/; query keys heartbeat, "
+            "timeout, name, and with amqps:// cafile, certfile, keyfile",
+            "amqp_url",
             "--amqp-url",
-            help="Broker URL, default amqp://guest:***@127.0.0.1:5672/ (env ROUTERD_AMQP_URL)",
-            show_default=False,
         ),
     ] = None,
     http_addr: Annotated[
         str | None,
-        typer.Option(
+        _setting(
+            "HOST:PORT for /metrics, /healthz, /readyz, default 127.0.0.1:9464",
+            "http_addr",
             "--http-addr",
-            help="HOST:PORT for /metrics, /healthz, /readyz, default 127.0.0.1:9464 "
-            "(env ROUTERD_HTTP_ADDR)",
         ),
     ] = None,
     log_format: Annotated[
-        str | None,
-        typer.Option("--log-format", help="text or json, default text (env ROUTERD_LOG_FORMAT)"),
+        str | None, _setting("text or json, default text", "log_format", "--log-format")
     ] = None,
     log_level: Annotated[
-        str | None,
-        typer.Option("--log-level", help="debug, info, ... default info (env ROUTERD_LOG_LEVEL)"),
+        str | None, _setting("debug, info, ... default info", "log_level", "--log-level")
     ] = None,
     shutdown_timeout: Annotated[
         str | None,
-        typer.Option(
+        _setting(
+            "Seconds to finish in-flight requests on SIGTERM, default 30",
+            "shutdown_timeout",
             "--shutdown-timeout",
-            help="Seconds to finish in-flight requests on SIGTERM, default 30 "
-            "(env ROUTERD_SHUTDOWN_TIMEOUT)",
+        ),
+    ] = None,
+    publish_timeout: Annotated[
+        str | None,
+        _setting(
+            "Seconds to wait for the broker to confirm a publish, default 10",
+            "publish_timeout",
+            "--publish-timeout",
+        ),
+    ] = None,
+    reconnect_min: Annotated[
+        str | None,
+        _setting(
+            "Seconds of the first reconnect backoff, default 0.5",
+            "reconnect_min",
+            "--reconnect-min",
+        ),
+    ] = None,
+    reconnect_max: Annotated[
+        str | None,
+        _setting(
+            "Seconds the reconnect backoff grows to, default 30", "reconnect_max", "--reconnect-max"
         ),
     ] = None,
 ) -> None:
-    """Route send requests from the source queue until SIGTERM. SIGHUP reloads the config."""
-    import os
+    """Route send requests from the source queue until SIGTERM. SIGHUP reloads the config.
 
+    Exit 0 after a graceful stop, 1 when a second signal forced it, 2 when the settings or
+    the config (as `routerd lint` reports it) stop it from starting.
+    """
     from routerd.daemon import EXIT_STARTUP
     from routerd.daemon import serve as run_daemon
     from routerd.settings import Settings, SettingsError
@@ -151,6 +221,9 @@ def serve(
         "log_format": log_format,
         "log_level": log_level,
         "shutdown_timeout": shutdown_timeout,
+        "publish_timeout": publish_timeout,
+        "reconnect_min": reconnect_min,
+        "reconnect_max": reconnect_max,
     }
     try:
         settings = Settings.from_sources(flags, os.environ)

@@ -12,15 +12,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from routerd.amqp.options import BrokerOptions, BrokerOptionsError
-from routerd.observe.logs import parse_level, redact_url
+from routerd.observe.logs import LogFormat, parse_level, redact_url
 
 log = logging.getLogger(__name__)
-
-LogFormat = Literal["text", "json"]
 
 DEFAULT_CONFIG = Path("config/routes.yaml")
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -126,6 +124,17 @@ class Settings:
                 flag = "--" + name.replace("_", "-")
                 raw[name] = (str(value), f"option {flag}")
         return _parse(raw)
+
+
+def config_path(flag: Path | None, environ: Mapping[str, str]) -> Path:
+    """The route config a command works on: `--config`, else `ROUTERD_CONFIG`, else the
+    default; the same rule for every command, `serve` included."""
+    return Settings.from_sources({"config": flag}, environ).config_path
+
+
+def env_help(name: str) -> str:
+    """ "(env ROUTERD_X)" for a setting's help text: `--help` names every variable."""
+    return f"(env {ENV_VARS[name]})"
 
 
 def _parse(raw: Mapping[str, tuple[str, str]]) -> Settings:

@@ -23,7 +23,7 @@ from routerd.config.model import RoutingKeyTemplate, Target
 
 log = logging.getLogger(__name__)
 
-__all__ = ["can_reach", "unreachable_queues"]
+__all__ = ["can_reach", "receiving_queues", "unreachable_queues"]
 
 
 class Word(enum.Enum):
@@ -54,6 +54,24 @@ def unreachable_queues(target: Target) -> list[str]:
         for queue in target.queues
         if queue.binding_key is not None
         and not can_reach(target.routing_key, queue.binding_key, target.exchange_type)
+    ]
+
+
+def receiving_queues(target: Target, routing_key: str) -> list[str]:
+    """The queues of `target` that a publish with this rendered routing key reaches, as far
+    as routerd declared their bindings (the default exchange routes by queue name)."""
+    if not target.exchange:
+        return [q.name for q in target.queues if q.name == routing_key] or [routing_key]
+    literal = RoutingKeyTemplate(routing_key, (routing_key,))
+    return [
+        queue.name
+        for queue in target.queues
+        if target.exchange_type in ("fanout", "headers")
+        or can_reach(
+            literal,
+            routing_key if queue.binding_key is None else queue.binding_key,
+            target.exchange_type,
+        )
     ]
 
 

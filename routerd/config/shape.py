@@ -96,7 +96,11 @@ def _explain(
     expected: Any = error.validator_value
     if keyword == "required":
         names = [str(n) for n in expected]
-        missing = next((n for n in names if isinstance(value, dict) and n not in value), names[0])
+        # One error per missing key, each naming it first ("'source' is a required ...").
+        missing = next(
+            (n for n in names if error.message.startswith(repr(n))),
+            next((n for n in names if isinstance(value, dict) and n not in value), names[0]),
+        )
         return doc.locate_key(where), f"missing required key {missing!r}"
     if keyword == "type":
         empty = " (nothing is indented under it)" if value is None else ""

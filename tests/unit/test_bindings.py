@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from routerd.config.bindings import can_reach
-from routerd.config.model import RoutingKeyTemplate
+from routerd.config.bindings import can_reach, receiving_queues
+from routerd.config.model import Location, RoutingKeyTemplate
 
 PARTITION = ("$partition",)
+WHERE = Location(Path("routes.yaml"), 1, 1)
 
 
 def template(*parts: str | tuple[str, ...]) -> RoutingKeyTemplate:
@@ -42,3 +45,22 @@ def template(*parts: str | tuple[str, ...]) -> RoutingKeyTemplate:
 )
 def test_can_reach(key: RoutingKeyTemplate, binding: str, exchange: str, reaches: bool) -> None:
     assert can_reach(key, binding, exchange) is reaches
+
+
+def test_receiving_queues_follow_each_binding() -> None:
+    from routerd.config.model import QueueSpec, Target
+
+    def target(kind: str, *queues: QueueSpec, exchange: str = "email") -> Target:
+        key = template("bulk.", PARTITION)
+        return Target("t", exchange, kind, True, key, None, queues, WHERE)  # type: ignore[arg-type]
+
+    bulk = QueueSpec("email.bulk", binding_key="bulk.*")
+    audit = QueueSpec("email.audit", binding_key="#")
+    eu = QueueSpec("email.eu", binding_key="eu.*")
+    assert receiving_queues(target("topic", bulk, audit, eu), "bulk.3") == [
+        "email.bulk",
+        "email.audit",
+    ]
+    assert receiving_queues(target("fanout", bulk, eu), "x") == ["email.bulk", "email.eu"]
+    assert receiving_queues(target("direct", QueueSpec("q")), "q") == ["q"]
+    assert receiving_queues(target("direct", exchange=""), "email.x") == ["email.x"]

@@ -83,7 +83,11 @@ def test_explain_json_output_shape() -> None:
     assert result.exit_code == 1
     data = json.loads(result.stdout)
     assert set(data) == {
-        "format",
+        "format_version",
+        "command",
+        "exit_code",
+        "ok",
+        "problems",
         "config",
         "request",
         "stopped_at",
@@ -92,8 +96,9 @@ def test_explain_json_output_shape() -> None:
         "rules",
         "decision",
     }
-    assert data["format"] == 1
-    assert data["config"]["path"] == "config/routes.yaml"
+    assert (data["format_version"], data["command"], data["exit_code"]) == (1, "explain", 1)
+    assert (data["ok"], data["problems"]) == (False, [])
+    assert data["config"]["file"] == "config/routes.yaml"
     assert data["stopped_at"] == "validate"
     assert data["validation"]["errors"] == [
         {
@@ -103,13 +108,23 @@ def test_explain_json_output_shape() -> None:
             "keyword": "minItems",
         }
     ]
-    assert set(data["rules"][0]) == {"rule", "at", "category", "target", "result", "condition"}
+    assert set(data["rules"][0]) == {
+        "rule",
+        "file",
+        "line",
+        "column",
+        "category",
+        "target",
+        "result",
+        "condition",
+    }
     assert set(data["decision"]) == {
         "rejected",
         "target",
         "exchange",
         "exchange_type",
         "routing_key",
+        "queues",
         "partition",
         "category",
         "rule",
@@ -119,6 +134,7 @@ def test_explain_json_output_shape() -> None:
         "properties",
         "reasons",
     }
+    assert data["decision"]["queues"] == ["email.rejected"]
     assert data["decision"]["headers"]["x-rejected-reason"] == "schema_violation"
 
 
@@ -135,8 +151,8 @@ def test_explain_usage_and_config_problems_exit_2(tmp_path: Path) -> None:
     config.write_text("version: 1\nsource: {queue: q}\n")
     result = runner.invoke(app, ["explain", "--config", str(config), "-"], input=b"{}")
     assert result.exit_code == 2
-    assert result.stdout == ""
-    assert result.stderr.startswith(f"{config}:1:1: error: ")
+    assert result.stderr == ""
+    assert result.stdout.startswith(f"{config}:1:1: error: ")
 
 
 def test_route_tests_of_the_shipped_config_pass() -> None:
@@ -172,7 +188,7 @@ def test_route_test_broken_file_exits_2(tmp_path: Path) -> None:
 
     assert result.exit_code == 2
     assert f"{cases}:3:22: error: expect.rejected: 'maybe' is not of type 'boolean'" in (
-        result.stderr
+        result.stdout
     )
 
 

@@ -16,18 +16,10 @@ from routerd.config.conditions import compile_condition
 from routerd.config.loader import load
 from routerd.config.model import Location, MatchContext, Problem, RouteTable
 from routerd.config.operators import OPERATORS, Operator
-from routerd.explain import (
-    BROKEN,
-    REJECTED,
-    ROUTED,
-    UsageError,
-    condition_tree,
-    explain_decision,
-    parse_assignments,
-    parse_properties,
-    run_explain,
-)
-from routerd.explain_text import render_text
+from routerd.ops.common import ExitCode, OutputFormat
+from routerd.ops.explain import condition_tree, explain_decision, run_explain
+from routerd.ops.explain_text import render_text
+from routerd.ops.request import UsageError, parse_assignments, parse_properties
 from routerd.pipeline.decide import decide
 from routerd.pipeline.envelope import Envelope, RuleTrace
 from tests.factories import encode, valid_v1, valid_v2
@@ -48,6 +40,14 @@ def table() -> RouteTable:
     return load(SHIPPED)
 
 
+def plain(node: dict[str, Any]) -> dict[str, Any]:
+    """A condition node without where it is written and how: what it answered and saw."""
+    kept = {k: v for k, v in node.items() if k not in ("file", "line", "column", "when")}
+    if "children" in node:
+        kept["children"] = [plain(child) for child in node["children"]]
+    return kept
+
+
 def explain(
     table: RouteTable, body: bytes, headers: dict[str, Any] | None = None, **properties: Any
 ) -> dict[str, Any]:
@@ -63,7 +63,7 @@ def run(*args: str, config: Path = SHIPPED, stdin: bytes = b"", **kw: Any) -> tu
         config,
         args[0],
         headers,
-        kw.pop("fmt", "text"),
+        OutputFormat(kw.pop("fmt", "text")),
         out,
         err=err,
         stdin=io.BytesIO(stdin),
@@ -85,27 +85,27 @@ def test_bulk_v1_names_schema_rules_and_partition(table: RouteTable) -> None:
     }
     assert result["validation"] == {"valid": True, "errors": []}
     assert [(r["rule"], r["result"]) for r in result["rules"]] == [
-        ("v2-security-codes", "no match"),
-        ("v2-bulk", "no match"),
-        ("security-codes", "no match"),
+        ("v2-security-codes", "no_match"),
+        ("v2-bulk", "no_match"),
+        ("security-codes", "no_match"),
         ("bulk", "matched"),
-        ("transactional", "not tried"),
+        ("transactional", "not_tried"),
     ]
-    bulk = result["rules"][3]["condition"]
+    bulk = plain(result["rules"][3]["condition"])
     assert bulk == {
-        "condition": "any",
-        "held": True,
+        "text": "any",
+        "matched": True,
         "kind": "any",
         "children": [
             {
-                "condition": 'field stream equals "broadcast"',
-                "held": True,
+                "text": 'field stream equals "broadcast"',
+                "matched": True,
                 "kind": "leaf",
                 "seen": {"subject": "field stream", "present": True, "value": "broadcast"},
             },
             {
-                "condition": "count of to + cc + bcc gt 50",
-                "held": False,
+                "text": "count of to + cc + bcc gt 50",
+                "matched": False,
                 "kind": "leaf",
                 "seen": {"subject": "count of to + cc + bcc", "present": True, "value": 1},
             },
@@ -134,7 +134,7 @@ def test_v2_rules_and_header_version(table: RouteTable) -> None:
 
     assert result["schema"]["version_from"] == "header x-schema-version"
     assert result["rules"][0]["result"] == "matched"
-    assert all(r["result"] == "not tried" for r in result["rules"][1:])
+    assert all(r["result"] == "not_tried" for r in result["rules"][1:])
     assert result["decision"]["priority"] == 9
     assert result["decision"]["partition"] is None
 
@@ -147,7 +147,7 @@ def test_validation_errors_are_listed_with_pointer_and_keyword(table: RouteTable
     assert result["validation"]["valid"] is False
     found = {(e["pointer"], e["keyword"]) for e in result["validation"]["errors"]}
     assert found == {("/customer_id", "type"), ("/to", "minItems")}
-    assert all(r["result"] == "not tried" and r["condition"] is None for r in result["rules"])
+    assert all(r["result"] == "not_tried" and r["condition"] is None for r in result["rules"])
     assert result["decision"]["target"] == "rejected"
 
 
@@ -158,8 +158,8 @@ def test_validation_errors_are_listed_with_pointer_and_keyword(table: RouteTable
         (b'{"schema_version": ', {}, "decode", "invalid_json"),
         (b"[1, 2]", {}, "decode", "not_an_object"),
         (b"{}", {"content_type": "text/plain"}, "decode", "unsupported_content_type"),
-        (b"{}", {}, "schema", "missing_schema_version"),
-        (b'{"schema_version": 9}', {}, "schema", "unknown_schema_version"),
+        (b"{}", {}, "validate", "missing_schema_version"),
+        (b'{"schema_version": 9}', {}, "validate", "unknown_schema_version"),
     ],
 )
 def test_rejected_before_validation_says_where_and_why(
@@ -204,10 +204,13 @@ def test_long_messages_are_cut_in_text_but_not_in_json(table: RouteTable) -> Non
 def test_a_trace_without_its_tree_shows_flat_answers() -> None:
     trace = RuleTrace("r", True, (("a", True), ("b", True)))
     assert condition_tree(trace) == {
-        "condition": "all",
-        "held": True,
+        "text": "all",
+        "matched": True,
         "kind": "all",
-        "children": [{"condition": "a", "held": True}, {"condition": "b", "held": True}],
+        "children": [
+            {"kind": "leaf", "text": "a", "matched": True},
+            {"kind": "leaf", "text": "b", "matched": True},
+        ],
     }
 
 
@@ -218,8 +221,8 @@ def test_not_node_inverts_its_child() -> None:
     )
     assert when is not None
     tree = condition_tree(RuleTrace.of("r", when.trace(MatchContext({"x": 1}, {}, {}, "1"))))
-    assert tree["held"] is False
-    assert tree["children"][0]["held"] is True
+    assert tree["matched"] is False
+    assert tree["children"][0]["matched"] is True
 
 
 def test_explain_shows_the_count_it_saw(table: RouteTable) -> None:
@@ -232,10 +235,10 @@ def test_explain_shows_the_count_it_saw(table: RouteTable) -> None:
 
     bulk = result["rules"][3]
     assert (bulk["rule"], bulk["result"]) == ("bulk", "matched")
-    count = bulk["condition"]["children"][1]
+    count = plain(bulk["condition"]["children"][1])
     assert count == {
-        "condition": "count of to + cc + bcc gt 50",
-        "held": True,
+        "text": "count of to + cc + bcc gt 50",
+        "matched": True,
         "kind": "leaf",
         "seen": {"subject": "count of to + cc + bcc", "present": True, "value": 60},
     }
@@ -283,7 +286,7 @@ rules:
     )
     request = valid_v1(9, recipients=80, subject="s" * 300)
     code, out, _ = run("-", config=config, stdin=encode(request))
-    assert code == ROUTED
+    assert code == ExitCode.OK
     assert 'field to length {"gt": 50}  yes  (saw a list of 80 items)' in out
     assert '(saw "' + "s" * 40 + '..." (300 characters))' in out
     code, out, _ = run("-", config=config, stdin=encode(request), fmt="json")
@@ -313,9 +316,9 @@ def test_a_new_operator_is_one_registry_entry(table: RouteTable) -> None:
     with_toy = replace(table, rules=(first, *table.rules))
     result = explain(with_toy, encode(valid_v1(1)))
     assert result["decision"]["rule"] == "orders"
-    assert result["rules"][0]["condition"] == {
-        "condition": 'field subject starts_with "Your order"',
-        "held": True,
+    assert plain(result["rules"][0]["condition"]) == {
+        "text": 'field subject starts_with "Your order"',
+        "matched": True,
         "kind": "leaf",
         "seen": {"subject": "field subject", "present": True, "value": "Your order #1 has shipped"},
     }
@@ -350,21 +353,21 @@ def test_properties_default_to_json_and_can_be_removed_or_typed() -> None:
 
 def test_run_explain_exit_codes_and_stdin() -> None:
     code, out, err = run("-", stdin=encode(valid_v1(1)))
-    assert (code, err) == (ROUTED, "")
+    assert (code, err) == (ExitCode.OK, "")
     assert "send request   stdin (" in out
 
     code, out, _ = run("-", stdin=b"\x00\xff garbage")
-    assert code == REJECTED
+    assert code == ExitCode.FAILED
     assert "invalid_utf8" in out or "invalid_json" in out
 
     code, out, err = run("-", headers=["broken"])
-    assert (code, out) == (BROKEN, "")
+    assert (code, out) == (ExitCode.BROKEN, "")
     assert "NAME=VALUE" in err
 
 
 def test_run_explain_missing_file_is_exit_2(tmp_path: Path) -> None:
     code, out, err = run(str(tmp_path / "nope.json"))
-    assert (code, out) == (BROKEN, "")
+    assert (code, out) == (ExitCode.BROKEN, "")
     assert "cannot read" in err and "nope.json" in err
 
 
@@ -372,11 +375,15 @@ def test_run_explain_broken_config_prints_problems_in_lint_format(tmp_path: Path
     config = tmp_path / "routes.yaml"
     config.write_text("version: 1\nsource: {queue: q}\nbogus: 1\n")
     code, out, err = run("-", config=config, stdin=b"{}")
-    assert (code, out) == (BROKEN, "")
-    assert f"{config}:" in err and ": error: " in err and "[config-schema]" in err
+    # Problems go where every command writes them: standard output, in lint's format.
+    assert (code, err) == (ExitCode.BROKEN, "")
+    lines = out.splitlines()
+    assert all(": error: " in line and line.endswith("[config-schema]") for line in lines[:-1])
+    assert "missing required key 'schemas'" in out and "unknown key 'bogus'" in out
+    assert lines[-1].endswith("fix them first (routerd lint checks a config)")
 
     code, out, err = run("-", config=config, stdin=b"{}", fmt="json")
-    assert code == BROKEN
+    assert code == ExitCode.BROKEN
     problems = json.loads(out)["problems"]
     assert problems and {"file", "line", "column", "message", "code"} <= set(problems[0])
 
@@ -402,7 +409,7 @@ rules:
 """
     )
     code, out, _ = run("-", config=config, stdin=encode(valid_v1(1, stream="transactional")))
-    assert code == REJECTED
+    assert code == ExitCode.FAILED
     assert "no rule matched: the request goes to rejected" in out
     assert "unmatched: no rule matched this request" in out
     code, out, _ = run(
@@ -410,8 +417,8 @@ rules:
     )
     rule = json.loads(out)["rules"][0]
     assert rule["result"] == "matched"
-    assert rule["condition"]["condition"] == "not"
-    assert rule["condition"]["children"][0]["held"] is False
+    assert rule["condition"]["text"] == "not"
+    assert rule["condition"]["children"][0]["matched"] is False
 
 
 @settings(

@@ -24,9 +24,10 @@ from typer.testing import CliRunner
 from routerd.cli import app
 from routerd.config.coverage import Analysis, analyse
 from routerd.config.fields import FieldOracle
-from routerd.config.lint import lint, run_lint
 from routerd.config.loader import build
 from routerd.config.paths import parse_path
+from routerd.ops.common import OutputFormat
+from routerd.ops.lint import lint, run_lint
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests" / "lint_corpus"
@@ -95,7 +96,7 @@ def test_corpus_with_the_function(name: str, monkeypatch: pytest.MonkeyPatch) ->
     case = load_case(name)
     monkeypatch.chdir(case.folder)
     out = io.StringIO()
-    code = run_lint(Path(case.args), "text", out)
+    code = run_lint([Path(case.args)], OutputFormat.TEXT, out)
     assert out.getvalue().splitlines() == case.lines
     assert code == case.exit_code
 
@@ -114,7 +115,7 @@ def test_corpus_as_json(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     case = load_case(name)
     monkeypatch.chdir(case.folder)
     out = io.StringIO()
-    code = run_lint(Path(case.args), "json", out)
+    code = run_lint([Path(case.args)], OutputFormat.JSON, out)
     report = json.loads(out.getvalue())
     assert code == case.exit_code == report["exit_code"]
     rebuilt = [
@@ -168,16 +169,43 @@ def test_the_real_command_in_a_subprocess(name: str, code: int) -> None:
 def test_the_shipped_config_lints_clean(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     out = io.StringIO()
-    assert run_lint(Path("config/routes.yaml"), "text", out) == 0
+    assert run_lint([Path("config/routes.yaml")], OutputFormat.TEXT, out) == 0
     assert re.fullmatch(
         r"config/routes.yaml: ok \(\d+ rules, \d+ schemas, \d+ targets\)\n", out.getvalue()
     )
 
 
 def test_an_unknown_format_is_a_usage_error() -> None:
-    out = io.StringIO()
-    assert run_lint(CORPUS / "clean" / "routes.yaml", "xml", out) == 2
-    assert "unknown format 'xml'" in out.getvalue()
+    result = CliRunner().invoke(app, ["lint", str(CORPUS / "clean" / "routes.yaml"), "-f", "xml"])
+    assert result.exit_code == 2
+    assert "'xml' is not one of" in " ".join(result.output.split())
+
+
+def test_several_configs_in_one_run_and_the_worst_exit_wins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(CORPUS)
+    result = CliRunner().invoke(app, ["lint", "clean/routes.yaml", "no-catch-all/routes.yaml"])
+    lines = result.stdout.splitlines()
+    assert lines[0] == "clean/routes.yaml: ok (1 rule, 1 schema, 2 targets)"
+    assert lines[-1] == "1 error in no-catch-all/routes.yaml"
+    assert result.exit_code == 1
+
+
+def test_strict_fails_on_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(CORPUS / "target-unused")
+    assert CliRunner().invoke(app, ["lint", "routes.yaml"]).exit_code == 0
+    strict = CliRunner().invoke(app, ["lint", "routes.yaml", "--strict"])
+    assert strict.exit_code == 1
+    assert strict.stdout.splitlines()[-1].endswith("(--strict: warnings fail)")
+
+
+def test_lint_takes_the_config_like_every_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(CORPUS / "no-catch-all")
+    by_flag = CliRunner().invoke(app, ["lint", "--config", "routes.yaml"])
+    by_env = CliRunner().invoke(app, ["lint"], env={"ROUTERD_CONFIG": "routes.yaml"})
+    assert by_flag.stdout == by_env.stdout
+    assert by_flag.stdout.splitlines()[-1] == "1 error in routes.yaml"
 
 
 def test_a_remote_ref_is_never_fetched(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,11 +17,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from routerd.config.lint import lint
 from routerd.config.loader import load
 from routerd.config.model import ConfigError, Problem
 from routerd.daemon import EXIT_STARTUP, serve_async
 from routerd.observe import Metrics
+from routerd.ops.lint import lint
 from routerd.reload import Reloader, TableHolder
 from routerd.settings import Settings
 

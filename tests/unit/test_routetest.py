@@ -11,8 +11,9 @@ import pytest
 
 from routerd.config.loader import load
 from routerd.config.model import ConfigError, Location
-from routerd.routetest import read_cases, route_test_files, run_case, run_route_tests
-from routerd.routetest_check import CaseResult, Mismatch, check, describe, match_reasons
+from routerd.ops.common import OutputFormat
+from routerd.ops.routetest import read_cases, route_test_files, run_case, run_route_tests
+from routerd.ops.routetest_check import CaseResult, Mismatch, check, describe, match_reasons
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "config" / "routes.yaml"
@@ -30,9 +31,9 @@ def write(tmp_path: Path, text: str, name: str = "cases.yaml") -> Path:
 
 
 def run(files: list[Path], fmt: str = "text", config: Path = SHIPPED) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = run_route_tests(config, files, fmt, out, err=err)
-    return code, out.getvalue(), err.getvalue()
+    out = io.StringIO()
+    code = run_route_tests(config, files, OutputFormat(fmt), out)
+    return code, out.getvalue(), ""
 
 
 def problems_of(path: Path) -> list[str]:
@@ -195,7 +196,7 @@ def test_a_failure_of_an_unexpected_rejection_shows_the_reasons(tmp_path: Path) 
             "- name: x\n  request: {}\n  expect: {tagret: bulk}\n",
             [
                 "{f}:3:11: error: expect: unknown key 'tagret'; expected one of: category, "
-                "exchange, headers, priority, reasons, rejected, routing_key, rule, "
+                "exchange, headers, priority, queue, reasons, rejected, routing_key, rule, "
                 "schema_version, target; did you mean 'target'? [test-invalid]"
             ],
         ),
@@ -312,9 +313,11 @@ def test_yaml_syntax_errors_name_their_position(tmp_path: Path) -> None:
 def test_a_broken_test_file_fails_the_run_before_any_case(tmp_path: Path) -> None:
     good = write(tmp_path, f"- name: ok\n  request: {V1}\n  expect: {{target: transactional}}\n")
     bad = write(tmp_path, "- name: x\n  expect: {tagret: bulk}\n", "bad.yaml")
-    code, out, err = run([good, bad])
-    assert (code, out) == (2, "")
-    assert f"{bad}:2:11: error: expect: unknown key 'tagret'" in err
+    code, out, _ = run([good, bad])
+    assert code == 2
+    assert f"{bad}:2:11: error: expect: unknown key 'tagret'" in out
+    assert out.splitlines()[-1] == "1 error in the route tests; fix them first"
+    assert "PASS" not in out
 
     code, out, _ = run([good, bad], fmt="json")
     assert code == 2
@@ -336,7 +339,8 @@ def test_json_report(tmp_path: Path) -> None:
     code, out, _ = run([path], fmt="json")
     assert code == 1
     report = json.loads(out)
-    assert (report["format"], report["passed"], report["failed"]) == (1, 1, 1)
+    assert (report["format_version"], report["passed"], report["failed"]) == (1, 1, 1)
+    assert (report["command"], report["exit_code"], report["ok"]) == ("test", 1, False)
     passed, failed = report["cases"]
     assert (passed["name"], passed["line"], passed["passed"]) == ("passes", 1, True)
     assert failed["mismatches"] == [
@@ -371,9 +375,9 @@ def test_default_files_are_the_tests_folder_beside_the_config(tmp_path: Path) ->
 def test_broken_config_is_exit_2(tmp_path: Path) -> None:
     config = tmp_path / "routes.yaml"
     config.write_text("version: 2\n")
-    code, out, err = run([], config=config)
-    assert (code, out) == (2, "")
-    assert f"{config}:" in err and "[config-schema]" in err
+    code, out, _ = run([], config=config)
+    assert code == 2
+    assert f"{config}:" in out and "[config-schema]" in out
 
 
 def test_run_case_uses_the_pipeline_without_a_trace() -> None:

@@ -18,6 +18,7 @@ A route test file (`config/tests/*.yaml` by default) is a YAML list of cases:
         routing_key: bulk.6
         priority: 9                                 # null: no priority
         headers: {x-category: bulk}                 # a subset; null: header absent
+        queue: email.bulk                           # a queue bound to receive it
         rejected: true
         reasons:                                    # all of them, in any order
           - invalid_json
@@ -34,7 +35,6 @@ import binascii
 import datetime
 import json
 import logging
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,20 +46,24 @@ from routerd.config.hints import did_you_mean
 from routerd.config.loader import load
 from routerd.config.model import ConfigError, Location, Problem, RouteTable
 from routerd.config.source import Document, PathKey, read_document
-from routerd.explain import (
-    BROKEN,
-    DEFAULT_PROPERTIES,
-    PROPERTY_NAMES,
-    decision_summary,
-    report_config_error,
+from routerd.ops.common import (
+    Command,
+    ExitCode,
+    OutputFormat,
+    display,
+    envelope,
+    location_json,
+    report_broken,
+    write_json,
 )
+from routerd.ops.explain import decision_summary
+from routerd.ops.request import DEFAULT_PROPERTIES, PROPERTY_NAMES
+from routerd.ops.routetest_check import CaseResult, check, render_case
 from routerd.pipeline.decide import decide
 from routerd.pipeline.envelope import Envelope
-from routerd.routetest_check import CaseResult, check, render_case
 
 log = logging.getLogger(__name__)
 
-PASSED, FAILED = 0, 1
 TEST_SUFFIXES = (".yaml", ".yml")
 BODY_KEYS = ("request", "request_from", "body", "body_base64")
 
@@ -105,6 +109,7 @@ TEST_FILE_SCHEMA: Mapping[str, Any] = {
                     "category": {"type": ["string", "null"]},
                     "rule": {"type": ["string", "null"]},
                     "routing_key": {"type": "string"},
+                    "queue": {"type": "string", "minLength": 1},
                     "priority": {"type": ["integer", "null"]},
                     "schema_version": {"type": ["string", "integer", "null"]},
                     "headers": {"type": "object"},
@@ -134,19 +139,21 @@ class CaseError(Exception):
 
 
 def run_route_tests(
-    config: Path, files: Sequence[Path], fmt: str, out: TextIO, *, err: TextIO | None = None
-) -> int:
+    config: Path,
+    files: Sequence[Path],
+    fmt: OutputFormat,
+    out: TextIO,
+    *,
+    coverage: bool = False,
+) -> ExitCode:
     """The `test` command: 0 every case passed, 1 some failed, 2 config or test file broken."""
-    err = err if err is not None else sys.stderr
     try:
         table = load(config)
     except ConfigError as exc:
-        report_config_error(exc, fmt, out, err)
-        return BROKEN
+        return report_broken(Command.TEST, exc.problems, fmt, out, display(config))
     paths = route_test_files(config, files)
     if isinstance(paths, Problem):
-        report_config_error(ConfigError((paths,)), fmt, out, err)
-        return BROKEN
+        return report_broken(Command.TEST, (paths,), fmt, out, "the route tests", config=False)
     cases: list[RouteCase] = []
     problems: list[Problem] = []
     for path in paths:
@@ -155,19 +162,37 @@ def run_route_tests(
         except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:
-        report_config_error(ConfigError(tuple(problems)), fmt, out, err)
-        return BROKEN
+        return report_broken(Command.TEST, problems, fmt, out, "the route tests", config=False)
     results = [run_case(table, case) for case in cases]
     failed = sum(1 for r in results if not r.passed)
+    exit_code = ExitCode.FAILED if failed else ExitCode.OK
+    unreached = not_reached(table, results) if coverage else None
     log.debug("route tests: %d passed, %d failed", len(results) - failed, failed)
-    if fmt == "json":
-        out.write(json.dumps(_json_report(table, results), indent=2, default=str) + "\n")
-    else:
-        width = max((len(f"{r.location.file}:{r.location.line}") for r in results), default=0)
-        for result in results:
-            out.write(render_case(result, width))
-        out.write(f"\n{len(results) - failed} passed, {failed} failed\n")
-    return FAILED if failed else PASSED
+    if fmt is OutputFormat.JSON:
+        write_json(out, _json_report(table, results, exit_code, unreached))
+        return exit_code
+    width = max((len(f"{r.location.file}:{r.location.line}") for r in results), default=0)
+    for result in results:
+        out.write(render_case(result, width))
+    out.write(f"\n{len(results) - failed} passed, {failed} failed\n")
+    if unreached is not None:
+        for kind, names in unreached.items():
+            shown = ", ".join(names) if names else "none, every one is reached"
+            out.write(f"{kind.replace('_', ' ')}: {shown}\n")
+    return exit_code
+
+
+def not_reached(table: RouteTable, results: Sequence[CaseResult]) -> dict[str, list[str]]:
+    """The rules and targets (rejected included) that no case's decision went through:
+    behaviour of the config that no route test pins down."""
+    rules = {r.decision["rule"] for r in results}
+    targets = {r.decision["target"] for r in results}
+    return {
+        "rules_not_reached": [rule.name for rule in table.rules if rule.name not in rules],
+        "targets_not_reached": [
+            name for name in [*table.targets, table.rejected.name] if name not in targets
+        ],
+    }
 
 
 def route_test_files(config: Path, files: Sequence[Path]) -> list[Path] | Problem:
@@ -372,19 +397,24 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
     return prefix + error.message
 
 
-def _json_report(table: RouteTable, results: Sequence[CaseResult]) -> dict[str, Any]:
+def _json_report(
+    table: RouteTable,
+    results: Sequence[CaseResult],
+    exit_code: ExitCode,
+    unreached: dict[str, list[str]] | None,
+) -> dict[str, Any]:
     failed = sum(1 for r in results if not r.passed)
-    return {
-        "format": 1,
-        "config": {"path": str(table.path), "hash": table.content_hash},
-        "passed": len(results) - failed,
-        "failed": failed,
-        "cases": [
+    report = envelope(
+        Command.TEST,
+        exit_code,
+        (),
+        config={"file": display(table.path), "hash": table.content_hash},
+        passed=len(results) - failed,
+        failed=failed,
+        cases=[
             {
                 "name": r.name,
-                "file": str(r.location.file),
-                "line": r.location.line,
-                "column": r.location.column,
+                **location_json(r.location),
                 "passed": r.passed,
                 "mismatches": [
                     {"field": m.field, "expected": m.expected, "actual": m.actual}
@@ -394,4 +424,7 @@ def _json_report(table: RouteTable, results: Sequence[CaseResult]) -> dict[str, 
             }
             for r in results
         ],
-    }
+    )
+    if unreached is not None:
+        report["coverage"] = unreached
+    return report

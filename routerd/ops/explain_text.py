@@ -59,7 +59,7 @@ def _request(out: _Lines, explanation: Mapping[str, Any]) -> None:
     out.field("send request", f"{request['source']} ({request['size']} bytes)")
     out.many("properties", _pairs(request["properties"], "="), indent=2)
     out.many("headers", _pairs(request["headers"], "="), indent=2)
-    out.field("config", f"{config['path']} (hash {config['hash']})")
+    out.field("config", f"{config['file']} (hash {config['hash']})")
 
 
 def _schema(out: _Lines, explanation: Mapping[str, Any]) -> None:
@@ -68,8 +68,8 @@ def _schema(out: _Lines, explanation: Mapping[str, Any]) -> None:
     if schema is None:
         why = {
             "decode": "the body could not be decoded",
-            "schema": "no schema fits",
-        }.get(stage, "the pipeline stopped before choosing one")
+            "validate": "no schema fits",
+        }.get(stage or "", "the pipeline stopped before choosing one")
         code = f" ({reasons[0]['code']})" if reasons else ""
         out.field("schema", f"none: {why}{code}")
         return
@@ -96,7 +96,7 @@ def _schema(out: _Lines, explanation: Mapping[str, Any]) -> None:
 def _rules(out: _Lines, explanation: Mapping[str, Any]) -> None:
     rules = explanation["rules"]
     stage = explanation["stopped_at"]
-    if stage in ("decode", "schema", "validate"):
+    if stage in ("decode", "validate"):
         out.field("rules", f"not tried: the request was rejected at {stage}")
         return
     out.field("rules", "first match wins")
@@ -105,8 +105,8 @@ def _rules(out: _Lines, explanation: Mapping[str, Any]) -> None:
         result = rule["result"]
         shown = {
             "matched": out.paint("MATCHED", "green"),
-            "no match": "no match",
-            "not tried": out.paint("not tried", "dim"),
+            "no_match": "no match",
+            "not_tried": out.paint("not tried", "dim"),
         }[result]
         where = f"category {rule['category']}, target {rule['target']}"
         out.lines.append(f"  {number:>2}. {rule['rule']:<{name_width}}  {shown:<9}  {where}")
@@ -125,7 +125,7 @@ def _rules(out: _Lines, explanation: Mapping[str, Any]) -> None:
 
 
 def _condition_rows(node: Mapping[str, Any], depth: int) -> list[tuple[str, bool, str]]:
-    rows = [("  " * depth + node["condition"], bool(node["held"]), _seen(node.get("seen")))]
+    rows = [("  " * depth + node["text"], bool(node["matched"]), _seen(node.get("seen")))]
     for child in node.get("children", ()):
         rows.extend(_condition_rows(child, depth + 1))
     return rows

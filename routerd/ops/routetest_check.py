@@ -55,6 +55,8 @@ def check(expect: Mapping[str, Any], decision: Mapping[str, Any]) -> tuple[Misma
         for name in SIMPLE_FIELDS
         if name in expect and not _same(expect[name], decision[name])
     ]
+    if "queue" in expect and expect["queue"] not in decision["queues"]:
+        mismatches.append(Mismatch("queue", expect["queue"], decision["queues"]))
     for name, wanted in expect.get("headers", {}).items():
         actual = decision["headers"].get(name)
         if not _same(wanted, actual):
