@@ -7,7 +7,6 @@ examples a schema rejects, targets and schema files nothing uses.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from routerd.config.schemas import SchemaSet
 from routerd.config.source import Document
 from routerd.config.subschemas import iter_subschemas
 from routerd.config.validator import compile_validator
+from routerd.config.value_checks import impossible_values, yaml_ambiguous
 
 log = logging.getLogger(__name__)
 
@@ -53,30 +53,6 @@ class Context:
         return f"{schema.name} v{version}" if schema else f"version {version}"
 
 
-def yaml_ambiguous(doc: Document, schemas: SchemaSet) -> Iterator[Problem]:
-    """Plain YAML scalars that YAML 1.1 tools (PyYAML, many editors' linters) read
-    differently from routerd, which reads them as JSON and YAML 1.2 do."""
-    for document in (doc, *schemas.documents.values()):
-        for path, (text, value, old) in document.ambiguous.items():
-            yield Problem(
-                document.locate(path),
-                "warning",
-                f"{text} is read as {_shown(value)} (as JSON and YAML 1.2 read it), but YAML "
-                f"1.1 tools read {_shown(old)}: quote it, or write it so both agree",
-                "yaml-ambiguous",
-            )
-
-
-def _shown(data: Any) -> str:
-    if isinstance(data, str):
-        return f"the text {json.dumps(data)}"
-    if isinstance(data, bool) or data is None:
-        return json.dumps(data)
-    if isinstance(data, int | float):
-        return f"the number {data!r}"
-    return f"a {type(data).__name__} ({data})"
-
-
 def run_checks(table: RouteTable, doc: Document, schemas: SchemaSet) -> list[Problem]:
     ctx = Context.of(table, doc, schemas)
     problems: list[Problem] = []
@@ -100,6 +76,7 @@ def run_checks(table: RouteTable, doc: Document, schemas: SchemaSet) -> list[Pro
             ("condition_fields", lambda: condition_fields(ctx, coverage)),
             ("unrouted_versions", lambda: unrouted_versions(ctx, coverage)),
             ("routing_key_fields", lambda: routing_key_fields(ctx, coverage)),
+            ("impossible_values", lambda: impossible_values(ctx, coverage)),
         ]
     for name, check in checks:
         # One check's bug must not hide what the others find.

@@ -93,37 +93,103 @@ class FieldOracle:
         required = step.presence == "required" and child.presence == "required"
         return FieldFacts("required" if required else "optional", child.types)
 
+    def allowed_values(self, path: FieldPath) -> list[Any] | None:
+        """The only values the schema lets the field at `path` hold (its `enum`/`const`),
+        or None when it lets it hold others too. Every branch of an anyOf/oneOf must
+        restrict it, else nothing can be concluded."""
+        subs = [self._root]
+        for key in path:
+            subs = [child for sub in subs for child in _children_at(sub, key)]
+            if not subs:
+                return None
+        allowed: list[Any] | None = None
+        for sub in subs:
+            plain: list[Sub] = []
+            disjunctions: list[list[Sub]] = []
+            _expand(sub, plain, disjunctions, 0)
+            own = _restriction(plain)
+            for branches in disjunctions:
+                found = [_restriction(_expanded(branch)) for branch in branches]
+                if all(f is not None for f in found):
+                    union = [v for f in found if f is not None for v in f]
+                    own = union if own is None else [v for v in own if _among(v, union)]
+            if own is None:
+                return None
+            allowed = own if allowed is None else [v for v in allowed if _among(v, own)]
+        return allowed
+
     def names(self, path: FieldPath) -> frozenset[str]:
         """Property names the schema declares for the object at `path`, in any branch:
         what a misspelt field was probably meant to be."""
         subs = [self._root]
-        for key in (*path, None):
-            plain: list[Sub] = []
-            disjunctions: list[list[Sub]] = []
-            for sub in subs:
-                _expand(sub, plain, disjunctions, 0)
-            plain += [branch for branches in disjunctions for branch in branches]
-            if key is None:
-                return frozenset(
-                    name
-                    for node, _ in plain
-                    if isinstance(node, dict) and isinstance(node.get("properties"), dict)
-                    for name in node["properties"]
-                )
-            subs = [
-                (child, resolver)
-                for node, resolver in plain
-                if isinstance(node, dict)
-                for child in [
-                    _item_schema(node, key) if isinstance(key, int) else _property_schema(node, key)
-                ]
-                if isinstance(child, dict)
-            ]
-        return frozenset()
+        for key in path:
+            subs = [child for sub in subs for child in _children_at(sub, key)]
+        return frozenset(
+            name
+            for sub in subs
+            for node, _ in _flattened(sub)
+            if isinstance(node, dict) and isinstance(node.get("properties"), dict)
+            for name in node["properties"]
+        )
 
 
 class _OverBudget(Exception):
     pass
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equality without Python's `True == 1` and `1 == 1.0` surprises across types."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    return type(a) is type(b) and bool(a == b)
+
+
+def _among(value: Any, values: list[Any]) -> bool:
+    return any(same(value, v) for v in values)
+
+
+def _expanded(sub: Sub) -> list[Sub]:
+    plain: list[Sub] = []
+    _expand(sub, plain, [], 0)
+    return plain
+
+
+def _flattened(sub: Sub) -> list[Sub]:
+    """`sub` with its `$ref`s and allOf followed, and every anyOf/oneOf branch."""
+    plain: list[Sub] = []
+    disjunctions: list[list[Sub]] = []
+    _expand(sub, plain, disjunctions, 0)
+    return plain + [branch for branches in disjunctions for branch in branches]
+
+
+def _children_at(sub: Sub, key: str | int) -> list[Sub]:
+    """The subschemas that apply to `key` of the instance `sub` describes, in any branch."""
+    children: list[Sub] = []
+    for node, resolver in _flattened(sub):
+        if not isinstance(node, dict):
+            continue
+        child = _item_schema(node, key) if isinstance(key, int) else _property_schema(node, key)
+        if isinstance(child, dict):
+            children.append((child, resolver))
+    return children
+
+
+def _restriction(plain: list[Sub]) -> list[Any] | None:
+    """What `enum` and `const` in a conjunction of subschemas allow, None if unrestricted."""
+    allowed: list[Any] | None = None
+    for node, _ in plain:
+        if not isinstance(node, dict):
+            continue
+        values: list[Any] | None = None
+        if "const" in node:
+            values = [node["const"]]
+        elif isinstance(node.get("enum"), list):
+            values = list(node["enum"])
+        if values is not None:
+            allowed = values if allowed is None else [v for v in allowed if _among(v, values)]
+    return allowed
 
 
 @dataclass(frozen=True, slots=True)

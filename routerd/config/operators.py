@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from routerd.config.fields import ALL_TYPES, json_type
+from routerd.config.fields import ALL_TYPES, json_type, same
 from routerd.config.model import ConfigPath
 from routerd.config.regex import RegexError, compile_regex
 
@@ -78,15 +78,6 @@ class Check:
         """Whether a value it holds for is always there and not null."""
         types = self.operator.implies(self.argument)
         return types is not None and "null" not in types
-
-
-def same(a: Any, b: Any) -> bool:
-    """Equality without Python's `True == 1` and `1 == 1.0` surprises across types."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b
-    return type(a) is type(b) and bool(a == b)
 
 
 def _types_of(values: list[Any]) -> frozenset[str]:

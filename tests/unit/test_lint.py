@@ -42,6 +42,7 @@ CODES = {
     "yaml-ambiguous",
     "routing-key-unbound",
     "schema-ref-outside",
+    "condition-value-impossible",
     "yaml-duplicate-key",
     "yaml-recursive",
     "config-schema",
@@ -343,3 +344,28 @@ def test_which_versions_each_rule_sees(tmp_path: Path) -> None:
     assert coverage.fall_through == ()
     # And so lint finds nothing wrong: bulk's {customer_id} is only ever rendered for v1.
     assert lint(tmp_path / "routes.yaml").problems == ()
+
+
+def test_allowed_values_follow_refs_and_branches(tmp_path: Path) -> None:
+    from routerd.config.schemas import load_schema_set
+
+    schema = tmp_path / "s.json"
+    schema.write_text(
+        json.dumps(
+            {
+                "$defs": {"stream": {"enum": ["a", "b"]}},
+                "properties": {
+                    "stream": {"$ref": "#/$defs/stream"},
+                    "kind": {"anyOf": [{"const": "x"}, {"enum": ["y", 1]}]},
+                    "open": {"anyOf": [{"const": "x"}, {"type": "string"}]},
+                    "both": {"allOf": [{"enum": ["a", "b", "c"]}, {"enum": ["b", "c", "d"]}]},
+                },
+            }
+        )
+    )
+    oracle = FieldOracle(load_schema_set([schema], []), schema.as_uri())
+    assert oracle.allowed_values(("stream",)) == ["a", "b"]
+    assert oracle.allowed_values(("kind",)) == ["x", "y", 1]
+    assert oracle.allowed_values(("open",)) is None
+    assert oracle.allowed_values(("both",)) == ["b", "c"]
+    assert oracle.allowed_values(("nothing",)) is None
