@@ -40,6 +40,17 @@ def table() -> RouteTable:
     return load(SHIPPED)
 
 
+def v1_config(tmp_path: Path, rest: str) -> Path:
+    """A config routing the shipped v1 schema: its targets and rules are `rest`."""
+    config = tmp_path / "routes.yaml"
+    schema = SCHEMAS / "send_request.v1.yaml"
+    config.write_text(
+        "version: 1\nsource: {queue: email.send}\nschemas:\n"
+        f"  - {{name: send-request, version: 1, file: {schema}}}\n{rest}"
+    )
+    return config
+
+
 def plain(node: dict[str, Any]) -> dict[str, Any]:
     """A condition node without where it is written and how: what it answered and saw."""
     kept = {k: v for k, v in node.items() if k not in ("file", "line", "column", "when")}
@@ -264,25 +275,21 @@ def test_explain_says_when_a_value_is_missing_and_shows_the_schema_version(
 
 
 def test_long_values_are_summarised_in_text_but_whole_in_json(tmp_path: Path) -> None:
-    config = tmp_path / "routes.yaml"
-    config.write_text(
-        f"""\
-version: 1
-source: {{queue: email.send}}
-schemas:
-  - {{name: send-request, version: 1, file: {SCHEMAS / "send_request.v1.yaml"}}}
+    config = v1_config(
+        tmp_path,
+        """\
 targets:
-  out: {{exchange: email, type: topic, routing_key: out}}
-rejected: {{exchange: email, type: topic, routing_key: rejected}}
+  out: {exchange: email, type: topic, routing_key: out}
+rejected: {exchange: email, type: topic, routing_key: rejected}
 rules:
   - name: many
-    when: {{any: [{{field: to, length: {{gt: 50}}}}, {{field: subject, regex: "^x$"}}]}}
+    when: {any: [{field: to, length: {gt: 50}}, {field: subject, regex: "^x$"}]}
     category: bulk
     target: out
   - name: rest
     category: transactional
     target: out
-"""
+""",
     )
     request = valid_v1(9, recipients=80, subject="s" * 300)
     code, out, _ = run("-", config=config, stdin=encode(request))
@@ -389,24 +396,20 @@ def test_run_explain_broken_config_prints_problems_in_lint_format(tmp_path: Path
 
 
 def test_unmatched_request_is_explained(tmp_path: Path) -> None:
-    config = tmp_path / "routes.yaml"
-    config.write_text(
-        f"""\
-version: 1
-source: {{queue: email.send}}
-schemas:
-  - {{name: send-request, version: 1, file: {SCHEMAS / "send_request.v1.yaml"}}}
+    config = v1_config(
+        tmp_path,
+        """\
 targets:
-  bulk: {{exchange: email, type: topic, routing_key: bulk}}
-rejected: {{exchange: email, type: topic, routing_key: rejected}}
+  bulk: {exchange: email, type: topic, routing_key: bulk}
+rejected: {exchange: email, type: topic, routing_key: rejected}
 unmatched: rejected
 rules:
   - name: not-broadcast
     when:
-      not: {{field: stream, equals: transactional}}
+      not: {field: stream, equals: transactional}
     category: bulk
     target: bulk
-"""
+""",
     )
     code, out, _ = run("-", config=config, stdin=encode(valid_v1(1, stream="transactional")))
     assert code == ExitCode.FAILED
