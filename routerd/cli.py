@@ -7,7 +7,6 @@ read; the ops tools share exit codes and output formats (`routerd.ops.common`).
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from importlib.metadata import version
@@ -24,7 +23,6 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Validate, categorize and route email send requests between RabbitMQ queues.",
 )
-log = logging.getLogger(__name__)
 
 ConfigOption = Annotated[
     Path | None,
@@ -210,7 +208,7 @@ def serve(
     Exit 0 after a graceful stop, 1 when a second signal forced it, 2 when the settings or
     the config (as `routerd lint` reports it) stop it from starting.
     """
-    from routerd.daemon import EXIT_STARTUP
+    from routerd.daemon import ServeExit
     from routerd.daemon import serve as run_daemon
     from routerd.settings import Settings, SettingsError
 
@@ -229,7 +227,7 @@ def serve(
         settings = Settings.from_sources(flags, os.environ)
     except SettingsError as exc:
         print(f"routerd serve: {exc}", file=sys.stderr)
-        raise typer.Exit(EXIT_STARTUP) from None
+        raise typer.Exit(ServeExit.STARTUP) from None
     raise typer.Exit(run_daemon(settings))
 
 

@@ -12,6 +12,7 @@ import gc
 import logging
 import signal
 import sys
+from enum import IntEnum
 from functools import partial
 from typing import TextIO
 
@@ -30,9 +31,13 @@ from routerd.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_FORCED = 1
-EXIT_STARTUP = 2
+
+class ServeExit(IntEnum):
+    """How `routerd serve` ends: its process exit code."""
+
+    STOPPED = 0  # a graceful stop
+    FORCED = 1  # a second signal cut the drain short
+    STARTUP = 2  # bad settings, or a config `routerd lint` rejects: it never started
 
 
 class Daemon:
@@ -92,8 +97,8 @@ class Daemon:
         *,
         handle_signals: bool = True,
         task_status: TaskStatus[Daemon] = anyio.TASK_STATUS_IGNORED,
-    ) -> int:
-        """Serve until stopped; the exit code: 0 after a graceful stop, 1 when forced."""
+    ) -> ServeExit:
+        """Serve until stopped; STOPPED after a graceful stop, FORCED when cut short."""
         table = self.holder.table
         self.health.table_loaded = True
         log.info(
@@ -131,9 +136,9 @@ class Daemon:
             tg.cancel_scope.cancel()
         self._scope = None
         if self.forced:
-            return EXIT_FORCED
+            return ServeExit.FORCED
         log.info("stopped")
-        return EXIT_OK
+        return ServeExit.STOPPED
 
     async def _signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -168,12 +173,12 @@ def load_table(settings: Settings, err: TextIO) -> RouteTable | None:
 
 async def serve_async(
     settings: Settings, *, err: TextIO | None = None, own_process: bool = False
-) -> int:
+) -> ServeExit:
     """Run the daemon; `own_process` when routerd owns the process (not inside a test)."""
     err = err if err is not None else sys.stderr
     table = load_table(settings, err)
     if table is None:
-        return EXIT_STARTUP
+        return ServeExit.STARTUP
     log.info("routerd starting", extra=settings.describe())
     log_warnings(table)
     if own_process:
@@ -183,7 +188,7 @@ async def serve_async(
     except* HTTPBindError as group:
         for exc in group.exceptions:
             print(f"routerd serve: {exc}", file=err)
-    return EXIT_STARTUP
+    return ServeExit.STARTUP
 
 
 def tune_gc() -> None:
@@ -201,7 +206,7 @@ def tune_gc() -> None:
     gc.set_threshold(10_000, 20, 10)
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings) -> ServeExit:
     """Run `routerd serve` with these settings; returns the process exit code."""
     configure_logging(settings.log_format, settings.log_level)
     # aiormq is asyncio-only, so the daemon runs anyio on its asyncio backend.

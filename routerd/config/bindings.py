@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import enum
 import functools
-import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from routerd.config.model import RoutingKeyTemplate, Target
-
-log = logging.getLogger(__name__)
 
 __all__ = ["can_reach", "receiving_queues", "unreachable_queues"]
 

@@ -18,7 +18,7 @@ from routerd.config.coverage import Analysis, Coverage, analyse, guarantees, lea
 from routerd.config.fields import FieldFacts, FieldOracle
 from routerd.config.hints import did_you_mean
 from routerd.config.model import Condition, Location, Problem, RouteTable, Severity, Target
-from routerd.config.paths import absolute, parse_path, pointer
+from routerd.config.paths import FieldPath, absolute, parse_path, pointer
 from routerd.config.schemas import SchemaSet
 from routerd.config.source import Document
 from routerd.config.subschemas import iter_subschemas
@@ -195,7 +195,7 @@ def routing_key_fields(ctx: Context, coverage: Coverage) -> Iterator[Problem]:
 def _field_problems(
     ctx: Context,
     target: Target,
-    field: tuple[str | int, ...],
+    field: FieldPath,
     label: str,
     by_version: dict[str, list[tuple[str, Condition, Any]]],
     location: Location,
@@ -387,7 +387,7 @@ def examples(ctx: Context) -> Iterator[Problem]:
                     )
 
 
-def _rule_conditions(ctx: Context) -> Iterator[tuple[Condition, Any, tuple[str | int, ...]]]:
+def _rule_conditions(ctx: Context) -> Iterator[tuple[Condition, Any, FieldPath]]:
     index_of = {ctx.doc.locate(("rules", i)): i for i in range(len(ctx.table.raw["rules"]))}
     for rule in ctx.table.rules:
         i = index_of[rule.location]
@@ -407,7 +407,7 @@ def _reachable(ctx: Context) -> dict[str, None]:
 
 def _target_fields(
     target: Target,
-) -> Iterator[tuple[tuple[str | int, ...], tuple[str, ...], str]]:
+) -> Iterator[tuple[FieldPath, tuple[str, ...], str]]:
     for part in target.routing_key.parts:
         if isinstance(part, tuple) and not str(part[0]).startswith("$"):
             yield part, ("routing_key",), "field"
@@ -431,12 +431,12 @@ def _field_suggestion(ctx: Context, versions: Iterable[str], text: str) -> str:
     return f"; did you mean {meant!r}?"
 
 
-def _facts(ctx: Context, version: str, path: tuple[str | int, ...]) -> FieldFacts:
+def _facts(ctx: Context, version: str, path: FieldPath) -> FieldFacts:
     oracle = ctx.oracles.get(version)
     return oracle.facts(path) if oracle is not None else FieldFacts("required")
 
 
-def _parts(json_pointer: str, data: Any) -> tuple[str | int, ...]:
+def _parts(json_pointer: str, data: Any) -> FieldPath:
     """A JSON pointer back to a path, with list indexes as ints so it can be located."""
     parts: list[str | int] = []
     for raw in json_pointer.split("/")[1:]:

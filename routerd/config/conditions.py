@@ -15,19 +15,20 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from routerd.config.hints import did_you_mean
-from routerd.config.model import Condition, ConfigPath, Location, Problem
+from routerd.config.model import Condition, Location, Problem
 from routerd.config.nodes import AllOf, Always, AnyOf, Leaf, Not, SchemaVersionIn
 from routerd.config.operators import OPERATORS, Check, ConditionError, Operator
+from routerd.config.paths import FieldPath
 from routerd.config.subjects import SUBJECTS
 
 COMBINATORS = ("all", "any", "not", "schema_version")
 
-Locate = Callable[[ConfigPath], Location]
+Locate = Callable[[FieldPath], Location]
 
 
 def compile_condition(
     raw: Any,
-    path: ConfigPath,
+    path: FieldPath,
     locate: Locate,
     problems: list[Problem],
     *,
@@ -50,7 +51,7 @@ class _Compiler:
         self.locate = locate
         self.operators = operators
 
-    def node(self, raw: Any, path: ConfigPath) -> Condition:
+    def node(self, raw: Any, path: FieldPath) -> Condition:
         location = self.locate(path)
         if not isinstance(raw, Mapping) or not raw:
             raise ConditionError(
@@ -97,7 +98,7 @@ class _Compiler:
         return self.leaf(raw, path, location, canonical)
 
     def leaf(
-        self, raw: Mapping[str, Any], path: ConfigPath, location: Location, canonical: str
+        self, raw: Mapping[str, Any], path: FieldPath, location: Location, canonical: str
     ) -> Condition:
         names = list(self.operators)
         unknown = [k for k in raw if k not in SUBJECTS and k not in self.operators]
@@ -150,7 +151,7 @@ def _either(names: list[str]) -> str:
     return f"{', '.join(names[:-1])} or {names[-1]}"
 
 
-def _only(raw: Mapping[str, Any], path: ConfigPath, allowed: set[str]) -> None:
+def _only(raw: Mapping[str, Any], path: FieldPath, allowed: set[str]) -> None:
     extra = sorted(str(k) for k in raw if k not in allowed)
     if extra:
         (key,) = allowed
@@ -162,7 +163,7 @@ def _only(raw: Mapping[str, Any], path: ConfigPath, allowed: set[str]) -> None:
         )
 
 
-def _versions(value: Any, path: ConfigPath) -> frozenset[str]:
+def _versions(value: Any, path: FieldPath) -> frozenset[str]:
     values = value if isinstance(value, list) else [value]
     if not values or any(isinstance(v, bool) or not isinstance(v, int | str) for v in values):
         raise ConditionError(

@@ -16,9 +16,8 @@ from typing import Any
 
 from routerd.config.fields import FieldOracle
 from routerd.config.model import Condition, Location, Problem, Rule, Verdict
+from routerd.config.paths import FieldPath
 from routerd.config.source import Document
-
-RawPath = tuple[str | int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +26,7 @@ class LeafAt:
 
     condition: Condition
     raw: Mapping[str, Any]
-    path: RawPath
+    path: FieldPath
 
 
 @dataclass(slots=True)
@@ -57,7 +56,7 @@ class SchemaFacts:
     version: str
     oracle: FieldOracle | None  # None: the schema did not load, so no claim
 
-    def never_has(self, path: RawPath) -> bool:
+    def never_has(self, path: FieldPath) -> bool:
         return self.oracle is not None and self.oracle.facts(path).presence == "forbidden"
 
 
@@ -77,13 +76,13 @@ class Analysis:
         return cond.why_false(self.facts[version])
 
 
-def leaves(cond: Condition, path: RawPath) -> list[LeafAt]:
+def leaves(cond: Condition, path: FieldPath) -> list[LeafAt]:
     """Every node of a condition that tests the request, each with its mapping and config
     path (`path` is where the condition itself is)."""
     return [LeafAt(node, node.source, at) for node, at in cond.walk(path) if node.tests_request]
 
 
-def guarantees(cond: Condition, target: RawPath) -> bool:
+def guarantees(cond: Condition, target: FieldPath) -> bool:
     """Whether every request matching `cond` has a non-null value at field path `target`."""
     return cond.guarantees(target)
 

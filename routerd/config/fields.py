@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from routerd.config.paths import FieldPath
 from routerd.config.regex import RegexError, compile_regex
 from routerd.config.schemas import SchemaSet
 
 # required: every valid request has it; optional: declared, may be absent; undeclared: the
 # schema neither declares nor forbids it; forbidden: no valid request can have it.
 Presence = Literal["required", "optional", "undeclared", "forbidden"]
-FieldPath = tuple[str | int, ...]
 # A subschema with the resolver its `$ref`s resolve against.
 Sub = tuple[Any, Any]
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import difflib
-import logging
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 
 def did_you_mean(word: str, choices: list[str]) -> str:

@@ -7,11 +7,8 @@ and the lines above it says which key it was meant to line up with.
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
-
-log = logging.getLogger(__name__)
 
 # The parser's messages that usually mean a slip of indentation.
 _CRYPTIC = (

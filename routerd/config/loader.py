@@ -33,7 +33,7 @@ from routerd.config.model import (
     Source,
     Target,
 )
-from routerd.config.paths import absolute, parse_path
+from routerd.config.paths import FieldPath, absolute, parse_path
 from routerd.config.schemas import SchemaSet, load_schema_set
 from routerd.config.shape import check_shape, config_schema
 from routerd.config.source import Document, read_document
@@ -251,7 +251,7 @@ def _source(raw: dict[str, Any]) -> Source:
 def _target(
     name: str,
     raw: dict[str, Any],
-    path: tuple[str | int, ...],
+    path: FieldPath,
     doc: Document,
     problems: list[Problem],
 ) -> Target:
@@ -302,9 +302,9 @@ def _target(
 
 
 def _template(
-    text: str, path: tuple[str | int, ...], doc: Document, problems: list[Problem]
+    text: str, path: FieldPath, doc: Document, problems: list[Problem]
 ) -> RoutingKeyTemplate:
-    parts: list[str | tuple[str | int, ...]] = []
+    parts: list[str | FieldPath] = []
     end = 0
     literals = []
     for match in _TEMPLATE_FIELD.finditer(text):
@@ -352,7 +352,7 @@ def _rules(
     rules: list[Rule] = []
     seen: dict[str, Location] = {}
     for i, raw in enumerate(raw_rules):
-        path: tuple[str | int, ...] = ("rules", i)
+        path: FieldPath = ("rules", i)
         location = doc.locate(path)
         name = raw["name"]
         if name in seen:

@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
-from routerd.config.paths import MISSING
+from routerd.config.paths import MISSING, FieldPath
 
 QueueType = Literal["classic", "quorum"]
 ExchangeType = Literal["direct", "topic", "fanout", "headers"]
@@ -95,7 +95,7 @@ class Source:
 class Partitioning:
     """Stable partitioning: crc32 of the field's text modulo `count`, same in every process."""
 
-    by: tuple[str | int, ...]
+    by: FieldPath
     count: int
 
 
@@ -107,7 +107,7 @@ class RoutingKeyTemplate:
     # Each part is either literal text (str) or a field reference (tuple path). Reserved
     # names (`partition`, `category`, `rule`, `schema_version`) are one-element tuples
     # prefixed with "$".
-    parts: tuple[str | tuple[str | int, ...], ...]
+    parts: tuple[str | FieldPath, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +180,7 @@ class VersionFacts(Protocol):
     @property
     def version(self) -> str: ...
 
-    def never_has(self, path: tuple[str | int, ...]) -> bool:
+    def never_has(self, path: FieldPath) -> bool:
         """Whether no valid request of this version has a value at this body path."""
         ...
 
@@ -188,7 +188,6 @@ class VersionFacts(Protocol):
 # For every valid request of a version a condition holds (True), never holds (False), or
 # it depends on the request (None).
 Verdict = bool | None
-ConfigPath = tuple[str | int, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -226,15 +225,15 @@ class Condition(ABC):
         """A short reason why the node never holds for `facts`' version."""
         return f"`{self.description}` is false"
 
-    def guarantees(self, path: tuple[str | int, ...]) -> bool:
+    def guarantees(self, path: FieldPath) -> bool:
         """Whether every request it matches has a non-null value at body path `path`."""
         return False
 
-    def branches(self) -> tuple[tuple[ConfigPath, Condition], ...]:
+    def branches(self) -> tuple[tuple[FieldPath, Condition], ...]:
         """The child nodes, each with the config keys that lead from this node to it."""
         return ()
 
-    def walk(self, at: ConfigPath) -> Iterator[tuple[Condition, ConfigPath]]:
+    def walk(self, at: FieldPath) -> Iterator[tuple[Condition, FieldPath]]:
         """This node and every node below it, depth first, each with its config path."""
         yield self, at
         for keys, child in self.branches():
@@ -261,7 +260,7 @@ class SchemaVersionSource:
     """Where a request names its schema version: an AMQP header first, then a body field."""
 
     header: str | None
-    field: tuple[str | int, ...] | None
+    field: FieldPath | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +305,7 @@ class RouteTable:
     files: tuple[Path, ...]
     # Raw parsed config with positions, kept for lint's static checks.
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
-    positions: Mapping[tuple[str | int, ...], Location] = field(repr=False, default_factory=dict)
+    positions: Mapping[FieldPath, Location] = field(repr=False, default_factory=dict)
     # What `lint` warns about in the files this table was accepted from.
     warnings: tuple[Problem, ...] = ()
 

@@ -15,7 +15,6 @@ from typing import Any
 from routerd.config.model import (
     Condition,
     ConditionKind,
-    ConfigPath,
     MatchContext,
     Seen,
     TraceNode,
@@ -23,7 +22,7 @@ from routerd.config.model import (
     VersionFacts,
 )
 from routerd.config.operators import Check, Test
-from routerd.config.paths import MISSING
+from routerd.config.paths import MISSING, FieldPath
 from routerd.config.subjects import VARIES, Subject
 
 # Plain loops rather than all()/any() over a generator in every `matches`: it runs for every
@@ -58,10 +57,10 @@ class AllOf(Condition):
                 return child.why_false(facts)
         return Condition.why_false(self, facts)
 
-    def guarantees(self, path: tuple[str | int, ...]) -> bool:
+    def guarantees(self, path: FieldPath) -> bool:
         return any(child.guarantees(path) for child in self.children)
 
-    def branches(self) -> tuple[tuple[ConfigPath, Condition], ...]:
+    def branches(self) -> tuple[tuple[FieldPath, Condition], ...]:
         return tuple(((self.kind.value, i), child) for i, child in enumerate(self.children))
 
 
@@ -90,10 +89,10 @@ class AnyOf(Condition):
     def why_false(self, facts: VersionFacts) -> str:
         return " and ".join(child.why_false(facts) for child in self.children)
 
-    def guarantees(self, path: tuple[str | int, ...]) -> bool:
+    def guarantees(self, path: FieldPath) -> bool:
         return all(child.guarantees(path) for child in self.children)
 
-    def branches(self) -> tuple[tuple[ConfigPath, Condition], ...]:
+    def branches(self) -> tuple[tuple[FieldPath, Condition], ...]:
         return tuple(((self.kind.value, i), child) for i, child in enumerate(self.children))
 
 
@@ -116,7 +115,7 @@ class Not(Condition):
     def why_false(self, facts: VersionFacts) -> str:
         return f"`not` of `{self.child.description}`, which always holds"
 
-    def branches(self) -> tuple[tuple[ConfigPath, Condition], ...]:
+    def branches(self) -> tuple[tuple[FieldPath, Condition], ...]:
         return (((self.kind.value,), self.child),)
 
 
@@ -165,7 +164,7 @@ class Leaf(Condition):
     def why_false(self, facts: VersionFacts) -> str:
         return self.subject.why_fixed() or Condition.why_false(self, facts)
 
-    def guarantees(self, path: tuple[str | int, ...]) -> bool:
+    def guarantees(self, path: FieldPath) -> bool:
         return self.subject.is_field(path) and any(c.guarantees_value() for c in self.checks)
 
 

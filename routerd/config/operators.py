@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from routerd.config.fields import ALL_TYPES, json_type, same
-from routerd.config.model import ConfigPath
+from routerd.config.paths import FieldPath
 from routerd.config.regex import RegexError, compile_regex
 
 # A compiled operator: answers for one present value (never MISSING).
@@ -29,7 +29,7 @@ NUMBER_TYPES = frozenset({"integer", "number"})
 class ConditionError(Exception):
     """A `when` that cannot be compiled; `path` is the config key to blame."""
 
-    def __init__(self, path: ConfigPath, message: str, code: str) -> None:
+    def __init__(self, path: FieldPath, message: str, code: str) -> None:
         self.path, self.message, self.code = path, message, code
         super().__init__(message)
 
@@ -49,7 +49,7 @@ class Operator:
     name: str
     # Checks the argument (raising ConditionError at `path`) and returns the test of a
     # present value.
-    compile: Callable[[Any, ConfigPath], Test]
+    compile: Callable[[Any, FieldPath], Test]
     # The answer for a subject with no value, given the argument: a missing field is not
     # null, and only `exists: false` holds for it.
     missing: Callable[[Any], bool] = _never
@@ -86,7 +86,7 @@ def _types_of(values: list[Any]) -> frozenset[str]:
     return frozenset(types | NUMBER_TYPES if types & NUMBER_TYPES else types)
 
 
-def _json_only(value: Any, path: ConfigPath) -> None:
+def _json_only(value: Any, path: FieldPath) -> None:
     # YAML reads an unquoted 2024-01-01 as a date; a JSON body never holds one, so the
     # condition could never match.
     values = value if isinstance(value, list) else [value]
@@ -100,18 +100,18 @@ def _json_only(value: Any, path: ConfigPath) -> None:
             )
 
 
-def _non_empty_list(name: str, argument: Any, path: ConfigPath, what: str) -> list[Any]:
+def _non_empty_list(name: str, argument: Any, path: FieldPath, what: str) -> list[Any]:
     if not isinstance(argument, list) or not argument:
         raise ConditionError(path, f"`{name}` takes {what}", "condition-invalid")
     return argument
 
 
-def _equals(argument: Any, path: ConfigPath) -> Test:
+def _equals(argument: Any, path: FieldPath) -> Test:
     _json_only(argument, path)
     return lambda value: same(value, argument)
 
 
-def _in(argument: Any, path: ConfigPath) -> Test:
+def _in(argument: Any, path: FieldPath) -> Test:
     _json_only(argument, path)
     wanted = _non_empty_list("in", argument, path, "a non-empty list of values")
 
@@ -124,7 +124,7 @@ def _in(argument: Any, path: ConfigPath) -> Test:
     return test
 
 
-def _exists(argument: Any, path: ConfigPath) -> Test:
+def _exists(argument: Any, path: FieldPath) -> Test:
     if not isinstance(argument, bool):
         raise ConditionError(
             path, f"`exists` takes true or false, got {argument!r}", "condition-invalid"
@@ -133,7 +133,7 @@ def _exists(argument: Any, path: ConfigPath) -> Test:
     return lambda value: (value is not None) is argument
 
 
-def _regex(argument: Any, path: ConfigPath) -> Test:
+def _regex(argument: Any, path: FieldPath) -> Test:
     if not isinstance(argument, str):
         raise ConditionError(
             path, f"`regex` takes a pattern, got {argument!r}", "condition-invalid"
@@ -145,8 +145,8 @@ def _regex(argument: Any, path: ConfigPath) -> Test:
     return lambda value: isinstance(value, str) and search(value)
 
 
-def _numeric(name: str) -> Callable[[Any, ConfigPath], Test]:
-    def compile_bound(bound: Any, path: ConfigPath) -> Test:
+def _numeric(name: str) -> Callable[[Any, FieldPath], Test]:
+    def compile_bound(bound: Any, path: FieldPath) -> Test:
         if isinstance(bound, bool) or not isinstance(bound, int | float):
             raise ConditionError(
                 path, f"`{name}` takes a number, got {bound!r}", "condition-invalid"
@@ -162,7 +162,7 @@ def _numeric(name: str) -> Callable[[Any, ConfigPath], Test]:
     return compile_bound
 
 
-def _length(argument: Any, path: ConfigPath) -> Test:
+def _length(argument: Any, path: FieldPath) -> Test:
     if not isinstance(argument, Mapping) or not argument:
         raise ConditionError(
             path, "`length` takes comparisons, for example {gt: 50}", "condition-invalid"
@@ -192,12 +192,12 @@ def _length(argument: Any, path: ConfigPath) -> Test:
     return test
 
 
-def _contains(argument: Any, path: ConfigPath) -> Test:
+def _contains(argument: Any, path: FieldPath) -> Test:
     _json_only(argument, path)
     return lambda value: isinstance(value, list) and any(same(item, argument) for item in value)
 
 
-def _contains_any(argument: Any, path: ConfigPath) -> Test:
+def _contains_any(argument: Any, path: FieldPath) -> Test:
     _json_only(argument, path)
     wanted = _non_empty_list("contains_any", argument, path, "a non-empty list")
     return lambda value: (

@@ -7,6 +7,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 
+# A path into a JSON or YAML document, a request body or a config: keys and list indexes,
+# ("to", 0, "email"). The one alias for it everywhere.
+FieldPath = tuple[str | int, ...]
+
 
 class _Missing:
     """The value of a path that leads nowhere; distinct from JSON null."""
@@ -20,12 +24,12 @@ class _Missing:
 MISSING: Final = _Missing()
 
 
-def parse_path(text: str) -> tuple[str | int, ...]:
+def parse_path(text: str) -> FieldPath:
     """`to.0.email` -> ("to", 0, "email"); digits index into lists."""
     return tuple(int(part) if part.isdigit() else part for part in text.split("."))
 
 
-def resolve(data: Any, path: tuple[str | int, ...]) -> Any:
+def resolve(data: Any, path: FieldPath) -> Any:
     for part in path:
         if isinstance(data, dict):
             data = data.get(part if isinstance(part, str) else str(part), MISSING)

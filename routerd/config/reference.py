@@ -13,7 +13,6 @@ offers no hook there, and no shipped schema combines the two.
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,8 +22,6 @@ import jsonschema.validators
 from jsonschema.exceptions import ValidationError
 
 from routerd.config.regex import compile_regex
-
-log = logging.getLogger(__name__)
 
 Validator = Any  # a jsonschema validator instance; its classes are built dynamically
 

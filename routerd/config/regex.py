@@ -14,14 +14,11 @@ make exponential, so they are refused when the config loads, with a message that
 from __future__ import annotations
 
 import functools
-import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import jsonschema_rs
-
-log = logging.getLogger(__name__)
 
 __all__ = ["LINEAR_ENGINE", "Regex", "RegexError", "compile_regex"]
 

@@ -10,7 +10,6 @@ network: only local files and the bundled meta-schemas can be referenced.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,10 +28,10 @@ from jsonschema_specifications import REGISTRY as META_SCHEMAS
 
 from routerd.config.hints import did_you_mean, readable_message
 from routerd.config.model import ConfigError, Problem
-from routerd.config.paths import absolute, pointer
+from routerd.config.paths import FieldPath, absolute, pointer
 from routerd.config.reference import reference_validator_class
 from routerd.config.regex import RegexError, compile_regex
-from routerd.config.source import Document, PathKey, read_document
+from routerd.config.source import Document, read_document
 from routerd.config.subschemas import (
     ScopedRef,
     iter_refs,
@@ -41,8 +40,6 @@ from routerd.config.subschemas import (
     non_json_values,
     patterns,
 )
-
-log = logging.getLogger(__name__)
 
 __all__ = ["SchemaSet", "check_document", "iter_refs", "iter_subschemas"]
 
@@ -220,7 +217,7 @@ def check_document(schemas: SchemaSet, uri: str, problems: list[Problem]) -> boo
         )
     if len(problems) > before:
         return False
-    seen: set[tuple[PathKey, str]] = set()
+    seen: set[tuple[FieldPath, str]] = set()
     # jsonschema-rs answers "valid?" ~100x faster, which keeps reloads of big configs quick;
     # the Python reference words the errors when there are any.
     valid = _meta_valid(doc.data)

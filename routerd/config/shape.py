@@ -6,7 +6,6 @@ get the key, the value, what was expected and, for a likely typo, the likely int
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from functools import cache
 from importlib import resources
@@ -17,10 +16,8 @@ import yaml
 
 from routerd.config.hints import did_you_mean
 from routerd.config.model import Location, Problem
-from routerd.config.paths import pointer
+from routerd.config.paths import FieldPath, pointer
 from routerd.config.source import Document
-
-log = logging.getLogger(__name__)
 
 _JSON_TYPES = {
     "string": "text",
@@ -50,7 +47,7 @@ def check_shape(doc: Document) -> list[Problem]:
     return problems
 
 
-def _named(data: Any, where: tuple[str | int, ...]) -> str:
+def _named(data: Any, where: FieldPath) -> str:
     """ " (rule 'bulk')" for a path into a list entry that has a name: /rules/2 alone does not
     say which rule to look at."""
     if len(where) >= 2 and where[0] in ("rules", "schemas") and isinstance(where[1], int):
@@ -81,7 +78,7 @@ def _leaves(
 
 
 def _explain(
-    doc: Document, error: jsonschema.ValidationError, where: tuple[str | int, ...]
+    doc: Document, error: jsonschema.ValidationError, where: FieldPath
 ) -> tuple[Location, str]:
     value, schema = error.instance, error.schema if isinstance(error.schema, dict) else {}
     keyword = error.validator

@@ -14,7 +14,6 @@ scalar differently, the document remembers it, and lint says so (`yaml-ambiguous
 from __future__ import annotations
 
 import json
-import logging
 import math
 import re
 from collections.abc import Mapping
@@ -26,10 +25,7 @@ import yaml
 
 from routerd.config.indentation import indentation_hint
 from routerd.config.model import ConfigError, Location, Problem
-
-log = logging.getLogger(__name__)
-
-PathKey = tuple[str | int, ...]
+from routerd.config.paths import FieldPath
 
 # Aliases let a few lines of YAML expand into billions of nodes; a config never needs this many.
 MAX_NODES = 200_000
@@ -42,13 +38,13 @@ class Document:
     path: Path
     text: bytes
     data: Any
-    positions: Mapping[PathKey, Location]
+    positions: Mapping[FieldPath, Location]
     # Where the key of each mapping entry is written, by the entry's path.
-    keys: Mapping[PathKey, Location] = field(default_factory=dict)
+    keys: Mapping[FieldPath, Location] = field(default_factory=dict)
     # Plain scalars that YAML 1.1 tools read differently: (text, value, YAML 1.1's value).
-    ambiguous: Mapping[PathKey, tuple[str, Any, Any]] = field(default_factory=dict)
+    ambiguous: Mapping[FieldPath, tuple[str, Any, Any]] = field(default_factory=dict)
 
-    def locate(self, path: PathKey) -> Location:
+    def locate(self, path: FieldPath) -> Location:
         """The location of the deepest node of `path` that exists, so errors about a
         missing key point at the mapping that lacks it."""
         for end in range(len(path), -1, -1):
@@ -57,7 +53,7 @@ class Document:
                 return found
         return Location(self.path, 1, 1)
 
-    def locate_key(self, path: PathKey) -> Location:
+    def locate_key(self, path: FieldPath) -> Location:
         """The location of the key that holds `path` (`bogus:` rather than its value), for
         problems about the key itself; falls back to `locate`."""
         return self.keys.get(tuple(path)) or self.locate(path)
@@ -208,20 +204,20 @@ class _Builder:
     def __init__(self, loader: yaml.SafeLoader, file: Path) -> None:
         self.loader = loader
         self.file = file
-        self.positions: dict[PathKey, Location] = {}
-        self.keys: dict[PathKey, Location] = {}
+        self.positions: dict[FieldPath, Location] = {}
+        self.keys: dict[FieldPath, Location] = {}
         self.count = 0
         # Nodes being constructed right now: an alias to one of them is a cycle.
         self.active: set[int] = set()
         # Entries that came from a merge key (<<), which the mapping's own keys may override.
-        self.merged: set[PathKey] = set()
+        self.merged: set[FieldPath] = set()
         self.split: dict[int, int] = {}
-        self.ambiguous: dict[PathKey, tuple[str, Any, Any]] = {}
+        self.ambiguous: dict[FieldPath, tuple[str, Any, Any]] = {}
 
     def at(self, mark: yaml.Mark) -> Location:
         return Location(self.file, mark.line + 1, mark.column + 1)
 
-    def construct(self, node: yaml.Node, path: PathKey) -> Any:
+    def construct(self, node: yaml.Node, path: FieldPath) -> Any:
         self.count += 1
         if self.count > MAX_NODES:
             raise _Invalid(
@@ -253,7 +249,7 @@ class _Builder:
             self._compare_with_yaml11(node, value, path)
         return value
 
-    def _compare_with_yaml11(self, node: yaml.ScalarNode, value: Any, path: PathKey) -> None:
+    def _compare_with_yaml11(self, node: yaml.ScalarNode, value: Any, path: FieldPath) -> None:
         text = str(node.value)
         tag = next(
             (
@@ -273,7 +269,7 @@ class _Builder:
         if type(old) is not type(value) or (old != value and value == value):
             self.ambiguous[path] = (text, value, old)
 
-    def _mapping(self, node: yaml.MappingNode, path: PathKey) -> dict[Any, Any]:
+    def _mapping(self, node: yaml.MappingNode, path: FieldPath) -> dict[Any, Any]:
         # Merge keys (<<) are flattened by the constructor; do the same so paths match data.
         # Flattening puts the merged entries first, and the mapping's own keys may override
         # them: only a key written twice in the mapping itself is a duplicate.

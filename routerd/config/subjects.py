@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
-from routerd.config.model import ConfigPath, MatchContext, VersionFacts
+from routerd.config.model import MatchContext, VersionFacts
 from routerd.config.operators import ConditionError
-from routerd.config.paths import MISSING, parse_path, resolve
+from routerd.config.paths import MISSING, FieldPath, parse_path, resolve
 
 
 class _Varies:
@@ -48,7 +48,7 @@ class Subject(ABC):
         """Why `fixed` found a value, in a few words for lint's messages."""
         return None
 
-    def is_field(self, path: tuple[str | int, ...]) -> bool:
+    def is_field(self, path: FieldPath) -> bool:
         """Whether it reads exactly the body field at `path`."""
         return False
 
@@ -56,7 +56,7 @@ class Subject(ABC):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FieldSubject(Subject):
     written: str
-    path: tuple[str | int, ...]
+    path: FieldPath
 
     def read(self, ctx: MatchContext) -> Any:
         return resolve(ctx.body, self.path)
@@ -68,7 +68,7 @@ class FieldSubject(Subject):
     def why_fixed(self) -> str:
         return f"field {self.written} never exists"
 
-    def is_field(self, path: tuple[str | int, ...]) -> bool:
+    def is_field(self, path: FieldPath) -> bool:
         return self.path == path
 
 
@@ -91,7 +91,7 @@ class PropertySubject(Subject):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CountSubject(Subject):
     written: tuple[str, ...]
-    paths: tuple[tuple[str | int, ...], ...]
+    paths: tuple[FieldPath, ...]
 
     def read(self, ctx: MatchContext) -> Any:
         # A missing path, or one that is not a list, counts for nothing.
@@ -109,23 +109,23 @@ class CountSubject(Subject):
         return f"fields {', '.join(self.written)} never exist, so their count is 0"
 
 
-def _field(value: Any, path: ConfigPath) -> Subject:
+def _field(value: Any, path: FieldPath) -> Subject:
     return FieldSubject(text=f"field {value}", written=value, path=_path(value, path))
 
 
-def _header(value: Any, path: ConfigPath) -> Subject:
+def _header(value: Any, path: FieldPath) -> Subject:
     if not isinstance(value, str) or not value:
         raise ConditionError(path, "`header` takes a header name", "condition-invalid")
     return HeaderSubject(text=f"header {value}", name=value)
 
 
-def _property(value: Any, path: ConfigPath) -> Subject:
+def _property(value: Any, path: FieldPath) -> Subject:
     if not isinstance(value, str):
         raise ConditionError(path, "`property` takes an AMQP property name", "condition-invalid")
     return PropertySubject(text=f"property {value}", name=value)
 
 
-def _count(value: Any, path: ConfigPath) -> Subject:
+def _count(value: Any, path: FieldPath) -> Subject:
     if not isinstance(value, list) or not value:
         raise ConditionError(path, "`count` takes a list of field paths", "condition-invalid")
     paths = tuple(_path(p, (*path, i)) for i, p in enumerate(value))
@@ -135,12 +135,12 @@ def _count(value: Any, path: ConfigPath) -> Subject:
 
 
 # Each subject's key in `routes.yaml`, and what checks its value and builds it.
-SUBJECTS: Mapping[str, Callable[[Any, ConfigPath], Subject]] = MappingProxyType(
+SUBJECTS: Mapping[str, Callable[[Any, FieldPath], Subject]] = MappingProxyType(
     {"field": _field, "header": _header, "property": _property, "count": _count}
 )
 
 
-def _path(value: Any, path: ConfigPath) -> tuple[str | int, ...]:
+def _path(value: Any, path: FieldPath) -> FieldPath:
     if not isinstance(value, str) or not value:
         raise ConditionError(path, f"a field path must be text, got {value!r}", "condition-invalid")
     return parse_path(value)

@@ -7,7 +7,6 @@ nor names (the keys of `properties`), so a property called `$ref` is not taken f
 from __future__ import annotations
 
 import datetime
-import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,9 +16,7 @@ from urllib.parse import urljoin
 import referencing.jsonschema
 from referencing import Specification
 
-log = logging.getLogger(__name__)
-
-PathKey = tuple[str | int, ...]
+from routerd.config.paths import FieldPath
 
 _ONE_SCHEMA = (
     "additionalItems",
@@ -39,7 +36,7 @@ _SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
 
 
-def iter_subschemas(node: Any, path: PathKey) -> Iterator[tuple[PathKey, dict[str, Any]]]:
+def iter_subschemas(node: Any, path: FieldPath) -> Iterator[tuple[FieldPath, dict[str, Any]]]:
     """Every subschema of a schema with its path, skipping data (`enum`, `examples`, ...)
     and names (the keys of `properties`), so a property named `$ref` is not a reference."""
     if not isinstance(node, dict):
@@ -49,7 +46,7 @@ def iter_subschemas(node: Any, path: PathKey) -> Iterator[tuple[PathKey, dict[st
         yield from iter_subschemas(child, child_path)
 
 
-def iter_refs(node: Any, path: PathKey) -> Iterator[tuple[PathKey, str]]:
+def iter_refs(node: Any, path: FieldPath) -> Iterator[tuple[FieldPath, str]]:
     for where, schema in iter_subschemas(node, path):
         ref = schema.get("$ref")
         if isinstance(ref, str):
@@ -60,7 +57,7 @@ def iter_refs(node: Any, path: PathKey) -> Iterator[tuple[PathKey, str]]:
 class ScopedRef:
     """A `$ref` or `$dynamicRef`, with the base URI it resolves against."""
 
-    path: PathKey  # of the subschema that holds it
+    path: FieldPath  # of the subschema that holds it
     keyword: str
     ref: str
     base: str
@@ -71,7 +68,7 @@ class ScopedRef:
 
 
 def iter_scoped_refs(
-    node: Any, path: PathKey, base: str, specification: Specification[Any]
+    node: Any, path: FieldPath, base: str, specification: Specification[Any]
 ) -> Iterator[ScopedRef]:
     """Every reference in a schema with the base URI in force where it stands: an `$id`
     (`id` in draft 4) starts a new base for everything under it, as the draft says."""
@@ -91,7 +88,7 @@ def iter_scoped_refs(
         yield from iter_scoped_refs(child, child_path, base, specification)
 
 
-def _children(node: dict[str, Any], path: PathKey) -> Iterator[tuple[PathKey, dict[str, Any]]]:
+def _children(node: dict[str, Any], path: FieldPath) -> Iterator[tuple[FieldPath, dict[str, Any]]]:
     for key in _ONE_SCHEMA:
         if isinstance(node.get(key), dict):
             yield (*path, key), node[key]
@@ -107,7 +104,7 @@ def _children(node: dict[str, Any], path: PathKey) -> Iterator[tuple[PathKey, di
                     yield (*path, key, name), item
 
 
-def patterns(data: Any) -> Iterator[tuple[PathKey, str]]:
+def patterns(data: Any) -> Iterator[tuple[FieldPath, str]]:
     for path, schema in iter_subschemas(data, ()):
         if isinstance(schema.get("pattern"), str):
             yield (*path, "pattern"), schema["pattern"]
@@ -117,7 +114,7 @@ def patterns(data: Any) -> Iterator[tuple[PathKey, str]]:
                     yield (*path, "patternProperties", regex), regex
 
 
-def non_json_values(node: Any, path: PathKey) -> Iterator[tuple[PathKey, Any]]:
+def non_json_values(node: Any, path: FieldPath) -> Iterator[tuple[FieldPath, Any]]:
     # YAML's explicit tags (!!timestamp, !!binary, !!set) and `.inf`/`.nan` make values
     # that JSON cannot hold, and the validator refuses them.
     if isinstance(node, dict):

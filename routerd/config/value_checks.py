@@ -8,7 +8,6 @@ never holds, and nothing at run time says so: the request just goes elsewhere.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +23,6 @@ from routerd.config.subjects import FieldSubject
 if TYPE_CHECKING:
     from routerd.config.checks import Context
 
-log = logging.getLogger(__name__)
 
 # Operators whose argument is a value (or values) the field itself must equal.
 _EQUALITY = ("equals", "in")

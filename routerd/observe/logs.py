@@ -12,8 +12,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-log = logging.getLogger(__name__)
-
 LogFormat = Literal["text", "json"]
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is

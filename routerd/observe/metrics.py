@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 
 import prometheus_client
@@ -10,8 +9,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from routerd.config.model import RouteTable
 from routerd.delivery.outcome import Settlement
-
-log = logging.getLogger(__name__)
 
 # Routing one send request takes tens of microseconds in the pipeline, but the time the
 # daemon measures includes waiting for the broker's publish confirm, which under load or

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterable, Mapping, Sequence
 from enum import IntEnum, StrEnum
 from importlib import resources
@@ -22,8 +21,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from routerd.config.model import Location, Problem
-
-log = logging.getLogger(__name__)
 
 # Bumped when a key changes meaning or goes away; new keys keep the version.
 FORMAT_VERSION = 1

@@ -7,15 +7,12 @@ start from the same default properties and accept the same names and value forms
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from routerd.pipeline.envelope import AMQP_PROPERTIES
-
-log = logging.getLogger(__name__)
 
 DEFAULT_PROPERTIES: Mapping[str, Any] = {"content_type": "application/json"}
 # AMQP basic properties a send request can carry (headers are given apart).

@@ -45,7 +45,8 @@ import jsonschema
 from routerd.config.hints import did_you_mean
 from routerd.config.loader import load
 from routerd.config.model import ConfigError, Location, Problem, RouteTable
-from routerd.config.source import Document, PathKey, read_document
+from routerd.config.paths import FieldPath
+from routerd.config.source import Document, read_document
 from routerd.ops.common import (
     Command,
     ExitCode,
@@ -133,7 +134,7 @@ class RouteCase:
 
 
 class CaseError(Exception):
-    def __init__(self, path: PathKey, message: str) -> None:
+    def __init__(self, path: FieldPath, message: str) -> None:
         self.path, self.message = path, message
         super().__init__(message)
 
@@ -348,7 +349,7 @@ def _request_from(base: Path, reference: str, sources: dict[Path, Document]) -> 
     return node
 
 
-def _reject_yaml_only_values(value: Any, path: PathKey) -> None:
+def _reject_yaml_only_values(value: Any, path: FieldPath) -> None:
     # YAML turns unquoted dates into date objects, which JSON has no form for; guessing a
     # text form would test a different request than the one written.
     if isinstance(value, datetime.date):

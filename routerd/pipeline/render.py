@@ -6,7 +6,7 @@ import zlib
 from typing import Any
 
 from routerd.config.model import Target
-from routerd.config.paths import MISSING, resolve
+from routerd.config.paths import MISSING, FieldPath, resolve
 
 MAX_ROUTING_KEY_BYTES = 255
 
@@ -44,7 +44,7 @@ def render_routing_key(
     return key
 
 
-def _field(body: dict[str, Any], path: tuple[str | int, ...]) -> str:
+def _field(body: dict[str, Any], path: FieldPath) -> str:
     value = resolve(body, path)
     name = ".".join(map(str, path))
     if value is MISSING or value is None:

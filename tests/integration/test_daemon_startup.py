@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from routerd.config.loader import load
-from routerd.daemon import EXIT_STARTUP, Daemon, serve_async
+from routerd.daemon import Daemon, ServeExit, serve_async
 from routerd.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -39,7 +39,7 @@ async def test_a_broken_config_stops_the_start_with_lint_output(isolated_config:
     break_config(isolated_config)
     err = io.StringIO()
     code = await serve_async(Settings(config_path=isolated_config, http_port=0), err=err)
-    assert code == EXIT_STARTUP
+    assert code == ServeExit.STARTUP
     lines = err.getvalue().splitlines()
     assert lines[0].startswith(f"{isolated_config}:")
     assert ": error: " in lines[0] and "nowhere" in lines[0]
@@ -49,7 +49,7 @@ async def test_a_broken_config_stops_the_start_with_lint_output(isolated_config:
 async def test_a_missing_config_stops_the_start(tmp_path: Path) -> None:
     err = io.StringIO()
     code = await serve_async(Settings(config_path=tmp_path / "nope.yaml", http_port=0), err=err)
-    assert code == EXIT_STARTUP
+    assert code == ServeExit.STARTUP
     assert "nope.yaml" in err.getvalue()
 
 
@@ -62,7 +62,7 @@ async def test_an_http_address_in_use_stops_the_start(isolated_config: Path) -> 
         settings = Settings(config_path=isolated_config, http_port=port, amqp_url=UNREACHABLE)
         with anyio.fail_after(10):
             code = await serve_async(settings, err=err)
-    assert code == EXIT_STARTUP
+    assert code == ServeExit.STARTUP
     assert "already in use" in err.getvalue()
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from routerd.config.loader import load
 from routerd.config.model import ConfigError, Problem
-from routerd.daemon import EXIT_STARTUP, serve_async
+from routerd.daemon import ServeExit, serve_async
 from routerd.observe import Metrics
 from routerd.ops.lint import lint
 from routerd.reload import Reloader, TableHolder
@@ -93,7 +93,7 @@ async def test_serve_does_not_start_on_a_config_lint_rejects(case: str) -> None:
     # An unreachable broker: the refusal must come before any connection attempt.
     settings = Settings(config_path=config, http_port=0, amqp_url="amqp://u:p@127.0.0.1:1/")
     with anyio.fail_after(30):  # a started daemon would retry the broker for ever
-        assert await serve_async(settings, err=err) == EXIT_STARTUP
+        assert await serve_async(settings, err=err) == ServeExit.STARTUP
     printed = err.getvalue().splitlines()
     for file, line, column, code, message in lint_problems(config, "error"):
         where = f"{file}:{line}:{column}: error: " if line else f"{file}: error: "
