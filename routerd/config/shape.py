@@ -12,6 +12,7 @@ from importlib import resources
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
 import yaml
 
 from routerd.config.hints import did_you_mean
@@ -31,13 +32,30 @@ _JSON_TYPES = {
 
 
 @cache
-def config_schema() -> jsonschema.protocols.Validator:
+def _config_schema_document() -> dict[str, Any]:
     text = resources.files("routerd.config").joinpath("routes.schema.yaml").read_text()
-    return jsonschema.Draft202012Validator(yaml.safe_load(text))
+    document: dict[str, Any] = yaml.safe_load(text)
+    return document
+
+
+@cache
+def config_schema() -> jsonschema.protocols.Validator:
+    return jsonschema.Draft202012Validator(_config_schema_document())
+
+
+@cache
+def _fast_check() -> Any:
+    # jsonschema-rs says "valid?" many times faster; the Python validator words the errors.
+    return jsonschema_rs.validator_for(_config_schema_document(), validate_formats=False)
 
 
 def check_shape(doc: Document) -> list[Problem]:
     """Every way the config breaks its own schema, each at the key or value concerned."""
+    try:
+        if _fast_check().is_valid(doc.data):
+            return []
+    except (ValueError, TypeError):
+        pass  # a value jsonschema-rs cannot take (a YAML date): the reference says why
     problems = []
     for error in _leaves(config_schema().iter_errors(doc.data)):
         where = tuple(error.absolute_path)

@@ -81,7 +81,18 @@ def read_document(path: Path) -> Document:
 
 
 def _read_yaml(path: Path, text: bytes, decoded: str) -> Document:
-    loader = Yaml12Loader(decoded)
+    if _FastLoader is not None:
+        # libyaml parses a large config several times faster, which keeps reloads quick;
+        # any failure is read again by the Python parser, whose messages lint promises.
+        try:
+            return _read_yaml_with(_FastLoader, path, text, decoded)
+        except ConfigError:
+            pass
+    return _read_yaml_with(Yaml12Loader, path, text, decoded)
+
+
+def _read_yaml_with(loader_class: type[Any], path: Path, text: bytes, decoded: str) -> Document:
+    loader = loader_class(decoded)
     builder = _Builder(loader, path)
     try:
         node = loader.get_single_node()
@@ -197,6 +208,18 @@ def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
 Yaml12Loader.add_constructor(_INT, _construct_int)
 Yaml12Loader.add_constructor(_FLOAT, _construct_float)
 
+# The libyaml classes are untyped C extension types: Any is all there is to say.
+_FastLoader: type[Any] | None = None
+if getattr(yaml, "__with_libyaml__", False):
+
+    class _Yaml12CLoader(yaml.CSafeLoader):
+        """The same YAML 1.2 reading on libyaml's parser."""
+
+        yaml_implicit_resolvers = Yaml12Loader.yaml_implicit_resolvers
+        yaml_constructors = Yaml12Loader.yaml_constructors
+
+    _FastLoader = _Yaml12CLoader
+
 
 class _Builder:
     """Constructs plain data from the node tree, recording where every node and key was."""
@@ -245,7 +268,8 @@ class _Builder:
             finally:
                 self.active.discard(id(node))
         value = self.loader.construct_object(node, deep=True)
-        if isinstance(node, yaml.ScalarNode) and node.style is None:
+        # Plain scalars: PyYAML says style None, libyaml says "".
+        if isinstance(node, yaml.ScalarNode) and not node.style:
             self._compare_with_yaml11(node, value, path)
         return value
 

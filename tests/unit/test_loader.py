@@ -550,3 +550,33 @@ def test_problems_print_as_file_line_column() -> None:
         "message": "bad",
         "code": "x",
     }
+
+
+def test_libyaml_and_python_read_every_shipped_and_corpus_file_alike() -> None:
+    # libyaml parses large configs faster; what it builds must be what the Python parser
+    # builds, positions and YAML 1.1 ambiguities included.
+    from routerd.config import source
+
+    if source._FastLoader is None:
+        pytest.skip("PyYAML was built without libyaml")
+    files = [
+        *ROOT.glob("config/**/*.yaml"),
+        *ROOT.glob("schemas/*.yaml"),
+        *ROOT.glob("tests/lint_corpus/**/*.yaml"),
+    ]
+    compared = 0
+    for file in files:
+        text = file.read_bytes()
+        try:
+            slow = source._read_yaml_with(source.Yaml12Loader, file, text, text.decode())
+        except ConfigError:
+            continue
+        fast = source._read_yaml_with(source._FastLoader, file, text, text.decode())
+        assert (fast.data, fast.positions, fast.keys, fast.ambiguous) == (
+            slow.data,
+            slow.positions,
+            slow.keys,
+            slow.ambiguous,
+        ), file
+        compared += 1
+    assert compared > 50
