@@ -1,0 +1,149 @@
+"""`Publisher`: send requests to routerd's source, each one confirmed by the broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from routerd.amqp.connection import BrokerUnavailable as ConnectFailed
+from routerd.amqp.options import BrokerOptions
+from routerd.amqp.sender import SourceSender
+from routerd.client._request import prepare
+from routerd.client.errors import (
+    BrokerUnavailable,
+    NotConfirmed,
+    NotConfirmedCause,
+    PublishError,
+    Unroutable,
+)
+from routerd.config.loader import load
+from routerd.config.model import RouteTable
+from routerd.delivery.errors import PublishFailed
+from routerd.delivery.errors import Unroutable as Returned
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_PUBLISH_TIMEOUT = 10.0
+DEFAULT_MAX_IN_FLIGHT = 64
+
+
+class Publisher:
+    """Publishes send requests to the source queue: persistent, mandatory, confirmed.
+
+    With `config` (a routes.yaml, loaded as `routerd serve` loads it; a config `routerd lint`
+    rejects raises `ConfigError`), every request is first run through routerd's own
+    `decide`, and one routerd would reject raises `RequestInvalid` without being sent; the
+    source queue is the config's. Without it, `queue` names the queue and requests are only
+    published.
+
+    `connect_timeout` bounds how long a send waits for a connection (attempts are retried
+    with backoff and jitter within it) before `BrokerUnavailable`; `publish_timeout` how long
+    it waits for the broker's confirm before `NotConfirmed`. Use it as an async context
+    manager; one Publisher serves any number of concurrent sends on its event loop.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        config: str | Path | None = None,
+        queue: str | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT,
+        app_id: str | None = None,
+    ) -> None:
+        self.table: RouteTable | None = load(Path(config)) if config is not None else None
+        if self.table is not None:
+            if queue is not None and queue != self.table.source.queue:
+                raise ValueError(
+                    f"queue={queue!r} differs from the config's source "
+                    f"{self.table.source.queue!r}: give one of them"
+                )
+            queue = self.table.source.queue
+        if not queue:
+            raise ValueError("say where to publish: config=<routes.yaml> or queue=<name>")
+        self.queue = queue
+        self.app_id = app_id
+        options = BrokerOptions.from_url(url, publish_timeout=publish_timeout)
+        self._options = options
+        self._sender = SourceSender(options, queue, ready_timeout=connect_timeout)
+
+    async def __aenter__(self) -> Publisher:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Connect now; raises BrokerUnavailable when that fails within the connect timeout."""
+        try:
+            await self._sender.open()
+        except ConnectFailed as exc:
+            raise BrokerUnavailable(self._options.redacted_url, str(exc.cause)) from None
+
+    async def close(self) -> None:
+        await self._sender.close()
+
+    async def send(
+        self, request: Mapping[str, Any], *, headers: Mapping[str, Any] | None = None
+    ) -> str:
+        """Publish one send request (its JSON body as a mapping); return its message_id once
+        the broker confirmed it. `headers` are extra AMQP headers to send with it.
+
+        Raises `RequestInvalid`, `Unroutable`, `NotConfirmed` or `BrokerUnavailable`.
+        """
+        prepared = prepare(request, self.table, headers=headers, app_id=self.app_id)
+        try:
+            await self._sender.publish(prepared.body, prepared.headers, prepared.properties)
+        except Returned as exc:
+            raise Unroutable(prepared.message_id, self.queue, exc.reply) from None
+        except PublishFailed as exc:
+            cause = NotConfirmedCause(exc.cause.value)
+            raise NotConfirmed(prepared.message_id, cause, exc.detail) from None
+        except ConnectFailed as exc:
+            raise BrokerUnavailable(self._options.redacted_url, str(exc.cause)) from None
+        return prepared.message_id
+
+    async def send_many(
+        self,
+        requests: Iterable[Mapping[str, Any]],
+        *,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    ) -> list[str | PublishError]:
+        """Publish many send requests, at most `max_in_flight` unconfirmed at a time.
+
+        Returns one result per request, in order: its message_id, or the `PublishError` it
+        failed with (one failure does not stop the others). `requests` is read lazily, so a
+        generator keeps memory bounded by `max_in_flight` requests.
+        """
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        results: list[str | PublishError] = []
+        slots = asyncio.Semaphore(max_in_flight)
+
+        async def one(index: int, request: Mapping[str, Any]) -> None:
+            try:
+                results[index] = await self.send(request)
+            except PublishError as exc:
+                results[index] = exc
+            finally:
+                slots.release()
+
+        async with asyncio.TaskGroup() as group:
+            for index, request in enumerate(requests):
+                await slots.acquire()
+                results.append(_PENDING)
+                group.create_task(one(index, request))
+        return results
+
+
+# A placeholder each result slot holds until its send finishes; never returned.
+_PENDING = PublishError("pending")
