@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import aiormq
 import anyio
 import orjson
 import pytest
@@ -14,6 +15,8 @@ import pytest
 from routerd.client import (
     BlockingPublisher,
     BrokerUnavailable,
+    NotConfirmed,
+    NotConfirmedCause,
     Publisher,
     PublishError,
     RequestInvalid,
@@ -23,7 +26,16 @@ from routerd.config.loader import load
 from routerd.pipeline.decide import decide
 from routerd.pipeline.envelope import Envelope
 from tests.factories import encode, expected_category, invalid_v1, valid_v1, valid_v2
-from tests.harness import Broker, QueueNames, Received, free_port, running_daemon
+from tests.harness import (
+    Broker,
+    QueueNames,
+    Received,
+    close_connections,
+    free_port,
+    rabbitmqctl,
+    running_daemon,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 
@@ -241,3 +253,59 @@ async def test_client_to_routerd_serve_to_the_targets(
         assert message.headers["x-trace"] == f"t{i}"
         assert message.headers["x-schema-version"] == str(request["schema_version"])
         assert message.headers["x-category"] == expected_category(request)
+
+
+async def declare_full_queue(amqp_url: str, queue: str) -> None:
+    """A queue that refuses every publish (length 0, reject-publish): the broker nacks."""
+    connection = await aiormq.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        arguments = {"x-max-length": 0, "x-overflow": "reject-publish"}
+        await channel.queue_declare(queue, durable=True, arguments=arguments)
+    finally:
+        await connection.close()
+
+
+async def test_a_nacked_publish_raises_not_confirmed(
+    amqp_url: str, broker: Broker, unique: str
+) -> None:
+    queue = f"client.full.{unique}"
+    await declare_full_queue(amqp_url, queue)
+    broker.track(queues=[queue])
+    with anyio.fail_after(30):
+        async with Publisher(amqp_url, queue=queue) as pub:
+            with pytest.raises(NotConfirmed) as caught:
+                await pub.send(valid_v1(6))
+            results = await pub.send_many([valid_v1(7), valid_v1(8)])
+    assert caught.value.cause is NotConfirmedCause.NACK
+    assert caught.value.message_id == "msg-6"
+    assert all(isinstance(r, NotConfirmed) for r in results)
+
+
+async def connections_named(name: str) -> list[str]:
+    listing = await anyio.to_thread.run_sync(
+        rabbitmqctl, "list_connections", "--no-table-headers", "pid", "client_properties"
+    )
+    return [line.split("\t")[0] for line in listing.splitlines() if name in line]
+
+
+async def test_the_publisher_reconnects_after_losing_the_broker(
+    amqp_url: str, isolated_config: Path, broker: Broker, names: QueueNames, unique: str
+) -> None:
+    await broker.declare_queue(names.source)
+    name = f"client-test-{unique}"
+    with anyio.fail_after(60):
+        async with Publisher(f"{amqp_url}?name={name}", config=isolated_config) as pub:
+            await pub.send(valid_v1(30))
+            lost = await wait_for(
+                lambda: connections_named(name), bool, within=20, what=f"connection {name}"
+            )
+            assert await close_connections(lost, "client reconnect test") == 1
+            await wait_for(
+                lambda: connections_named(name), lambda c: c != lost, within=20, what="the close"
+            )
+            await pub.send(valid_v1(31))
+            results = await pub.send_many([valid_v1(32), valid_v1(33)])
+        got = await broker.drain(names.source, 4)
+    assert results == ["msg-32", "msg-33"]
+    assert [r.properties["message_id"] for r in got] == [f"msg-{i}" for i in range(30, 34)]

@@ -1,0 +1,170 @@
+"""`routerd.client` without a broker: preparing a request, the config's verdict, the errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+import routerd.client
+from routerd.client import (
+    BrokerUnavailable,
+    ConfigError,
+    NotConfirmed,
+    NotConfirmedCause,
+    Publisher,
+    PublishError,
+    Reason,
+    ReasonCode,
+    RequestInvalid,
+    Unroutable,
+)
+from routerd.client._request import prepare
+from routerd.config.loader import load
+from routerd.delivery.errors import PublishFailure
+from routerd.pipeline.decide import decide
+from routerd.pipeline.envelope import Envelope
+from tests.factories import invalid_v1, valid_v1, valid_v2
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "config" / "routes.yaml"
+URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def test_a_missing_message_id_is_filled_in_body_and_property_not_in_the_callers_dict() -> None:
+    request = {k: v for k, v in valid_v1(1).items() if k != "message_id"}
+    prepared = prepare(request, None)
+    assert len(prepared.message_id) == 32 and int(prepared.message_id, 16) >= 0
+    assert orjson.loads(prepared.body)["message_id"] == prepared.message_id
+    assert prepared.properties["message_id"] == prepared.message_id
+    assert "message_id" not in request
+    assert prepare(request, None).message_id != prepared.message_id
+
+
+def test_a_given_message_id_is_kept_and_the_properties_are_set() -> None:
+    prepared = prepare(valid_v2(2), None, headers={"x-trace": "t"}, app_id="api")
+    assert prepared.message_id == "msg-v2-2"
+    assert prepared.properties == {
+        "content_type": "application/json",
+        "delivery_mode": 2,
+        "message_id": "msg-v2-2",
+        "app_id": "api",
+    }
+    assert prepared.headers == {"x-trace": "t", "x-schema-version": "2"}
+    assert orjson.loads(prepared.body) == valid_v2(2)
+
+
+def test_the_version_header_is_the_one_the_config_names() -> None:
+    table = load(CONFIG)
+    assert table.schema_version.header == "x-schema-version"
+    prepared = prepare(valid_v1(3), table)
+    assert prepared.headers == {"x-schema-version": "1"}
+
+
+@pytest.mark.parametrize("version", [None, True, 1.5, [1]])
+def test_a_version_that_is_not_plain_is_left_to_routerd(version: Any) -> None:
+    # The header would win over the body field and hide what is wrong with it.
+    prepared = prepare(valid_v1(4, schema_version=version), None)
+    assert "x-schema-version" not in prepared.headers
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_with_a_config_an_invalid_request_raises_decides_reasons(seed: int) -> None:
+    table = load(CONFIG)
+    request = invalid_v1(seed)
+    with pytest.raises(RequestInvalid) as caught:
+        prepare(request, table)
+    properties = {"content_type": "application/json", "message_id": request["message_id"]}
+    expected = decide(table, Envelope(orjson.dumps(request), {"x-schema-version": "1"}, properties))
+    assert caught.value.reasons == expected.reasons and expected.reasons
+    assert str(caught.value).startswith(f"request {request['message_id']} is invalid")
+
+
+def test_an_unknown_version_is_refused_with_routerds_reason() -> None:
+    with pytest.raises(RequestInvalid) as caught:
+        prepare(valid_v1(5, schema_version=9), load(CONFIG))
+    assert [r.code for r in caught.value.reasons] == [ReasonCode.UNKNOWN_SCHEMA_VERSION]
+
+
+def test_a_request_that_is_not_json_is_invalid_even_without_a_config() -> None:
+    with pytest.raises(RequestInvalid) as caught:
+        prepare(valid_v1(6, metadata={"when": object()}), None)
+    assert [r.code for r in caught.value.reasons] == [ReasonCode.INVALID_JSON]
+
+
+def test_a_message_id_that_is_not_text_is_invalid() -> None:
+    with pytest.raises(RequestInvalid) as caught:
+        prepare(valid_v1(7, message_id=7), None)
+    assert caught.value.as_dicts()[0]["pointer"] == "/message_id"
+    with pytest.raises(RequestInvalid) as by_schema:
+        prepare(valid_v1(7, message_id=7), load(CONFIG))
+    assert by_schema.value.reasons[0].keyword == "type"
+
+
+def test_a_request_must_be_a_mapping() -> None:
+    with pytest.raises(TypeError, match="mapping"):
+        prepare(b"{}", None)  # type: ignore[arg-type]
+
+
+def test_a_config_lint_rejects_is_refused(tmp_path: Path) -> None:
+    broken = tmp_path / "routes.yaml"
+    broken.write_text(CONFIG.read_text().replace("target: transactional", "target: nowhere"))
+    with pytest.raises(ConfigError):
+        Publisher(URL, config=broken)
+
+
+def test_the_queue_comes_from_the_config_or_the_argument() -> None:
+    assert Publisher(URL, config=CONFIG).queue == "email.send"
+    assert Publisher(URL, queue="q").queue == "q"
+    with pytest.raises(ValueError, match=r"config=<routes\.yaml> or queue=<name>"):
+        Publisher(URL)
+    with pytest.raises(ValueError, match="differs"):
+        Publisher(URL, config=CONFIG, queue="other")
+
+
+@pytest.mark.anyio
+async def test_send_many_needs_room_for_one() -> None:
+    with pytest.raises(ValueError, match="max_in_flight"):
+        await Publisher(URL, queue="q").send_many([], max_in_flight=0)
+
+
+def test_every_error_is_a_publish_error_with_a_helpful_message() -> None:
+    reasons = [Reason(ReasonCode.SCHEMA_VIOLATION, f"problem {i}", pointer="/to") for i in range(5)]
+    errors: list[PublishError] = [
+        RequestInvalid("m1", reasons),
+        Unroutable("m2", "email.send", "NO_ROUTE"),
+        NotConfirmed("m3", NotConfirmedCause.NACK),
+        BrokerUnavailable("amqp://guest:***@host:5672/", "gave up after 10s"),
+    ]
+    texts = [str(e) for e in errors]
+    assert texts[0] == (
+        "request m1 is invalid, routerd would reject it: schema_violation at /to: problem 0; "
+        "schema_violation at /to: problem 1; schema_violation at /to: problem 2 (and 2 more)"
+    )
+    assert "no queue 'email.send'" in texts[1] and "NO_ROUTE" in texts[1]
+    assert texts[2].startswith("request m3 was not confirmed by the broker: nack")
+    assert texts[3] == "cannot reach the broker at amqp://guest:***@host:5672/: gave up after 10s"
+
+
+def test_not_confirmed_causes_match_the_publishers_failures() -> None:
+    # The client maps PublishFailure onto NotConfirmedCause by value.
+    failures = {f.value for f in PublishFailure} - {PublishFailure.UNROUTABLE.value}
+    assert failures == {c.value for c in NotConfirmedCause}
+
+
+def test_the_public_surface() -> None:
+    assert set(routerd.client.__all__) == {
+        "BlockingPublisher",
+        "BrokerUnavailable",
+        "ConfigError",
+        "NotConfirmed",
+        "NotConfirmedCause",
+        "PublishError",
+        "Publisher",
+        "Reason",
+        "ReasonCode",
+        "RequestInvalid",
+        "Unroutable",
+    }
