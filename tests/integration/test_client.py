@@ -3,6 +3,7 @@ bulk sends, the blocking facade from many threads, and client -> routerd serve -
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from routerd.pipeline.decide import decide
 from routerd.pipeline.envelope import Envelope
 from tests.factories import encode, expected_category, invalid_v1, valid_v1, valid_v2
 from tests.harness import (
+    ROOT,
     Broker,
     QueueNames,
     Received,
@@ -309,3 +311,34 @@ async def test_the_publisher_reconnects_after_losing_the_broker(
         got = await broker.drain(names.source, 4)
     assert results == ["msg-32", "msg-33"]
     assert [r.properties["message_id"] for r in got] == [f"msg-{i}" for i in range(30, 34)]
+
+
+def doc_examples() -> list[str]:
+    text = (ROOT / "docs" / "client.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    runnable = ("asyncio.run(", "with BlockingPublisher")
+    return [block for block in blocks if any(mark in block for mark in runnable)]
+
+
+async def test_the_examples_in_docs_client_md_run(
+    amqp_url: str,
+    isolated_config: Path,
+    broker: Broker,
+    names: QueueNames,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await broker.declare_queue(names.source)
+    examples = doc_examples()
+    assert len(examples) == 4
+    with anyio.fail_after(60):
+        for example in examples:
+            code = example.replace("config/routes.yaml", str(isolated_config))
+            code = code.replace('queue="email.send"', f"queue={names.source!r}")
+            code = code.replace("amqp://guest:guest@127.0.0.1:5672/", amqp_url)
+            await anyio.to_thread.run_sync(exec, compile(code, "docs/client.md", "exec"), {})
+        out = capsys.readouterr().out
+    assert "accepted " in out and "schema_violation" in out
+    assert "2000 confirmed, 0 failed" in out
+    assert out.count("(202, {'message_id': ") == 4 and "[RequestInvalid(" in out
+    # one accepted + 2,000 + four threads + one without a config
+    assert await broker.depth(names.source) == 2006
