@@ -94,7 +94,7 @@ class SourceSender:
             except PublishFailed as exc:
                 if exc.cause is not PublishFailure.CHANNEL_CLOSED or attempt == 2:
                     raise
-                log.warning("lost the broker during a publish, sending it again", exc_info=False)
+                log.warning("lost the broker during a publish, sending it again")
 
     async def close(self) -> None:
         self._closed = True

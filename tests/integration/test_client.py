@@ -236,8 +236,13 @@ async def test_client_to_routerd_serve_to_the_targets(
                 ids = [
                     await pub.send(r, headers={"x-trace": f"t{i}"}) for i, r in enumerate(requests)
                 ]
-                with pytest.raises(RequestInvalid):
+                with pytest.raises(RequestInvalid) as refused:
                     await pub.send(invalid_v1(3))
+            # The same invalid request sent without a config: routerd rejects it with the
+            # very reasons the client gave.
+            async with Publisher(amqp_url, queue=names.source) as plain_pub:
+                await plain_pub.send(invalid_v1(3))
+            (rejected,) = await broker.drain(names.rejected, 1)
             by_queue = {
                 queue: sum(names.of_category(expected_category(r)) == queue for r in requests)
                 for queue in (names.transactional, names.bulk)
@@ -247,6 +252,8 @@ async def test_client_to_routerd_serve_to_the_targets(
                 for message in await broker.drain(queue, count):
                     got[message.properties["message_id"]] = message
     assert await broker.depth(names.rejected) == 0
+    assert rejected.properties["message_id"] == "msg-3"
+    assert rejected.headers["x-rejected-reasons"] == refused.value.as_dicts()
     for i, (request, message_id) in enumerate(zip(requests, ids, strict=True)):
         message = got[message_id]
         assert message.queue == names.of_category(expected_category(request))

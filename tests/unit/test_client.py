@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 import routerd.client
+from routerd.amqp.connection import BrokerUnavailable as ConnectFailed
 from routerd.client import (
     BrokerUnavailable,
     ConfigError,
@@ -23,7 +24,8 @@ from routerd.client import (
 )
 from routerd.client._request import prepare
 from routerd.config.loader import load
-from routerd.delivery.errors import PublishFailure
+from routerd.delivery.errors import PublishFailed, PublishFailure
+from routerd.delivery.errors import Unroutable as Returned
 from routerd.pipeline.decide import decide
 from routerd.pipeline.envelope import Envelope
 from tests.factories import invalid_v1, valid_v1, valid_v2
@@ -168,3 +170,49 @@ def test_the_public_surface() -> None:
         "RequestInvalid",
         "Unroutable",
     }
+
+
+class FailingSender:
+    """Stands in for the AMQP sender: raises what the broker adapter would."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def publish(self, *args: object) -> None:
+        raise self.error
+
+    async def open(self) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "expected", "cause"),
+    [
+        (Returned("", "email.send", "NO_ROUTE"), Unroutable, None),
+        (PublishFailed(PublishFailure.NACK, "", "q"), NotConfirmed, NotConfirmedCause.NACK),
+        (PublishFailed(PublishFailure.TIMEOUT, "", "q"), NotConfirmed, NotConfirmedCause.TIMEOUT),
+        (
+            PublishFailed(PublishFailure.CHANNEL_CLOSED, "", "q"),
+            NotConfirmed,
+            NotConfirmedCause.CHANNEL_CLOSED,
+        ),
+        (PublishFailed(PublishFailure.ERROR, "", "q"), NotConfirmed, NotConfirmedCause.ERROR),
+        (ConnectFailed("amqp://guest:pw@h/", "refused"), BrokerUnavailable, None),
+    ],
+)
+@pytest.mark.anyio
+async def test_the_broker_adapters_errors_become_client_errors(
+    error: Exception, expected: type[PublishError], cause: NotConfirmedCause | None
+) -> None:
+    pub = Publisher("amqp://guest:pw@h/", queue="email.send")
+    pub._sender = FailingSender(error)  # type: ignore[assignment]
+    with pytest.raises(expected) as caught:
+        await pub.send(valid_v1(1))
+    assert "pw" not in str(caught.value)
+    if isinstance(caught.value, NotConfirmed):
+        assert caught.value.cause is cause and caught.value.message_id == "msg-1"
+    results = await pub.send_many([valid_v1(2), valid_v1(3)])
+    assert [type(r) for r in results] == [expected, expected]
+    if expected is BrokerUnavailable:
+        with pytest.raises(BrokerUnavailable):
+            await pub.connect()
