@@ -16,7 +16,7 @@ from typing import Any
 
 from routerd.config.fields import FieldOracle
 from routerd.config.model import Condition, Location, Problem, Rule, Verdict
-from routerd.config.paths import FieldPath
+from routerd.config.paths import MISSING, FieldPath
 from routerd.config.source import Document
 
 
@@ -58,6 +58,15 @@ class SchemaFacts:
 
     def never_has(self, path: FieldPath) -> bool:
         return self.oracle is not None and self.oracle.facts(path).presence == "forbidden"
+
+    def possible_values(self, path: FieldPath) -> list[Any] | None:
+        if self.oracle is None:
+            return None
+        allowed = self.oracle.allowed_values(path)
+        if allowed is None:
+            return None
+        always = self.oracle.facts(path).presence == "required"
+        return allowed if always else [*allowed, MISSING]
 
 
 class Analysis:

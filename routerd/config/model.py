@@ -184,6 +184,11 @@ class VersionFacts(Protocol):
         """Whether no valid request of this version has a value at this body path."""
         ...
 
+    def possible_values(self, path: FieldPath) -> list[Any] | None:
+        """Every value a valid request can have at this body path (MISSING among them
+        when it may lack it), or None when the schema does not restrict it to a list."""
+        ...
+
 
 # For every valid request of a version a condition holds (True), never holds (False), or
 # it depends on the request (None).

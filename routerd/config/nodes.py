@@ -8,6 +8,7 @@ methods and never ask which class a node is, so a new kind of node is one class 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,9 +160,21 @@ class Leaf(Condition):
 
     def verdict(self, facts: VersionFacts) -> Verdict:
         value = self.subject.fixed(facts)
-        return None if value is VARIES else self.answer(value)
+        if value is not VARIES:
+            return self.answer(value)
+        # The schema may hold the value to a short list (enum, const): then the answer for
+        # every value it allows is the answer for every valid request.
+        possible = self.subject.possible(facts)
+        if possible is None:
+            return None
+        answers = {self.answer(v) for v in possible}
+        return answers.pop() if len(answers) == 1 else None
 
     def why_false(self, facts: VersionFacts) -> str:
+        if self.subject.fixed(facts) is VARIES and (possible := self.subject.possible(facts)):
+            shown = ["missing" if v is MISSING else json.dumps(v) for v in possible]
+            listed = ", ".join(shown[:-1]) + f" or {shown[-1]}" if len(shown) > 1 else shown[0]
+            return f"{self.subject.text} can only be {listed} (the schema's enum or const)"
         return self.subject.why_fixed() or Condition.why_false(self, facts)
 
     def guarantees(self, path: FieldPath) -> bool:

@@ -48,6 +48,11 @@ class Subject(ABC):
         """Why `fixed` found a value, in a few words for lint's messages."""
         return None
 
+    def possible(self, facts: VersionFacts) -> list[Any] | None:
+        """Every value it can read in a valid request of `facts`' version, or None when
+        that is not a short list the schema gives."""
+        return None
+
     def is_field(self, path: FieldPath) -> bool:
         """Whether it reads exactly the body field at `path`."""
         return False
@@ -67,6 +72,9 @@ class FieldSubject(Subject):
 
     def why_fixed(self) -> str:
         return f"field {self.written} never exists"
+
+    def possible(self, facts: VersionFacts) -> list[Any] | None:
+        return facts.possible_values(self.path)
 
     def is_field(self, path: FieldPath) -> bool:
         return self.path == path

@@ -341,13 +341,18 @@ def ctx_of(body: dict[str, Any] | None = None, version: str = "1") -> MatchConte
 
 @dataclass(frozen=True)
 class Facts:
-    """A schema version whose valid requests never have the fields in `forbidden`."""
+    """A schema version whose valid requests never have the fields in `forbidden`, and
+    whose fields in `only` can hold just those values."""
 
     version: str = "1"
     forbidden: frozenset[tuple[str | int, ...]] = frozenset()
+    only: tuple[tuple[tuple[str | int, ...], tuple[Any, ...]], ...] = ()
 
     def never_has(self, path: tuple[str | int, ...]) -> bool:
         return path in self.forbidden
+
+    def possible_values(self, path: tuple[str | int, ...]) -> list[Any] | None:
+        return next((list(values) for at, values in self.only if at == path), None)
 
 
 EU = {"field": "region", "equals": "eu"}
@@ -545,3 +550,20 @@ def test_a_toy_operator_in_a_copy_of_the_registry_compiles_and_is_named_in_error
     )
     # The shipped registry is left as it was.
     assert "ends_with" not in OPERATORS
+
+
+def test_a_leaf_is_decided_by_the_values_the_schema_allows() -> None:
+    stream = compile_condition({"field": "stream", "equals": "broadcst"}, ("when",), locate, [])
+    known = compile_condition(
+        {"field": "stream", "in": ["transactional", "broadcast"]}, ("when",), locate, []
+    )
+    assert stream is not None and known is not None
+    required = Facts(only=((("stream",), ("transactional", "broadcast")),))
+    optional = Facts(only=((("stream",), ("transactional", "broadcast", MISSING)),))
+    assert stream.verdict(required) is False
+    assert stream.why_false(required) == (
+        'field stream can only be "transactional" or "broadcast" (the schema\'s enum or const)'
+    )
+    assert known.verdict(required) is True
+    assert known.verdict(optional) is None  # a request without it does not match
+    assert stream.verdict(Facts()) is None
