@@ -122,7 +122,9 @@ class Publisher:
 
         Returns one result per request, in order: its message_id, or the `PublishError` it
         failed with (one failure does not stop the others). `requests` is read lazily, so a
-        generator keeps memory bounded by `max_in_flight` requests.
+        generator keeps memory bounded by `max_in_flight` requests. Anything that is not a
+        `PublishError` (a request that is not a mapping) is a bug in the caller: it stops the
+        batch and propagates, in an ExceptionGroup.
         """
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")

@@ -118,5 +118,9 @@ class BrokerUnavailable(PublishError):
 
 
 def _reason_text(reason: Reason) -> str:
-    where = f" at {reason.pointer or '/'}" if reason.pointer is not None else ""
+    if reason.pointer is None:
+        where = ""
+    else:
+        # "" is the JSON pointer of the whole body; "/" would name a key "".
+        where = f" at {reason.pointer}" if reason.pointer else " at the top level"
     return f"{reason.code.value}{where}: {reason.message}"

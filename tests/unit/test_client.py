@@ -11,6 +11,7 @@ import pytest
 import routerd.client
 from routerd.amqp.connection import BrokerUnavailable as ConnectFailed
 from routerd.client import (
+    BlockingPublisher,
     BrokerUnavailable,
     ConfigError,
     NotConfirmed,
@@ -216,3 +217,18 @@ async def test_the_broker_adapters_errors_become_client_errors(
     if expected is BrokerUnavailable:
         with pytest.raises(BrokerUnavailable):
             await pub.connect()
+
+
+def test_a_root_reason_reads_as_the_top_level() -> None:
+    reason = Reason(ReasonCode.SCHEMA_VIOLATION, '"to" is a required property', pointer="")
+    assert str(RequestInvalid(None, [reason])) == (
+        'request is invalid, routerd would reject it: schema_violation at the top level: "to" '
+        "is a required property"
+    )
+
+
+def test_a_blocking_publisher_must_be_open() -> None:
+    pub = BlockingPublisher(URL, queue="q")
+    with pytest.raises(RuntimeError, match="not open"):
+        pub.send(valid_v1(1))
+    pub.close()  # closing one never opened is harmless
