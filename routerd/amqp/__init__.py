@@ -9,6 +9,7 @@
   `acker`: its in-order acks.
 - `publisher`: confirmed, persistent, mandatory publishes of decisions; aiormq's answers
   become `routerd.delivery` errors.
+- `sender`: `SourceSender`, routerd.client's reconnecting confirm channel to the source.
 
 What to do with a delivery (decide, publish, settle) is `routerd.delivery`'s, not this
 package's.
