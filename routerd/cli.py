@@ -79,6 +79,70 @@ def lint(
 
 
 @app.command()
+def send(
+    files: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Files of send requests (one JSON object, an array, or JSON lines); - for stdin.",
+            show_default=False,
+        ),
+    ] = None,
+    generate: Annotated[
+        int | None,
+        typer.Option("--generate", "-n", help="Send N synthetic v1 requests (docs/send.md)."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of --generate.")] = 0,
+    invalid: Annotated[
+        float, typer.Option("--invalid", help="Share of invalid requests in --generate.")
+    ] = 0.05,
+    rate: Annotated[
+        float | None,
+        typer.Option("--rate", "-r", help="Requests per second (default: as fast as it goes)."),
+    ] = None,
+    max_in_flight: Annotated[
+        int, typer.Option("--max-in-flight", help="Publishes awaiting their confirm at once.")
+    ] = 64,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check/--no-check",
+            help="Refuse what routerd would reject, as the public API does, instead of "
+            "publishing it (invalid requests then never reach routerd).",
+        ),
+    ] = False,
+    config: ConfigOption = None,
+    amqp_url: Annotated[
+        str | None,
+        _setting("Broker URL, default amqp://guest:***@127.0.0.1:5672/", "amqp_url", "--amqp-url"),
+    ] = None,
+    connect_timeout: Annotated[
+        float, typer.Option("--connect-timeout", help="Seconds to wait for the broker.")
+    ] = 10.0,
+    output: FormatOption = OutputFormat.TEXT,
+) -> None:
+    """Publish send requests to routerd's source queue: a load generator.
+
+    Exit 0 all confirmed, 1 any refused or failed, 2 the usage, the config or the input is
+    broken.
+    """
+    from routerd.ops.send import SendRequest, send_command
+
+    asked = SendRequest(
+        files=tuple(files or ()),
+        generate=generate,
+        seed=seed,
+        invalid=invalid,
+        config=config,
+        amqp_url=amqp_url,
+        check=check,
+        rate=rate,
+        max_in_flight=max_in_flight,
+        connect_timeout=connect_timeout,
+    )
+    raise typer.Exit(send_command(asked, output, sys.stdout, sys.stderr, os.environ))
+
+
+@app.command()
 def explain(
     message: Annotated[
         str, typer.Argument(help="A file holding one send request, or - for stdin.")
@@ -139,6 +203,54 @@ def route_test(
     raise typer.Exit(
         run_route_tests(_config(config), files or [], output, sys.stdout, coverage=coverage)
     )
+
+
+@app.command()
+def api(
+    config: ConfigOption = None,
+    amqp_url: Annotated[
+        str | None,
+        typer.Option(
+            "--amqp-url",
+            help="Broker URL, as for serve, default amqp://guest:***@127.0.0.1:5672/ "
+            f"{env_help('amqp_url')}.",
+            show_default=False,
+        ),
+    ] = None,
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            "--listen",
+            help="HOST:PORT to answer HTTP on, default 127.0.0.1:8080 (env ROUTERD_API_ADDR).",
+            show_default=False,
+        ),
+    ] = None,
+    keys: Annotated[
+        Path | None,
+        typer.Option(
+            "--keys",
+            help="The customers' API keys file: customer id -> list of sha256 hex of each key "
+            "(env ROUTERD_API_KEYS).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run the reference public API (POST /v1/send) until SIGTERM; needs the api extra.
+
+    Exit 0 after a graceful stop, 2 when the settings, the keys file or the config (as
+    `routerd lint` reports it) stop it from starting. docs/api.md says more.
+    """
+    from routerd.api.server import run
+    from routerd.api.settings import ApiSettings
+    from routerd.settings import SettingsError
+
+    flags = {"config": config, "amqp_url": amqp_url, "listen": listen, "keys": keys}
+    try:
+        settings = ApiSettings.from_sources(flags, os.environ)
+    except SettingsError as exc:
+        print(f"routerd api: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    raise typer.Exit(run(settings))
 
 
 def _setting(help_text: str, name: str, flag: str) -> Any:

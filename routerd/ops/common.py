@@ -41,6 +41,7 @@ class Command(StrEnum):
     LINT = "lint"
     EXPLAIN = "explain"
     TEST = "test"
+    SEND = "send"
 
 
 def display(path: Path | str) -> str:

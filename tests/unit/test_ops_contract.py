@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from routerd.cli import app
 from routerd.ops.common import output_schema
 from tests.factories import encode, valid_v1
+from tests.harness.daemon import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests" / "lint_corpus"
@@ -22,6 +23,13 @@ runner = CliRunner()
 BROKEN_CONFIG = "version: 1\nsource: {queue: q}\n"
 ROUTED = encode(valid_v1(1, recipients=1, stream="transactional", tags=[]))
 REJECTED = b"\xff not json"
+# A port nothing listens on (bound, then closed), for `send` without a broker.
+NO_BROKER = [
+    "--amqp-url",
+    f"amqp://guest:guest@127.0.0.1:{free_port()}/",
+    "--connect-timeout",
+    "0.2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +81,11 @@ def situations(tmp_path: Path) -> dict[str, tuple[list[str], bytes, int]]:
         "test coverage": (["test", "--coverage"], b"", 0),
         "test broken file": (["test", str(tmp_path / "nope.yaml")], b"", 2),
         "test broken config": (["test", "--config", broken], b"", 2),
+        # send's other answers need a broker: tests/integration/test_send.py checks them
+        # against this schema too.
+        "send broker down": (["send", "--generate", "3", *NO_BROKER], b"", 1),
+        "send nothing": (["send", "-", *NO_BROKER], b"\n", 0),
+        "send broken config": (["send", "--generate", "1", "--config", broken], b"", 2),
     }
 
 
