@@ -1,0 +1,164 @@
+"""The reference public API as an ASGI app: `POST /v1/send`, `GET /healthz`, the OpenAPI
+document. Each answer is the one docs/client.md's error table gives for the client's error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.resources import files
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from routerd.api.body import BodyTooLarge, read_body
+from routerd.api.customer import CustomerRefused, with_customer
+from routerd.api.keys import KeyStore
+from routerd.client import (
+    BrokerUnavailable,
+    NotConfirmed,
+    Publisher,
+    PublishError,
+    RequestInvalid,
+    Unroutable,
+)
+
+log = logging.getLogger(__name__)
+
+# Seconds a client should wait before retrying a 503: a broker restart takes a few.
+RETRY_AFTER_SECONDS = 5
+
+
+def openapi_document() -> bytes:
+    """The OpenAPI 3.1 document shipped beside this module (`routerd/api/openapi.yaml`)."""
+    return files("routerd.api").joinpath("openapi.yaml").read_bytes()
+
+
+def error(
+    status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> Response:
+    """Every error answer: JSON with a readable `error` and whatever else the status needs."""
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+
+def create_app(publisher: Publisher, keys: KeyStore) -> Starlette:
+    """The API over one `Publisher` (built with the route config) and the customers' keys.
+
+    The app's lifespan connects the publisher (a broker that is down is logged, and each
+    send answers 503 until it is back) and closes it on shutdown.
+    """
+    table = publisher.table
+    if table is None:
+        raise ValueError("the API needs a Publisher built with config=<routes.yaml>")
+    limit = table.limits.max_body_bytes
+    document = openapi_document()
+
+    async def send(request: Request) -> Response:
+        customer = _customer(request, keys)
+        if customer is None:
+            return error(
+                401,
+                "missing or unknown API key: send Authorization: Bearer <api key>",
+                {"WWW-Authenticate": 'Bearer realm="routerd"'},
+            )
+        try:
+            raw = await read_body(request, limit)
+        except BodyTooLarge as exc:
+            # The rest of the body is never read, so the connection cannot be reused.
+            return error(413, str(exc), {"Connection": "close"}, limit=exc.limit)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return _invalid("invalid_json", f"the body is not JSON: {exc}")
+        if not isinstance(body, dict):
+            return _invalid("not_an_object", "the body must be a JSON object")
+        try:
+            body = with_customer(body, customer)
+        except CustomerRefused as exc:
+            return error(400, str(exc), reasons=[exc.as_dict()])
+        try:
+            message_id = await publisher.send(body)
+        except RequestInvalid as exc:
+            return error(400, "routerd would reject this send request", reasons=exc.as_dicts())
+        except (Unroutable, NotConfirmed, BrokerUnavailable) as exc:
+            return _unavailable(exc)
+        log.debug("send request accepted", extra={"message_id": message_id, "customer": customer})
+        return JSONResponse({"message_id": message_id}, status_code=202)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def openapi(request: Request) -> Response:
+        return Response(document, media_type="application/yaml")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Why not fail the start on a broker that is down: the API should answer 503 with
+        # Retry-After, and each send connects again, so it recovers on its own.
+        try:
+            await publisher.connect()
+        except BrokerUnavailable as exc:
+            log.warning("the broker is not reachable yet, sends answer 503: %s", exc)
+        try:
+            yield
+        finally:
+            await publisher.close()
+
+    return Starlette(
+        routes=[
+            Route("/v1/send", send, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/openapi.yaml", openapi, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        lifespan=lifespan,
+    )
+
+
+def _customer(request: Request, keys: KeyStore) -> str | None:
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        return None
+    return keys.customer_of(key.strip())
+
+
+def _invalid(code: str, message: str) -> Response:
+    return error(400, message, reasons=[{"code": code, "message": message, "pointer": ""}])
+
+
+def _unavailable(exc: PublishError) -> Response:
+    # The client's message names the broker URL (redacted) or the queue: for the log only.
+    log.warning("send request not accepted: %s", exc)
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if isinstance(exc, NotConfirmed):
+        return error(
+            503,
+            "the broker did not confirm the send request; it may have been stored, "
+            "retry with the same message_id",
+            headers,
+            message_id=exc.message_id,
+        )
+    if isinstance(exc, Unroutable):
+        return error(
+            503,
+            "the send request was not stored: routing is not ready, retry later",
+            headers,
+            message_id=exc.message_id,
+        )
+    return error(503, "the send request was not stored: the broker is unavailable", headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.exception("internal error answering %s %s", request.method, request.url.path)
+    return error(500, "internal error; the send request may not have been stored")

@@ -1,0 +1,94 @@
+"""How one `routerd api` process runs: CLI flags over `ROUTERD_*` environment variables.
+
+The route config and the broker are found exactly as `routerd serve` finds them
+(`routerd.settings`); the API adds where it listens and where the customers' keys are.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from routerd.settings import Settings, SettingsError
+
+DEFAULT_LISTEN_HOST = "127.0.0.1"
+DEFAULT_LISTEN_PORT = 8080
+
+# The API's own settings -> environment variable; the shared ones are routerd.settings'.
+API_ENV_VARS: Mapping[str, str] = {
+    "listen": "ROUTERD_API_ADDR",
+    "keys": "ROUTERD_API_KEYS",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    # The route config, broker URL, timeouts and logging, as `routerd serve` reads them.
+    common: Settings
+    keys_path: Path
+    listen_host: str = DEFAULT_LISTEN_HOST
+    listen_port: int = DEFAULT_LISTEN_PORT
+
+    @property
+    def listen_addr(self) -> str:
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"{host}:{self.listen_port}"
+
+    @classmethod
+    def from_sources(
+        cls,
+        flags: Mapping[str, str | Path | None],
+        environ: Mapping[str, str] = os.environ,
+    ) -> ApiSettings:
+        """Build settings from CLI flags (None = not given) over environment variables.
+
+        Keys of `flags`: config, amqp_url (as `serve`), listen, keys. Raises `SettingsError`
+        for the first bad or missing value.
+        """
+        common = Settings.from_sources(
+            {"config": flags.get("config"), "amqp_url": flags.get("amqp_url")}, environ
+        )
+        listen = _given("listen", flags, environ)
+        host, port = DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT
+        if listen is not None:
+            host, port = _listen_addr(*listen)
+        keys = _given("keys", flags, environ)
+        if keys is None:
+            raise SettingsError(
+                "API keys file",
+                "settings",
+                "",
+                f"give --keys FILE or {API_ENV_VARS['keys']} (docs/api.md: the keys file)",
+            )
+        return cls(common=common, keys_path=Path(keys[0]), listen_host=host, listen_port=port)
+
+
+def _given(
+    name: str, flags: Mapping[str, str | Path | None], environ: Mapping[str, str]
+) -> tuple[str, str] | None:
+    """(value, where it came from) of one API setting; the flag wins over the variable."""
+    flag = flags.get(name)
+    if flag is not None:
+        return str(flag), f"option --{name}"
+    var = API_ENV_VARS[name]
+    if environ.get(var, "") != "":
+        return environ[var], f"environment variable {var}"
+    return None
+
+
+def _listen_addr(value: str, origin: str) -> tuple[str, int]:
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise SettingsError("listen address", origin, value, "use HOST:PORT, e.g. 127.0.0.1:8080")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise SettingsError(
+            "listen address", origin, value, "write an IPv6 host in brackets: [::1]:8080"
+        )
+    port = int(port_text)
+    if port > 65535:
+        raise SettingsError("listen address", origin, value, "the port must be 0..65535")
+    return host, port

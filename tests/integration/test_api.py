@@ -1,0 +1,365 @@
+"""The reference public API against the real broker, over real HTTP (uvicorn in-process):
+what lands in the source and for which customer, each error answer, an end-to-end run
+through `routerd serve`, and every documented response checked against the OpenAPI
+document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+import pytest
+import uvicorn
+import yaml
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from routerd.api.app import create_app
+from routerd.api.keys import KeyStore, hash_key
+from routerd.client import Publisher
+from tests.factories import valid_v1, valid_v2
+from tests.harness import Broker, QueueNames, free_port, running_daemon, wait_for
+
+pytestmark = [pytest.mark.anyio, pytest.mark.broker]
+
+KEY = "key-of-cus-42"
+OTHER_KEY = "key-of-cus-7"
+KEYS = KeyStore.from_mapping(
+    {"cus-42": [hash_key(KEY)], "cus-7": [hash_key(OTHER_KEY)]}, Path("keys.yaml")
+)
+LIMIT = 4096
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture
+def small_config(isolated_config: Path) -> Path:
+    """The isolated config with a body limit small enough to exceed cheaply."""
+    data = yaml.safe_load(isolated_config.read_text())
+    data["limits"]["max_body_bytes"] = LIMIT
+    isolated_config.write_text(yaml.safe_dump(data, sort_keys=False))
+    return isolated_config
+
+
+@asynccontextmanager
+async def running_api(
+    publisher: Publisher, keys: KeyStore = KEYS
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API under uvicorn on a free port, and an HTTP client pointed at it."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(publisher, keys), host="127.0.0.1", port=port, log_config=None, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve)
+
+        async def started() -> bool:
+            return server.started
+
+        await wait_for(started, bool, within=20, what="uvicorn started")
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                yield client
+        finally:
+            server.should_exit = True
+
+
+def request_v1(seed: int = 1, **overrides: Any) -> dict[str, Any]:
+    body = valid_v1(seed, **overrides)
+    del body["customer_id"]
+    return body
+
+
+async def test_a_valid_request_is_202_and_in_the_source_with_the_keys_customer(
+    amqp_url: str, isolated_config: Path, broker: Broker, names: QueueNames
+) -> None:
+    await broker.declare_queue(names.source)
+    with anyio.fail_after(60):
+        async with Publisher(amqp_url, config=isolated_config) as pub, running_api(pub) as http:
+            first = await http.post("/v1/send", json=request_v1(1), headers=AUTH)
+            same = await http.post("/v1/send", json=valid_v1(2, customer_id="cus-42"), headers=AUTH)
+            v2 = valid_v2(3)
+            del v2["account"]
+            second = await http.post(
+                "/v1/send", json=v2, headers={"Authorization": f"Bearer {OTHER_KEY}"}
+            )
+        got = await broker.drain(names.source, 3)
+    assert [r.status_code for r in (first, same, second)] == [202, 202, 202]
+    assert first.json() == {"message_id": "msg-1"}
+    assert second.json() == {"message_id": "msg-v2-3"}
+    bodies = [orjson.loads(r.body) for r in got]
+    assert [b["message_id"] for b in bodies] == ["msg-1", "msg-2", "msg-v2-3"]
+    assert bodies[0]["customer_id"] == "cus-42" and bodies[1]["customer_id"] == "cus-42"
+    assert bodies[2]["account"] == {"id": "cus-7"}
+    assert all(r.delivery_mode == 2 for r in got)
+    assert got[0].properties["message_id"] == "msg-1"
+
+
+async def test_invalid_requests_are_400_with_reasons_and_nothing_is_published(
+    amqp_url: str, isolated_config: Path, broker: Broker, names: QueueNames
+) -> None:
+    await broker.declare_queue(names.source)
+    with anyio.fail_after(60):
+        async with Publisher(amqp_url, config=isolated_config) as pub, running_api(pub) as http:
+            no_recipients = await http.post(
+                "/v1/send", json=request_v1(1, to=[], subject="x" * 1000), headers=AUTH
+            )
+            other_customer = await http.post(
+                "/v1/send", json=valid_v1(2, customer_id="cus-7"), headers=AUTH
+            )
+            not_json = await http.post("/v1/send", content=b"{not json", headers=AUTH)
+            not_object = await http.post("/v1/send", json=[1, 2], headers=AUTH)
+            unknown_version = await http.post(
+                "/v1/send", json=request_v1(3, schema_version=9), headers=AUTH
+            )
+        assert await broker.depth(names.source) == 0
+    for answer in (no_recipients, other_customer, not_json, not_object, unknown_version):
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"]
+    pointers = {(r["code"], r["pointer"]) for r in no_recipients.json()["reasons"]}
+    assert ("schema_violation", "/to") in pointers
+    assert ("schema_violation", "/subject") in pointers
+    assert other_customer.json()["reasons"] == [
+        {
+            "code": "customer_mismatch",
+            "message": other_customer.json()["error"],
+            "pointer": "/customer_id",
+        }
+    ]
+    assert not_json.json()["reasons"][0]["code"] == "invalid_json"
+    assert not_object.json()["reasons"][0]["code"] == "not_an_object"
+    assert unknown_version.json()["reasons"][0]["code"] == "unknown_schema_version"
+
+
+async def test_a_missing_or_unknown_key_is_401_with_www_authenticate(
+    amqp_url: str, isolated_config: Path, broker: Broker, names: QueueNames
+) -> None:
+    await broker.declare_queue(names.source)
+    with anyio.fail_after(60):
+        async with Publisher(amqp_url, config=isolated_config) as pub, running_api(pub) as http:
+            answers = [
+                await http.post("/v1/send", json=request_v1(), headers=headers)
+                for headers in (
+                    {},
+                    {"Authorization": "Bearer not-a-key"},
+                    {"Authorization": "Bearer"},
+                    {"Authorization": f"Basic {KEY}"},
+                    # The hash itself is not a key: the file holds nothing that opens the API.
+                    {"Authorization": f"Bearer {hash_key(KEY)}"},
+                )
+            ]
+        assert await broker.depth(names.source) == 0
+    for answer in answers:
+        assert answer.status_code == 401
+        assert answer.headers["www-authenticate"].startswith("Bearer")
+        assert "API key" in answer.json()["error"]
+
+
+async def raw_post(port: int, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
+    """One HTTP/1.1 request written by hand; the status and body of the answer."""
+    stream = await anyio.connect_tcp("127.0.0.1", port)
+    async with stream:
+        await stream.send(head + b"\r\n" + body)
+        raw = b""
+        try:
+            while True:
+                raw += await stream.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            pass
+    status_line, _, rest = raw.partition(b"\r\n")
+    return int(status_line.split(b" ")[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+async def test_a_body_over_the_limit_is_413_and_never_read_whole(
+    amqp_url: str, small_config: Path, broker: Broker, names: QueueNames
+) -> None:
+    await broker.declare_queue(names.source)
+    big = request_v1(1, text="x" * LIMIT)
+    with anyio.fail_after(60):
+        async with Publisher(amqp_url, config=small_config) as pub, running_api(pub) as http:
+            declared = await http.post("/v1/send", json=big, headers=AUTH)
+
+            async def chunks() -> AsyncIterator[bytes]:
+                data = orjson.dumps(big)
+                for start in range(0, len(data), 1000):
+                    yield data[start : start + 1000]
+
+            chunked = await http.post("/v1/send", content=chunks(), headers=AUTH)
+            # A Content-Length of a gigabyte and no body at all: answered at once, so the
+            # API did not wait to read it.
+            port = http.base_url.port
+            assert port is not None
+            status, body = await raw_post(
+                port,
+                b"POST /v1/send HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+                b"Authorization: Bearer " + KEY.encode() + b"\r\n"
+                b"Content-Length: 1000000000\r\n",
+            )
+            just_fits = await http.post(
+                "/v1/send", content=orjson.dumps(request_v1(2)), headers=AUTH
+            )
+        got = await broker.drain(names.source, 1)
+    assert declared.status_code == 413 and declared.json()["limit"] == LIMIT
+    assert "4096" in declared.json()["error"]
+    assert chunked.status_code == 413
+    assert status == 413 and orjson.loads(body)["limit"] == LIMIT
+    assert just_fits.status_code == 202
+    assert [orjson.loads(r.body)["message_id"] for r in got] == ["msg-2"]
+
+
+async def test_broker_unreachable_or_source_missing_is_503_with_retry_after(
+    isolated_config: Path, amqp_url: str, broker: Broker, names: QueueNames
+) -> None:
+    closed = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    with anyio.fail_after(60):
+        down = Publisher(closed, config=isolated_config, connect_timeout=0.5)
+        async with running_api(down) as http:
+            unreachable = await http.post("/v1/send", json=request_v1(1), headers=AUTH)
+            health = await http.get("/healthz")
+        # The source queue is not declared: the broker returns the publish.
+        async with Publisher(amqp_url, config=isolated_config) as pub, running_api(pub) as http:
+            unroutable = await http.post("/v1/send", json=request_v1(2), headers=AUTH)
+    assert unreachable.status_code == 503
+    assert int(unreachable.headers["retry-after"]) > 0
+    assert "broker" in unreachable.json()["error"]
+    assert "guest" not in unreachable.text  # nothing of the broker URL reaches a customer
+    assert health.status_code == 200
+    assert unroutable.status_code == 503
+    assert int(unroutable.headers["retry-after"]) > 0
+    assert unroutable.json()["message_id"] == "msg-2"
+
+
+async def test_http_to_the_api_to_routerd_serve_to_the_target_queue(
+    amqp_url: str, isolated_config: Path, broker: Broker, names: QueueNames, log_dir: Path
+) -> None:
+    with anyio.fail_after(120):
+        async with running_daemon(isolated_config, amqp_url, log_dir):
+            async with Publisher(amqp_url, config=isolated_config) as pub, running_api(pub) as http:
+                accepted = await http.post(
+                    "/v1/send", json=request_v1(5, tags=["password-reset"]), headers=AUTH
+                )
+                bulk = await http.post(
+                    "/v1/send", json=request_v1(6, stream="broadcast"), headers=AUTH
+                )
+                refused = await http.post("/v1/send", json=request_v1(7, to=[]), headers=AUTH)
+
+            async def settled() -> dict[str, int]:
+                return await broker.depths([names.source, names.transactional, names.bulk])
+
+            depths = await wait_for(
+                settled,
+                lambda d: d[names.transactional] == 1 and d[names.bulk] == 1,
+                within=30,
+                what="the two accepted requests in their target queues",
+            )
+        (transactional,) = await broker.drain(names.transactional, 1)
+        (bulky,) = await broker.drain(names.bulk, 1)
+    assert accepted.status_code == 202 and bulk.status_code == 202
+    assert refused.status_code == 400
+    assert depths[names.source] == 0
+    assert await broker.depth(names.rejected) == 0  # refused at the API, never published
+    body = orjson.loads(transactional.body)
+    assert body["message_id"] == accepted.json()["message_id"] == "msg-5"
+    assert body["customer_id"] == "cus-42"
+    assert transactional.headers["x-category"] == "transactional"
+    assert orjson.loads(bulky.body)["message_id"] == "msg-6"
+
+
+# --- the API driven from its OpenAPI document ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """How to make the API give one documented response."""
+
+    method: str
+    path: str
+    status: int
+    kwargs: Callable[[], dict[str, Any]]
+    publisher: str = "up"  # "up": the broker with the source declared; "down": a closed port
+
+
+CASES = [
+    Case("post", "/v1/send", 202, lambda: {"json": request_v1(11), "headers": AUTH}),
+    Case("post", "/v1/send", 400, lambda: {"json": request_v1(12, to=[]), "headers": AUTH}),
+    Case("post", "/v1/send", 401, lambda: {"json": request_v1(13)}),
+    Case(
+        "post",
+        "/v1/send",
+        413,
+        lambda: {"json": request_v1(14, text="x" * LIMIT), "headers": AUTH},
+    ),
+    Case("post", "/v1/send", 503, lambda: {"json": request_v1(15), "headers": AUTH}, "down"),
+    Case("get", "/healthz", 200, dict),
+    Case("get", "/openapi.yaml", 200, dict),
+]
+
+
+def documented_responses(document: dict[str, Any]) -> Iterator[tuple[str, str, int]]:
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            for status in operation["responses"]:
+                yield method, path, int(status)
+
+
+def response_validator(document: dict[str, Any], case: Case, media_type: str) -> Any:
+    pointer = "/".join(
+        part.replace("~", "~0").replace("/", "~1")
+        for part in ["paths", case.path, case.method, "responses", str(case.status)]
+    )
+    responses = document["paths"][case.path][case.method]["responses"]
+    assert media_type in responses[str(case.status)]["content"], (case, media_type)
+    media = media_type.replace("~", "~0").replace("/", "~1")
+    uri = "urn:routerd-api"
+    registry = Registry().with_resource(
+        uri, Resource.from_contents(document, default_specification=DRAFT202012)
+    )
+    return Draft202012Validator(
+        {"$ref": f"{uri}#/{pointer}/content/{media}/schema"}, registry=registry
+    )
+
+
+async def test_every_documented_response_is_produced_and_matches_its_schema(
+    amqp_url: str, small_config: Path, broker: Broker, names: QueueNames
+) -> None:
+    await broker.declare_queue(names.source)
+    closed = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    with anyio.fail_after(60):
+        async with Publisher(amqp_url, config=small_config) as pub, running_api(pub) as http:
+            served = await http.get("/openapi.yaml")
+            document = yaml.safe_load(served.content)
+            assert document["openapi"] == "3.1.0"
+            documented = sorted(documented_responses(document))
+            assert documented == sorted((c.method, c.path, c.status) for c in CASES), (
+                "each documented response needs a Case here, and each Case a documented response"
+            )
+            answers = {
+                case: await http.request(case.method.upper(), case.path, **case.kwargs())
+                for case in CASES
+                if case.publisher == "up"
+            }
+        down = Publisher(closed, config=small_config, connect_timeout=0.5)
+        async with running_api(down) as http:
+            for case in CASES:
+                if case.publisher == "down":
+                    answers[case] = await http.request(
+                        case.method.upper(), case.path, **case.kwargs()
+                    )
+    for case, answer in answers.items():
+        assert answer.status_code == case.status, (case, answer.text)
+        media_type = answer.headers["content-type"].split(";")[0]
+        body = yaml.safe_load(answer.content) if media_type == "application/yaml" else answer.json()
+        validator = response_validator(document, case, media_type)
+        errors = [f"{e.json_path}: {e.message}" for e in validator.iter_errors(body)]
+        assert not errors, (case, body, errors)
+        operation = document["paths"][case.path][case.method]
+        for header in operation["responses"][str(case.status)].get("headers", {}):
+            assert header.lower() in answer.headers, (case, header)
