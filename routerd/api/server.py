@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import signal
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from enum import IntEnum
 
+import anyio
 import uvicorn
 
 from routerd.api.app import create_app
@@ -19,14 +23,26 @@ log = logging.getLogger(__name__)
 
 class ApiExit(IntEnum):
     OK = 0
+    # A second signal cut the graceful stop short.
+    FORCED = 1
     # The settings, the keys file or the route config stop it from starting.
     STARTUP = 2
+
+
+class _Uncoloured(logging.Filter):
+    """Drops the ANSI-coloured copy uvicorn attaches to some messages as an extra: routerd's
+    formatters would print it as one more field."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.pop("color_message", None)
+        return True
 
 
 def run(settings: ApiSettings) -> ApiExit:
     """Serve the API until SIGTERM or SIGINT (uvicorn finishes the requests in flight)."""
     common = settings.common
     configure_logging(common.log_format, common.log_level)
+    logging.getLogger("uvicorn.error").addFilter(_Uncoloured())
     try:
         keys = KeyStore.load(settings.keys_path)
         publisher = Publisher(
@@ -57,6 +73,41 @@ def run(settings: ApiSettings) -> ApiExit:
         proxy_headers=False,
         server_header=False,
     )
-    server = uvicorn.Server(config)
-    server.run()
-    return ApiExit.OK if server.started else ApiExit.STARTUP
+    server = _Server(config)
+    try:
+        return anyio.run(_serve, server, backend="asyncio")
+    except SystemExit:
+        # uvicorn exits on its own when it cannot bind the address; it has logged why.
+        return ApiExit.STARTUP
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server without its signal handling: `_serve` handles signals the routerd
+    way (anyio), so a graceful stop exits 0 instead of re-raising the signal."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _serve(server: uvicorn.Server) -> ApiExit:
+    async with anyio.create_task_group() as tg:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            tg.start_soon(_stop_on_signals, signals, server)
+            await server.serve()
+            tg.cancel_scope.cancel()
+    if not server.started:
+        return ApiExit.STARTUP
+    return ApiExit.FORCED if server.force_exit else ApiExit.OK
+
+
+async def _stop_on_signals(signals: AsyncIterator[signal.Signals], server: uvicorn.Server) -> None:
+    async for signum in signals:
+        # The first signal: stop accepting, finish the requests in flight (each waits for
+        # its broker confirm), then close the publisher. A second one: stop now.
+        if server.should_exit:
+            log.warning("second %s, stopping now", signum.name)
+            server.force_exit = True
+        else:
+            log.info("%s, finishing the requests in flight", signum.name)
+            server.should_exit = True

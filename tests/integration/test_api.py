@@ -6,6 +6,9 @@ document.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,7 +29,16 @@ from routerd.api.app import create_app
 from routerd.api.keys import KeyStore, hash_key
 from routerd.client import Publisher
 from tests.factories import valid_v1, valid_v2
-from tests.harness import Broker, QueueNames, free_port, running_daemon, wait_for
+from tests.harness import (
+    ROOT,
+    Broker,
+    QueueNames,
+    free_port,
+    http_get,
+    routerd_command,
+    running_daemon,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 
@@ -271,6 +283,68 @@ async def test_http_to_the_api_to_routerd_serve_to_the_target_queue(
     assert body["customer_id"] == "cus-42"
     assert transactional.headers["x-category"] == "transactional"
     assert orjson.loads(bulky.body)["message_id"] == "msg-6"
+
+
+def start_api(
+    config: Path, amqp_url: str, keys: Path, port: int, log: Path
+) -> subprocess.Popen[bytes]:
+    """`routerd api` as a process, set up as a deployment does: by variables, one flag."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTERD_")}
+    env |= {
+        "ROUTERD_CONFIG": str(config),
+        "ROUTERD_AMQP_URL": amqp_url,
+        "ROUTERD_API_KEYS": str(keys),
+        # The flag wins over the variable.
+        "ROUTERD_API_ADDR": "127.0.0.1:1",
+        "PYTHONPATH": str(ROOT),
+    }
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [*routerd_command(), "api", "--listen", f"127.0.0.1:{port}"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+
+
+async def test_routerd_api_runs_from_its_settings_and_stops_cleanly_on_sigterm(
+    amqp_url: str, isolated_config: Path, broker: Broker, names: QueueNames, tmp_path: Path
+) -> None:
+    await broker.declare_queue(names.source)
+    keys = tmp_path / "keys.json"
+    keys.write_text(orjson.dumps({"cus-42": [hash_key(KEY)]}).decode())
+    port = free_port()
+    log = tmp_path / "api.log"
+    proc = start_api(isolated_config, amqp_url, keys, port, log)
+    try:
+        with anyio.fail_after(60):
+
+            async def health() -> int | None:
+                assert proc.poll() is None, log.read_text()
+                answer = await http_get(port, "/healthz")
+                return None if answer is None else answer[0]
+
+            await wait_for(health, lambda s: s == 200, within=30, what="routerd api /healthz")
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                accepted = await http.post("/v1/send", json=request_v1(21), headers=AUTH)
+            (got,) = await broker.drain(names.source, 1)
+            proc.send_signal(signal.SIGTERM)
+
+            async def exited() -> int | None:
+                return proc.poll()
+
+            code = await wait_for(exited, lambda rc: rc is not None, within=30, what="exit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+    assert accepted.status_code == 202, log.read_text()
+    assert orjson.loads(got.body)["customer_id"] == "cus-42"
+    assert got.properties["app_id"] == "routerd-api"
+    assert code == 0, log.read_text()
+    assert "guest:guest" not in log.read_text()
 
 
 # --- the API driven from its OpenAPI document ------------------------------------------
