@@ -126,7 +126,7 @@ def _kind(value: Any) -> str:
 class Tally:
     """What became of the requests so far; updated by the senders, read by the progress."""
 
-    total: int | None
+    total: int
     sent: int = 0
     confirmed: int = 0
     refused: Counter[str] = field(default_factory=Counter)
@@ -198,10 +198,11 @@ async def send_all(
     try:
         await publisher.connect()
     except BrokerUnavailable as exc:
-        # Nothing can be sent: every request fails the same way, without waiting for each.
-        for _ in requests:
-            tally.sent += 1
-            tally.record(exc)
+        # Nothing can be sent: every request fails the same way, without waiting for each
+        # (nor generating each).
+        tally.sent = tally.total
+        tally.failed[failure_kind(exc)] = tally.total
+        tally.examples[failure_kind(exc)] = str(exc)
         await publisher.close()
         return
     slots = anyio.Semaphore(options.max_in_flight)
@@ -257,11 +258,11 @@ class Progress:
     def line(tally: Tally, elapsed: float) -> str:
         rate = tally.done / elapsed if elapsed > 0 else 0.0
         text = (
-            f"{tally.done}/{tally.total if tally.total is not None else '?'} done, "
+            f"{tally.done}/{tally.total} done, "
             f"{rate:.0f}/s, {tally.confirmed} confirmed, {tally.refused_requests} refused, "
             f"{tally.failed_requests} failed"
         )
-        if tally.total is not None and rate > 0:
+        if rate > 0:
             text += f", ETA {max(0.0, (tally.total - tally.done) / rate):.0f} s"
         return text
 
@@ -284,6 +285,7 @@ class Summary:
     queue: str
     input: str
     check: bool
+    interrupted: bool = False
 
     @property
     def rate(self) -> float:
@@ -292,15 +294,20 @@ class Summary:
     @property
     def exit_code(self) -> ExitCode:
         t = self.tally
-        return ExitCode.OK if t.confirmed == t.sent else ExitCode.FAILED
+        complete = t.confirmed == t.sent == t.total
+        return ExitCode.OK if complete and not self.interrupted else ExitCode.FAILED
 
     def line(self) -> str:
         t = self.tally
-        return (
+        text = (
             f"{plural(t.sent, 'request')} sent to {self.queue}: {t.confirmed} confirmed, "
             f"{t.refused_requests} refused, {t.failed_requests} failed "
             f"in {self.elapsed:.1f} s ({self.rate:.0f}/s)"
         )
+        if self.interrupted:
+            # Those in flight may or may not have been stored.
+            text += f"; interrupted, {t.sent - t.done} without an answer, {t.total - t.sent} unsent"
+        return text
 
     def text(self) -> str:
         t = self.tally
@@ -321,6 +328,8 @@ class Summary:
             input=self.input,
             queue=self.queue,
             check=self.check,
+            interrupted=self.interrupted,
+            requests=t.total,
             sent=t.sent,
             confirmed=t.confirmed,
             refused={"requests": t.refused_requests, "reasons": dict(sorted(t.refused.items()))},
@@ -336,7 +345,7 @@ class Summary:
 
 def run_send(
     requests: Iterable[Mapping[str, Any]],
-    total: int | None,
+    total: int,
     options: SendOptions,
     fmt: OutputFormat,
     out: TextIO,
@@ -355,8 +364,14 @@ def run_send(
     log.debug("sending to %s at %s", queue, options.redacted_url)
     start = time.monotonic()
     run = functools.partial(send_all, requests, tally, options, queue=queue, progress=progress)
-    anyio.run(run, backend="asyncio")
-    summary = Summary(tally, time.monotonic() - start, queue, input_name, options.check)
+    interrupted = False
+    try:
+        anyio.run(run, backend="asyncio")
+    except KeyboardInterrupt:
+        # Ctrl-C on a long run: what happened so far still deserves its summary.
+        interrupted = True
+    elapsed = time.monotonic() - start
+    summary = Summary(tally, elapsed, queue, input_name, options.check, interrupted)
     if fmt is OutputFormat.JSON:
         write_json(out, summary.as_json())
     else:

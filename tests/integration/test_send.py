@@ -5,10 +5,12 @@ that cannot be sent. Every JSON output is checked against the ops output schema.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
 import re
+import signal
 import subprocess
 from collections import Counter
 from collections.abc import Sequence
@@ -32,6 +34,7 @@ from tests.harness import (
     routerd_command,
     running_daemon,
     settle,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.anyio]
@@ -254,3 +257,48 @@ async def test_rate_paces_the_sends_and_a_terminal_sees_the_progress(
     assert "\r" not in result.stdout.decode(), "the progress never goes to stdout"
     assert re.search(r"\r\d+/30 done, \d+/s, \d+ confirmed, 0 refused, 0 failed, ETA \d+ s", shown)
     assert len(await broker.drain(names.source)) == 30
+
+
+@pytest.mark.broker
+async def test_ctrl_c_stops_the_run_with_a_summary_of_what_was_sent(
+    broker: Broker, names: QueueNames, isolated_config: Path, amqp_url: str
+) -> None:
+    await broker.declare_queue(names.source)
+    leader, follower = pty.openpty()
+    os.set_blocking(leader, False)
+    seen = bytearray()
+
+    async def progress_shown() -> bytes:
+        with contextlib.suppress(BlockingIOError):
+            seen.extend(os.read(leader, 65536))
+        return bytes(seen)
+
+    try:
+        async with await anyio.open_process(
+            [
+                *routerd_command(),
+                "send",
+                *("--generate", "1000", "--rate", "50"),
+                *("--config", str(isolated_config), "--amqp-url", amqp_url),
+            ],
+            stderr=follower,
+            env={k: v for k, v in os.environ.items() if not k.startswith("ROUTERD_")},
+            cwd=ROOT,
+        ) as process:
+            # Interrupted once it is under way: its progress line shows.
+            await wait_for(progress_shown, lambda s: b"done" in s, within=30, what="progress")
+            process.send_signal(signal.SIGINT)
+            with anyio.fail_after(30):
+                code = await process.wait()
+            assert process.stdout is not None
+            stdout = (await process.stdout.receive(65536)).decode()
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert code == 1
+    match = re.match(r"(\d+) requests sent .*; interrupted, (\d+) without an answer", stdout)
+    assert match, stdout
+    sent, unanswered = int(match[1]), int(match[2])
+    assert 0 < sent < 1000
+    # Everything confirmed is in the source; what had no answer yet may be there too.
+    assert sent - unanswered <= len(await broker.drain(names.source)) <= sent
