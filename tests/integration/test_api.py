@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiormq
 import anyio
 import httpx
 import orjson
@@ -247,6 +248,26 @@ async def test_broker_unreachable_or_source_missing_is_503_with_retry_after(
     assert unroutable.status_code == 503
     assert int(unroutable.headers["retry-after"]) > 0
     assert unroutable.json()["message_id"] == "msg-2"
+
+
+async def test_a_nacked_publish_is_503_with_the_message_id_to_retry_with(
+    amqp_url: str, isolated_config: Path, broker: Broker, names: QueueNames
+) -> None:
+    # A source that refuses every publish (length 0, reject-publish): the broker nacks.
+    connection = await aiormq.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        arguments = {"x-max-length": 0, "x-overflow": "reject-publish"}
+        await channel.queue_declare(names.source, durable=True, arguments=arguments)
+    finally:
+        await connection.close()
+    with anyio.fail_after(60):
+        async with Publisher(amqp_url, config=isolated_config) as pub, running_api(pub) as http:
+            refused = await http.post("/v1/send", json=request_v1(31), headers=AUTH)
+    assert refused.status_code == 503
+    assert int(refused.headers["retry-after"]) > 0
+    assert refused.json()["message_id"] == "msg-31"
+    assert "retry with the same message_id" in refused.json()["error"]
 
 
 async def test_http_to_the_api_to_routerd_serve_to_the_target_queue(
