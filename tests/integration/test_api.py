@@ -116,6 +116,28 @@ async def test_a_valid_request_is_202_and_in_the_source_with_the_keys_customer(
     assert got[0].properties["message_id"] == "msg-1"
 
 
+async def test_concurrent_sends_share_one_publisher_and_each_lands_once(
+    amqp_url: str, isolated_config: Path, broker: Broker, names: QueueNames
+) -> None:
+    await broker.declare_queue(names.source)
+    statuses: list[int] = []
+    with anyio.fail_after(120):
+        async with Publisher(amqp_url, config=isolated_config) as pub, running_api(pub) as http:
+
+            async def post(seed: int) -> None:
+                answer = await http.post("/v1/send", json=request_v1(seed), headers=AUTH)
+                statuses.append(answer.status_code)
+
+            async with anyio.create_task_group() as tg:
+                for seed in range(300):
+                    tg.start_soon(post, seed)
+        got = await broker.drain(names.source, 300)
+    assert statuses == [202] * 300
+    ids = sorted(orjson.loads(r.body)["message_id"] for r in got)
+    assert ids == sorted(f"msg-{seed}" for seed in range(300))
+    assert await broker.depth(names.source) == 0
+
+
 async def test_invalid_requests_are_400_with_reasons_and_nothing_is_published(
     amqp_url: str, isolated_config: Path, broker: Broker, names: QueueNames
 ) -> None:
