@@ -73,12 +73,7 @@ def run(settings: ApiSettings) -> ApiExit:
         proxy_headers=False,
         server_header=False,
     )
-    server = _Server(config)
-    try:
-        return anyio.run(_serve, server, backend="asyncio")
-    except SystemExit:
-        # uvicorn exits on its own when it cannot bind the address; it has logged why.
-        return ApiExit.STARTUP
+    return anyio.run(_serve, _Server(config), backend="asyncio")
 
 
 class _Server(uvicorn.Server):
@@ -94,8 +89,14 @@ async def _serve(server: uvicorn.Server) -> ApiExit:
     async with anyio.create_task_group() as tg:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             tg.start_soon(_stop_on_signals, signals, server)
-            await server.serve()
-            tg.cancel_scope.cancel()
+            try:
+                await server.serve()
+            except SystemExit:
+                # uvicorn exits when it cannot bind the address (it has logged why);
+                # `started` stays false.
+                pass
+            finally:
+                tg.cancel_scope.cancel()
     if not server.started:
         return ApiExit.STARTUP
     return ApiExit.FORCED if server.force_exit else ApiExit.OK

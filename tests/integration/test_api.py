@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -388,6 +389,30 @@ async def test_routerd_api_runs_from_its_settings_and_stops_cleanly_on_sigterm(
     assert got.properties["app_id"] == "routerd-api"
     assert code == 0, log.read_text()
     assert "guest:guest" not in log.read_text()
+
+
+async def test_routerd_api_exits_2_when_its_address_is_taken(
+    amqp_url: str, isolated_config: Path, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(f'cus-42: ["{hash_key(KEY)}"]\n')
+    log = tmp_path / "api.log"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        proc = start_api(isolated_config, amqp_url, keys, taken.getsockname()[1], log)
+        try:
+
+            async def exited() -> int | None:
+                return proc.poll()
+
+            code = await wait_for(exited, lambda rc: rc is not None, within=60, what="exit")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+    assert code == 2, log.read_text()
+    assert "address already in use" in log.read_text()
 
 
 # --- the API driven from its OpenAPI document ------------------------------------------
