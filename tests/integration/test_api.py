@@ -80,7 +80,10 @@ async def running_api(
 
         await wait_for(started, bool, within=20, what="uvicorn started")
         try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            # Timeouts are the test's fail_after; httpx's own 5 s would fail a slow broker.
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", timeout=None
+            ) as client:
                 yield client
         finally:
             server.should_exit = True
