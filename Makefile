@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint check bench clean broker
+.PHONY: run test lint check bench clean broker build up down logs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,3 +38,17 @@ bench: $(STAMP) broker
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# The local stack (RabbitMQ, two routerd replicas, the public API): compose.yaml with a
+# container engine, else local processes under honcho. scripts/stack.py does the work.
+build: $(STAMP)
+	$(BIN)/python scripts/stack.py build
+
+up: $(STAMP)
+	$(BIN)/python scripts/stack.py up
+
+down:
+	$(BIN)/python scripts/stack.py down
+
+logs:
+	$(BIN)/python scripts/stack.py logs
