@@ -196,10 +196,15 @@ def start_processes(opts: Options) -> int:
     return honcho.pid
 
 
+def log_since(log: Path, offset: int) -> str:
+    """What the log gained after `offset` bytes: this run's part of an appended log."""
+    return log.read_bytes()[offset:].decode(errors="replace") if log.exists() else ""
+
+
 def service_pids(log: Path, offset: int) -> dict[str, int]:
     """The services' pids as honcho logs them: `... system | api.1 started (pid=123)`."""
     pids: dict[str, int] = {}
-    text = log.read_text(errors="replace")[offset:] if log.exists() else ""
+    text = log_since(log, offset)
     for line in text.splitlines():
         head, started, tail = line.partition(" started (pid=")
         source, _, process = head.partition("|")
@@ -308,8 +313,7 @@ def up(opts: Options) -> None:
             # Half a stack helps nobody: stop what started and show why the rest did not.
             _record_pids(opts.state, pid, log, offset)
             stop_processes(opts.state, opts.timeout)
-            tail = log.read_text(errors="replace")[offset:].splitlines()[-40:]
-            print("\n".join(tail), file=sys.stderr)
+            print("\n".join(log_since(log, offset).splitlines()[-40:]), file=sys.stderr)
             raise
         _record_pids(opts.state, pid, log, offset)
     print(where(opts, runner, why, key))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 from pathlib import Path
 
 import anyio
@@ -134,3 +136,33 @@ async def test_up_routes_an_api_request_through_a_replica_and_down_stops_every_p
     log = (state / "stack.log").read_text()
     for name in ("routerd-1", "routerd-2", "api"):
         assert f"{name}.1 stopped (rc=0)" in log, log[-3000:]
+
+
+async def test_a_service_that_cannot_start_fails_up_and_leaves_nothing_running(
+    amqp_url: str, isolated_config: Path, broker: Broker, tmp_path: Path
+) -> None:
+    state = tmp_path / "stack"
+    options = [
+        *("--state-dir", str(state), "--config", str(isolated_config), "--amqp-url", amqp_url),
+        *("--metrics-ports", f"{free_port()},{free_port()}", "--runner", "processes"),
+    ]
+    with socket.socket() as taken, anyio.fail_after(90):
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        api_port = str(taken.getsockname()[1])
+        code, printed = await stack("up", *options, "--api-port", api_port, "--timeout", "40")
+        log = (state / "stack.log").read_text()
+        pids = service_pids(log)
+        down_code, _ = await stack("down", *options)
+    assert code == 1, printed
+    assert "the stack stopped while starting" in printed
+    assert "address already in use" in printed  # the API's own words, from the log's tail
+    assert set(pids) == {"routerd-1", "routerd-2", "api"}, log
+    assert [name for name, pid in pids.items() if not gone(pid)] == []
+    assert down_code == 0
+
+
+def service_pids(log: str) -> dict[str, int]:
+    """Each service's pid from honcho's `system | api.1 started (pid=123)` lines."""
+    found = re.findall(r"system\s+\| ([\w-]+)\.1 started \(pid=(\d+)\)", log)
+    return {name: int(pid) for name, pid in found}
