@@ -9,10 +9,8 @@ background, with their labelled output in `<state>/stack.log`. Everything the st
 lives in the state folder (`.stack/` by default): the runner it used, the pids it started,
 the environment it ran with, the demo API keys (hashed) and the plain demo key.
 
-Every setting is an option or a variable, so a test (or a second stack) can run beside a
-developer's own: --state-dir/STACK_DIR, --config/ROUTERD_CONFIG, --amqp-url/ROUTERD_AMQP_URL,
---api-port/STACK_API_PORT, --metrics-ports/STACK_METRICS_PORTS, --runner/STACK_RUNNER,
---timeout/STACK_TIMEOUT.
+Every setting is an option or a variable (`--help`), so a test or a second stack runs
+beside a developer's own. docs/stack.md says the rest.
 """
 
 from __future__ import annotations
@@ -65,9 +63,6 @@ class Options:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
-
-    def metrics_urls(self) -> list[str]:
-        return [f"http://127.0.0.1:{port}/metrics" for port in self.metrics_ports]
 
     def probes(self) -> dict[str, str]:
         """Each service's own readiness probe: /readyz of a replica, /healthz of the API."""
@@ -266,7 +261,7 @@ def where(opts: Options, runner: Runner, why: str, key: str) -> str:
     lines = [
         f"routerd stack is up (runner: {runner.value}: {why})",
         f"  API        {opts.api_url}   demo customer {DEMO_CUSTOMER}, demo key {key}",
-        *(f"  metrics    {url}" for url in opts.metrics_urls()),
+        *(f"  metrics    http://127.0.0.1:{port}/metrics" for port in opts.metrics_ports),
         f"  broker     {redact(opts.amqp_url)}",
         f"  state      {opts.state}  (logs: {opts.state / 'stack.log'})",
         "",
@@ -376,36 +371,40 @@ def build(opts: Options) -> None:
 COMMANDS = {"build": build, "up": up, "down": down, "logs": logs}
 
 
+# option, its variable, its default, what it is; a variable's value stands in for the default.
+SETTINGS = (
+    ("--state-dir", "STACK_DIR", ".stack", "where the stack keeps its pids, log and keys"),
+    ("--config", "ROUTERD_CONFIG", "config/routes.yaml", "the route config of every service"),
+    ("--amqp-url", "ROUTERD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/", "the broker"),
+    ("--api-port", "STACK_API_PORT", "8080", "the API's port on 127.0.0.1"),
+    ("--metrics-ports", "STACK_METRICS_PORTS", "9464,9465", "the two replicas' HTTP ports"),
+    ("--runner", "STACK_RUNNER", "auto", "auto, compose or processes"),
+    ("--timeout", "STACK_TIMEOUT", "60", "seconds to wait for readiness, and for a stop"),
+)
+
+
 def parse(argv: Sequence[str]) -> tuple[str, Options]:
-    env = os.environ.get
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("command", choices=sorted(COMMANDS))
-    parser.add_argument("--state-dir", default=env("STACK_DIR", str(ROOT / ".stack")))
-    parser.add_argument("--config", default=env("ROUTERD_CONFIG", "config/routes.yaml"))
-    parser.add_argument(
-        "--amqp-url", default=env("ROUTERD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-    )
-    parser.add_argument("--api-port", type=int, default=int(env("STACK_API_PORT", "8080")))
-    parser.add_argument("--metrics-ports", default=env("STACK_METRICS_PORTS", "9464,9465"))
-    parser.add_argument(
-        "--runner",
-        choices=["auto", *(r.value for r in Runner)],
-        default=env("STACK_RUNNER", "auto"),
-    )
-    parser.add_argument("--timeout", type=float, default=float(env("STACK_TIMEOUT", "60")))
+    for flag, variable, default, what in SETTINGS:
+        value = os.environ.get(variable, default)
+        parser.add_argument(flag, default=value, help=f"{what} (${variable}, default {default})")
     args = parser.parse_args(argv)
+    if args.runner not in ("auto", *(r.value for r in Runner)):
+        parser.error(f"--runner is auto, compose or processes, not {args.runner!r}")
     try:
         first, second = (int(p) for p in args.metrics_ports.split(","))
-    except ValueError:
-        parser.error(f"--metrics-ports takes two ports, e.g. 9464,9465; got {args.metrics_ports!r}")
+        api_port, timeout = int(args.api_port), float(args.timeout)
+    except ValueError as exc:
+        parser.error(f"ports are whole numbers, two of them for --metrics-ports: {exc}")
     return args.command, Options(
-        state=Path(args.state_dir).resolve(),
+        state=(ROOT / args.state_dir).resolve(),
         config=(ROOT / args.config).resolve(),
         amqp_url=args.amqp_url,
-        api_port=args.api_port,
+        api_port=api_port,
         metrics_ports=(first, second),
         runner=args.runner,
-        timeout=args.timeout,
+        timeout=timeout,
     )
 
 

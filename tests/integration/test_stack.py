@@ -17,6 +17,7 @@ import anyio
 import httpx
 import orjson
 import pytest
+import yaml
 
 from tests.factories import valid_v1
 from tests.harness import (
@@ -166,3 +167,21 @@ def service_pids(log: str) -> dict[str, int]:
     """Each service's pid from honcho's `system | api.1 started (pid=123)` lines."""
     found = re.findall(r"system\s+\| ([\w-]+)\.1 started \(pid=(\d+)\)", log)
     return {name: int(pid) for name, pid in found}
+
+
+def test_compose_runs_the_same_services_on_the_same_ports_as_the_procfile() -> None:
+    # The compose runner cannot run on a machine without a container engine: at least it
+    # must describe the stack the tested process runner runs.
+    procfile = dict(
+        line.split(": ", 1)
+        for line in (ROOT / "scripts" / "stack.Procfile").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    assert set(services) == {"rabbitmq", *procfile}
+    for name, command in procfile.items():
+        (port_variable,) = re.findall(r"\$(STACK_\w+_PORT\w*)", command)
+        (published,) = services[name]["ports"]
+        assert published.startswith(f"127.0.0.1:${{{port_variable}:-")
+    assert services["api"]["entrypoint"][-1] == "api"
+    assert services["api"]["environment"]["ROUTERD_API_ADDR"] == "0.0.0.0:8080"
