@@ -38,6 +38,7 @@ VENV_BIN = ROOT / ".venv" / "bin"
 PROCFILE = ROOT / "scripts" / "stack.Procfile"
 COMPOSE = ["docker", "compose", "--project-name", "routerd", "-f", str(ROOT / "compose.yaml")]
 DEMO_CUSTOMER = "cus-demo"
+MANAGEMENT_UI = "http://127.0.0.1:15672"
 POLL = 0.2  # seconds between two probes while waiting for readiness or an exit
 
 
@@ -258,10 +259,11 @@ def where(opts: Options, runner: Runner, why: str, key: str) -> str:
         '{"schema_version": 1, "from": {"email": "noreply@shop.example"},'
         ' "to": [{"email": "ada@example.org"}], "subject": "Hello", "text": "Hi."}'
     )
+    metrics = [f"http://127.0.0.1:{port}/metrics" for port in opts.metrics_ports]
     lines = [
         f"routerd stack is up (runner: {runner.value}: {why})",
         f"  API        {opts.api_url}   demo customer {DEMO_CUSTOMER}, demo key {key}",
-        *(f"  metrics    http://127.0.0.1:{port}/metrics" for port in opts.metrics_ports),
+        *(f"  metrics    {url}" for url in metrics),
         f"  broker     {redact(opts.amqp_url)}",
         f"  state      {opts.state}  (logs: {opts.state / 'stack.log'})",
         "",
@@ -269,13 +271,17 @@ def where(opts: Options, runner: Runner, why: str, key: str) -> str:
         f"  curl -s -X POST {opts.api_url}/v1/send \\",
         f"    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\",
         f"    -d '{body}'",
+        "Where it went (each replica's routed requests, by target):",
+        f"  curl -s {' '.join(metrics)} | grep ^routerd_requests_routed_total",
         "",
         "Follow the logs with `make logs`, stop the stack with `make down`.",
     ]
+    if runner is Runner.PROCESSES and _status(MANAGEMENT_UI) is not None:
+        lines.insert(5, f"  rabbitmq   {MANAGEMENT_UI} (management UI)")
     if runner is Runner.COMPOSE:
         lines[4:5] = [
             "  broker     amqp://guest:***@127.0.0.1:5673/ (compose's own RabbitMQ)",
-            "  rabbitmq   http://127.0.0.1:15672 (management UI, guest/guest)",
+            f"  rabbitmq   {MANAGEMENT_UI} (management UI, guest/guest)",
         ]
     return "\n".join(lines)
 
