@@ -146,7 +146,7 @@ def _parse(raw: Mapping[str, tuple[str, str]]) -> Settings:
     if "amqp_url" in raw:
         changes["amqp_url"] = _amqp_url(*raw["amqp_url"])
     if "http_addr" in raw:
-        changes["http_host"], changes["http_port"] = _http_addr(*raw["http_addr"])
+        changes["http_host"], changes["http_port"] = host_port(*raw["http_addr"])
     if "log_format" in raw:
         value, origin = raw["log_format"]
         if value.lower() not in ("text", "json"):
@@ -200,20 +200,22 @@ def _amqp_url(value: str, origin: str) -> str:
     return value
 
 
-def _http_addr(value: str, origin: str) -> tuple[str, int]:
+def host_port(
+    value: str, origin: str, what: str = "HTTP address", port: int = 9464, need_host: bool = False
+) -> tuple[str, int]:
+    """HOST:PORT (an IPv6 host in brackets; `:PORT` is every interface unless `need_host`)
+    as (host, port), or SettingsError naming `what` with an example on `port`."""
     host, sep, port_text = value.rpartition(":")
-    if not sep or not port_text.isdigit():
-        raise SettingsError("HTTP address", origin, value, "use HOST:PORT, e.g. 127.0.0.1:9464")
+    if not sep or not port_text.isdigit() or (need_host and not host):
+        raise SettingsError(what, origin, value, f"use HOST:PORT, e.g. 127.0.0.1:{port}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
-        raise SettingsError(
-            "HTTP address", origin, value, "write an IPv6 host in brackets: [::1]:9464"
-        )
-    port = int(port_text)
-    if port > 65535:
-        raise SettingsError("HTTP address", origin, value, "the port must be 0..65535")
-    return host, port
+        raise SettingsError(what, origin, value, f"write an IPv6 host in brackets: [::1]:{port}")
+    number = int(port_text)
+    if number > 65535:
+        raise SettingsError(what, origin, value, "the port must be 0..65535")
+    return host, number
 
 
 def _seconds(name: str, value: str, origin: str) -> float:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from routerd.settings import Settings, SettingsError
+from routerd.settings import Settings, SettingsError, host_port
 
 DEFAULT_LISTEN_HOST = "127.0.0.1"
 DEFAULT_LISTEN_PORT = 8080
@@ -53,7 +53,7 @@ class ApiSettings:
         listen = _given("listen", flags, environ)
         host, port = DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT
         if listen is not None:
-            host, port = _listen_addr(*listen)
+            host, port = host_port(*listen, what="listen address", port=8080, need_host=True)
         keys = _given("keys", flags, environ)
         if keys is None:
             raise SettingsError(
@@ -76,19 +76,3 @@ def _given(
     if environ.get(var, "") != "":
         return environ[var], f"environment variable {var}"
     return None
-
-
-def _listen_addr(value: str, origin: str) -> tuple[str, int]:
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise SettingsError("listen address", origin, value, "use HOST:PORT, e.g. 127.0.0.1:8080")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise SettingsError(
-            "listen address", origin, value, "write an IPv6 host in brackets: [::1]:8080"
-        )
-    port = int(port_text)
-    if port > 65535:
-        raise SettingsError("listen address", origin, value, "the port must be 0..65535")
-    return host, port
