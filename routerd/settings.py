@@ -113,23 +113,35 @@ class Settings:
         log_format, log_level, shutdown_timeout, publish_timeout, reconnect_min,
         reconnect_max. Raises `SettingsError` for the first bad value.
         """
-        raw: dict[str, tuple[str, str]] = {}
-        for name, var in ENV_VARS.items():
-            if environ.get(var, "") != "":
-                raw[name] = (environ[var], f"environment variable {var}")
-        for name, value in flags.items():
-            if name not in ENV_VARS:
-                raise KeyError(f"unknown setting {name!r}")
-            if value is not None:
-                flag = "--" + name.replace("_", "-")
-                raw[name] = (str(value), f"option {flag}")
-        return _parse(raw)
+        return _parse(_gather(flags, environ, ENV_VARS))
 
 
 def config_path(flag: Path | None, environ: Mapping[str, str]) -> Path:
     """The route config a command works on: `--config`, else `ROUTERD_CONFIG`, else the
     default; the same rule for every command, `serve` included."""
-    return Settings.from_sources({"config": flag}, environ).config_path
+    # Only the config's own variable: a command that needs no broker must not fail on
+    # another setting's bad value (a mistyped ROUTERD_HTTP_ADDR is `serve`'s to report).
+    only = {"config": ENV_VARS["config"]}
+    return _parse(_gather({"config": flag}, environ, only)).config_path
+
+
+def _gather(
+    flags: Mapping[str, str | float | Path | None],
+    environ: Mapping[str, str],
+    variables: Mapping[str, str],
+) -> dict[str, tuple[str, str]]:
+    """Each setting's text and where it came from: a flag given over its variable."""
+    raw: dict[str, tuple[str, str]] = {}
+    for name, var in variables.items():
+        if environ.get(var, "") != "":
+            raw[name] = (environ[var], f"environment variable {var}")
+    for name, value in flags.items():
+        if name not in ENV_VARS:
+            raise KeyError(f"unknown setting {name!r}")
+        if value is not None:
+            flag = "--" + name.replace("_", "-")
+            raw[name] = (str(value), f"option {flag}")
+    return raw
 
 
 def env_help(name: str) -> str:

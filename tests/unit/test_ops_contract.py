@@ -179,3 +179,10 @@ def test_expect_queue_and_coverage(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     ]
     assert "bulk" in report["coverage"]["targets_not_reached"]
     assert "transactional" not in report["coverage"]["targets_not_reached"]
+
+
+def test_a_bad_serve_setting_does_not_stop_the_ops_tools(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    result = runner.invoke(app, ["lint"], env={"ROUTERD_HTTP_ADDR": "bogus"})
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("config/routes.yaml: ok")
