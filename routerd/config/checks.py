@@ -16,7 +16,7 @@ from typing import Any
 from routerd.config.bindings import unreachable_queues
 from routerd.config.coverage import Analysis, Coverage, analyse, guarantees, leaves
 from routerd.config.fields import FieldFacts, FieldOracle
-from routerd.config.hints import did_you_mean
+from routerd.config.hints import closest
 from routerd.config.model import Condition, Location, Problem, RouteTable, Severity, Target
 from routerd.config.paths import FieldPath, absolute, parse_path, pointer
 from routerd.config.schemas import SchemaSet
@@ -424,11 +424,10 @@ def _field_suggestion(ctx: Context, versions: Iterable[str], text: str) -> str:
         if (oracle := ctx.oracles.get(version)) is not None
         for name in oracle.names(tuple(parent))
     }
-    hint = did_you_mean(str(last), sorted(declared))
-    if not hint:
+    meant = closest(str(last), sorted(declared))
+    if meant is None:
         return ""
-    meant = ".".join([*map(str, parent), hint.split("'")[1]])
-    return f"; did you mean {meant!r}?"
+    return f"; did you mean {'.'.join([*map(str, parent), meant])!r}?"
 
 
 def _facts(ctx: Context, version: str, path: FieldPath) -> FieldFacts:

@@ -6,9 +6,15 @@ import difflib
 from typing import Any
 
 
-def did_you_mean(word: str, choices: list[str]) -> str:
+def closest(word: str, choices: list[str]) -> str | None:
+    """The choice `word` is most probably a typo of, if any is close enough."""
     close = difflib.get_close_matches(word, choices, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    return close[0] if close else None
+
+
+def did_you_mean(word: str, choices: list[str]) -> str:
+    meant = closest(word, choices)
+    return f"; did you mean {meant!r}?" if meant is not None else ""
 
 
 def readable_message(message: str, instance: Any) -> str:

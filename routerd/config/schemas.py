@@ -69,8 +69,7 @@ class SchemaSet:
 
     def holds(self, uri: str) -> bool:
         """Whether the file at `uri` is inside the schema folders (or below them)."""
-        path = Path(os.path.normpath(_local_path(uri)))
-        return any(path.is_relative_to(folder) for folder in self.folders)
+        return _inside(self.folders, uri)
 
     def reference_validator(self, uri: str, fragment: str = "") -> jsonschema.protocols.Validator:
         """The Python `jsonschema` validator for one schema (or, with `fragment`, one
@@ -118,7 +117,6 @@ def load_schema_set(files: list[Path], problems: list[Problem]) -> SchemaSet:
     unreadable: dict[str, ConfigError] = {}
     wanted = list(dict.fromkeys(absolute(path).as_uri() for path in files))
     folders = tuple(sorted({Path(os.path.normpath(absolute(f).parent)) for f in files}))
-    inside = SchemaSet({}, META_SCHEMAS, folders).holds
     siblings = [
         absolute(p).as_uri()
         for folder in sorted({f.parent for f in files})
@@ -141,7 +139,11 @@ def load_schema_set(files: list[Path], problems: list[Problem]) -> SchemaSet:
         uri = queue.pop()
         for ref in scoped_refs(uri, documents[uri].data):
             target = urldefrag(ref.target).url
-            if urlparse(target).scheme != "file" or target in visited or not inside(target):
+            if (
+                urlparse(target).scheme != "file"
+                or target in visited
+                or not _inside(folders, target)
+            ):
                 continue
             visited.add(target)
             if target not in documents and target not in unreadable:
@@ -159,6 +161,11 @@ def load_schema_set(files: list[Path], problems: list[Problem]) -> SchemaSet:
     # once here so every `$id` and anchor inside the documents is known to each lookup.
     registry: referencing.Registry[Any] = META_SCHEMAS.with_resources(resources).crawl()
     return SchemaSet(documents, registry, folders)
+
+
+def _inside(folders: tuple[Path, ...], uri: str) -> bool:
+    path = Path(os.path.normpath(_local_path(uri)))
+    return any(path.is_relative_to(folder) for folder in folders)
 
 
 def _get(data: Any, key: str) -> Any:
