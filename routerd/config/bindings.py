@@ -58,7 +58,7 @@ def receiving_queues(target: Target, routing_key: str) -> list[str]:
     """The queues of `target` that a publish with this rendered routing key reaches, as far
     as routerd declared their bindings (the default exchange routes by queue name)."""
     if not target.exchange:
-        return [q.name for q in target.queues if q.name == routing_key] or [routing_key]
+        return [routing_key]
     literal = RoutingKeyTemplate(routing_key, (routing_key,))
     return [
         queue.name
