@@ -1,0 +1,23 @@
+"""The cluster tests' own 3-node RabbitMQ cluster: started once per session (about 20 s),
+always stopped and deleted at the end. Never the shared broker at 5672."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.harness.cluster import RabbitCluster, available
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
+    missing = available()
+    if missing:
+        pytest.skip(missing)
+    cluster = RabbitCluster(tmp_path_factory.mktemp("rabbit-cluster"), size=3)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
