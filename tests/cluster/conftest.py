@@ -3,6 +3,7 @@ always stopped and deleted at the end. Never the shared broker at 5672."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -15,7 +16,10 @@ def rabbit_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitC
     missing = available()
     if missing:
         pytest.skip(missing)
-    cluster = RabbitCluster(tmp_path_factory.mktemp("rabbit-cluster"), size=3)
+    # Node names unique per test run: two runs at once (or `make cluster-up`) must not meet
+    # in epmd under one name.
+    folder = tmp_path_factory.mktemp("rabbit-cluster")
+    cluster = RabbitCluster(folder, size=3, prefix=f"rt{os.getpid()}n")
     try:
         cluster.start()
         yield cluster

@@ -14,14 +14,17 @@ was not confirmed. Then, with the stream running:
 
 Every published body is then found in the target or rejected queues, in the right one; the
 duplicates (at-least-once: deliveries in flight on a dead connection come back) are counted
-and printed with the time each replica took to reconnect and the longest pause in routing.
+and printed with each replica's outage (from its "lost the broker" to its next "routing"
+log line) and the longest pause in routing (no source ack from either replica).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +169,23 @@ def queues_state(cluster: RabbitCluster, via: Node) -> str:
     )
 
 
+_STAMP = r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z"
+_LOST = re.compile(_STAMP + r" WARNING routerd\.amqp\.link lost the broker")
+_ROUTING = re.compile(_STAMP + r" INFO routerd\.amqp\.link routing ")
+
+
+def outage(replica: Daemon, after: int) -> float:
+    """Seconds from the replica's "lost the broker" to its next "routing", by its own log
+    (from character `after` on): how long it routed nothing because its node went away."""
+    text = replica.log_text()
+    lost = _LOST.search(text, after)
+    assert lost is not None, f"replica {replica.pid} logged no loss"
+    back = _ROUTING.search(text, lost.end())
+    assert back is not None, f"replica {replica.pid} did not route again"
+    stamps = [datetime.fromisoformat(m.group(1)) for m in (lost, back)]
+    return (stamps[1] - stamps[0]).total_seconds()
+
+
 async def reconnects(replica: Daemon) -> float:
     return metric_sum(await replica.metrics(), "routerd_reconnects_total")
 
@@ -184,6 +204,7 @@ async def lose_node(
     on_victim = [r for r in replicas if node_of(r, cluster) == victim]
     assert on_victim, f"no replica on {victim.name}: the test would show no failover"
     counted = {r.pid: await reconnects(r) for r in replicas}
+    log_at = {r.pid: len(r.log_text()) for r in replicas}
     leader_before = (await anyio.to_thread.run_sync(cluster.leader_of, names.source, survivor)).name
     acks_at_loss = watch.latest()
     lost_at = time.monotonic()
@@ -192,14 +213,14 @@ async def lose_node(
     else:
         await anyio.to_thread.run_sync(cluster.kill, victim)
 
-    reconnected: dict[int, float] = {}
+    reconnected: set[int] = set()
 
     async def probe() -> tuple[bool, float]:
         for replica in on_victim:
             if replica.pid not in reconnected:
                 back = await reconnects(replica) > counted[replica.pid]
                 if back and await replica.ready_status() == 200:
-                    reconnected[replica.pid] = time.monotonic() - lost_at
+                    reconnected.add(replica.pid)
         return len(reconnected) == len(on_victim), watch.latest() - acks_at_loss
 
     try:
@@ -239,7 +260,7 @@ async def lose_node(
         "how": how,
         "node": victim.name,
         "replicas on it": len(on_victim),
-        "reconnected after s": sorted(round(s, 2) for s in reconnected.values()),
+        "replica outage s": sorted(round(outage(r, log_at[r.pid]), 2) for r in on_victim),
         "longest pause in routing s": round(watch.longest_pause(lost_at, resumed_at), 2),
         "source leader": f"{leader_before} -> {leader_after}",
     }

@@ -3,11 +3,12 @@ its own ports and in its own folder, sharing one fresh Erlang cookie; stop, kill
 back single nodes; ask who leads a quorum queue.
 
 Nothing here touches the shared broker (rabbit@localhost at 5672): the nodes are named
-`rtest1@localhost`..., listen on ports picked free at start, keep their data, logs, config,
-plugin list and cookie (the `HOME` of the node and of `rabbitmqctl`) under one folder, and
-read an empty env file instead of /etc/rabbitmq/rabbitmq-env.conf (whose NODENAME is the
-shared broker's). `rabbitmqctl` itself uses ports 35672-35682 for its own distribution (the
-shared broker's 25672 + 10000), so node ports are never picked there.
+`<prefix>1@localhost`... (the tests put their pid in the prefix), listen on ports picked
+free at start, keep their data, logs, config, plugin list and cookie (the `HOME` of the
+node and of `rabbitmqctl`) under one folder, and read an empty env file instead of
+/etc/rabbitmq/rabbitmq-env.conf (whose NODENAME is the shared broker's). `rabbitmqctl`
+itself takes ports 35672-35682 for its own distribution (the shared broker's 25672 +
+10000), so node ports are never picked there.
 
 Synchronous on purpose: tests call it through `anyio.to_thread`, and scripts/rabbit-cluster.py
 uses it to start a cluster by hand.
