@@ -245,15 +245,19 @@ async def lose_node(
     else:
         await anyio.to_thread.run_sync(cluster.restart, victim)
 
-    async def members_online() -> list[str]:
-        info = await anyio.to_thread.run_sync(cluster.queue_info, survivor, names.source)
-        return list(info["online"])
+    async def members_online() -> list[list[str]]:
+        infos = [
+            await anyio.to_thread.run_sync(cluster.queue_info, survivor, queue)
+            for queue in (names.source, *names.targets)
+        ]
+        return [list(info["online"]) for info in infos]
 
+    # Every queue whole again before the next loss: two nodes down of three is no quorum.
     await wait_for(
         members_online,
-        lambda online: victim.name in online,
+        lambda online: all(victim.name in members for members in online),
         within=60,
-        what=f"{victim.name} back among the source queue's online members",
+        what=f"{victim.name} back among every queue's online members",
         interval=0.5,
     )
     return {
