@@ -41,10 +41,10 @@ SHUTDOWN_TIMEOUT = 30.0
 # cluster, a quorum queue nacks publishes while it elects a new leader (its leader's node
 # died); requeued at once, a request went round its whole redelivery budget within 0.1 s
 # and ended in rejected, a good request refused. Seen in tests/cluster/test_node_loss.py.
-# Nacks that outlast it end the session: RabbitMQ 3.10 can leave a channel opened during
-# the election nacking every publish for as long as the dead node stays away, while a
-# fresh channel, on any node, is acked (seen in the same test's stalls).
-NACK_PATIENCE = 5.0
+# Each delivery gets the patience anew, so with max_redeliveries 5 a request rides out
+# about 12 s of nacks; more would hold prefetch slots for long while a target refuses for
+# good (a full queue with reject-publish: tests/faults/test_publish_refused.py).
+NACK_PATIENCE = 2.0
 NACK_RETRY_MIN = 0.05
 NACK_RETRY_MAX = 1.0
 
@@ -168,7 +168,7 @@ class BrokerLink:
             publisher = await Publisher.open(connection, self.broker.publish_timeout)
             handler = RequestHandler(
                 self._tables,
-                self._patient(publisher),
+                self._patient(publisher.publish),
                 sinks=self._sinks,
                 attempts=self._attempts,
             )
@@ -204,32 +204,23 @@ class BrokerLink:
             # Closing returns every unacked delivery to the source queue.
             await _close(connection)
 
-    def _patient(self, publisher: Publisher) -> Publish:
-        """`publisher.publish`, with a nack tried again (backoff with jitter) for
-        `NACK_PATIENCE` s; past that, the session is renewed (its publisher channel closed).
+    def _patient(self, publish: Publish) -> Publish:
+        """`publish`, with a nack tried again (backoff with jitter) for `NACK_PATIENCE` s.
 
         Each nack given up on here is still counted as a publish failure, so that an
         operator sees a leader election (or a queue refusing messages) on the dashboard.
         """
 
-        renewing = False
-
         async def publish_patiently(decision: Decision) -> None:
-            nonlocal renewing
             deadline = time.monotonic() + NACK_PATIENCE
             backoff = Backoff(NACK_RETRY_MIN, NACK_RETRY_MAX)
             while True:
                 try:
-                    await publisher.publish(decision)
+                    await publish(decision)
                     return
                 except PublishFailed as exc:
                     left = deadline - time.monotonic()
-                    if exc.cause is not PublishFailure.NACK or self.stopping:
-                        raise
-                    if left <= 0:
-                        if not renewing:
-                            renewing = True
-                            _renew(publisher, f"publishes nacked for {NACK_PATIENCE:g}s")
+                    if exc.cause is not PublishFailure.NACK or left <= 0 or self.stopping:
                         raise
                     self._metrics.count_publish_failure(decision.target.name, exc.cause.value)
                 await asyncio.sleep(min(backoff.next(), left))
@@ -306,16 +297,6 @@ class BrokerLink:
             log.warning("graceful stop cut short", extra={"error": repr(exc)})
         else:
             log.info("in-flight send requests finished")
-
-
-def _renew(publisher: Publisher, why: str) -> None:
-    """End the session by closing its publisher channel: `_watch` sees it and reconnects."""
-    channel = publisher.channel
-    if channel.is_closed:
-        return
-    log.warning("renewing the broker session", extra={"reason": why})
-    closing = asyncio.ensure_future(channel.close())
-    closing.add_done_callback(_retrieve)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
