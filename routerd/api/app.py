@@ -1,16 +1,21 @@
-"""The reference public API as an ASGI app: `POST /v1/send`, `GET /healthz`, the OpenAPI
-document. Each answer is the one docs/client.md's error table gives for the client's error.
+"""The reference public API as an ASGI app: `POST /v1/send`, `GET /healthz`, `GET /readyz`,
+`GET /metrics`, the OpenAPI document. Each answer is the one docs/client.md's error table
+gives for the client's error.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Any
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -20,6 +25,7 @@ from starlette.routing import Route
 from routerd.api.body import BodyTooLarge, read_body
 from routerd.api.customer import CustomerRefused, with_customer
 from routerd.api.keys import KeyStore
+from routerd.api.metrics import ApiMetrics
 from routerd.client import (
     BrokerUnavailable,
     NotConfirmed,
@@ -51,15 +57,26 @@ def create_app(publisher: Publisher, keys: KeyStore) -> Starlette:
     """The API over one `Publisher` (built with the route config) and the customers' keys.
 
     The app's lifespan connects the publisher (a broker that is down is logged, and each
-    send answers 503 until it is back) and closes it on shutdown.
+    send answers 503 until it is back) and closes it on shutdown. `/readyz` answers 503
+    while there is no broker session, and starts one connect attempt in the background, so
+    an API that gets no sends still becomes ready again once the broker is back.
     """
     table = publisher.table
     if table is None:
         raise ValueError("the API needs a Publisher built with config=<routes.yaml>")
     limit = table.limits.max_body_bytes
     document = openapi_document()
+    metrics = ApiMetrics()
+    reconnecting: set[asyncio.Task[None]] = set()
 
     async def send(request: Request) -> Response:
+        started = time.perf_counter()
+        answer = await _send(request)
+        metrics.send_seconds.observe(time.perf_counter() - started)
+        metrics.answers.labels(str(answer.status_code), _first_reason(answer)).inc()
+        return answer
+
+    async def _send(request: Request) -> Response:
         customer = _customer(request, keys)
         if customer is None:
             return error(
@@ -94,6 +111,23 @@ def create_app(publisher: Publisher, keys: KeyStore) -> Starlette:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def readyz(request: Request) -> Response:
+        if publisher.connected:
+            return JSONResponse({"status": "ready"})
+        if not reconnecting:
+            task = asyncio.create_task(_connect_quietly(publisher))
+            reconnecting.add(task)
+            task.add_done_callback(reconnecting.discard)
+        return JSONResponse(
+            {"status": "not ready", "reason": "no session with the broker; reconnecting"},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    async def metrics_page(request: Request) -> Response:
+        metrics.broker_connected.set(1 if publisher.connected else 0)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
     async def openapi(request: Request) -> Response:
         return Response(document, media_type="application/yaml")
 
@@ -108,17 +142,38 @@ def create_app(publisher: Publisher, keys: KeyStore) -> Starlette:
         try:
             yield
         finally:
+            for task in list(reconnecting):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await publisher.close()
 
     return Starlette(
         routes=[
             Route("/v1/send", send, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_page, methods=["GET"]),
             Route("/openapi.yaml", openapi, methods=["GET"]),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,
     )
+
+
+async def _connect_quietly(publisher: Publisher) -> None:
+    try:
+        await publisher.connect()
+    except BrokerUnavailable as exc:
+        log.info("the broker is still not reachable: %s", exc)
+
+
+def _first_reason(answer: Response) -> str:
+    # The metric's label: bounded to the codes routerd and the API define.
+    if answer.status_code != 400 or not isinstance(answer, JSONResponse):
+        return ""
+    reasons = orjson.loads(answer.body).get("reasons") or [{}]
+    return str(reasons[0].get("code", ""))
 
 
 def _customer(request: Request, keys: KeyStore) -> str | None:

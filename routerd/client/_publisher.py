@@ -92,6 +92,12 @@ class Publisher:
     async def close(self) -> None:
         await self._sender.close()
 
+    @property
+    def connected(self) -> bool:
+        """Whether a broker session is open now. False before `connect`, after a loss not
+        yet repaired (the next send reconnects), and after `close`."""
+        return self._sender.connected
+
     async def send(
         self, request: Mapping[str, Any], *, headers: Mapping[str, Any] | None = None
     ) -> str:
