@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from routerd.api.body import BodyTooLarge, read_body
 from routerd.api.customer import CustomerRefused, with_customer
-from routerd.api.keys import KeyStore
+from routerd.api.keys import Customers
 from routerd.api.metrics import ApiMetrics
 from routerd.client import (
     BrokerUnavailable,
@@ -53,7 +53,7 @@ def error(
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
-def create_app(publisher: Publisher, keys: KeyStore) -> Starlette:
+def create_app(publisher: Publisher, keys: Customers) -> Starlette:
     """The API over one `Publisher` (built with the route config) and the customers' keys.
 
     The app's lifespan connects the publisher (a broker that is down is logged, and each
@@ -176,7 +176,7 @@ def _first_reason(answer: Response) -> str:
     return str(reasons[0].get("code", ""))
 
 
-def _customer(request: Request, keys: KeyStore) -> str | None:
+def _customer(request: Request, keys: Customers) -> str | None:
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         return None

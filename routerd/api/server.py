@@ -12,7 +12,7 @@ import anyio
 import uvicorn
 
 from routerd.api.app import create_app
-from routerd.api.keys import KeysError, KeyStore
+from routerd.api.keys import KeysError, KeysFile
 from routerd.api.settings import ApiSettings
 from routerd.client import Publisher
 from routerd.config.model import ConfigError
@@ -44,7 +44,7 @@ def run(settings: ApiSettings) -> ApiExit:
     configure_logging(common.log_format, common.log_level)
     logging.getLogger("uvicorn.error").addFilter(_Uncoloured())
     try:
-        keys = KeyStore.load(settings.keys_path)
+        keys = KeysFile(settings.keys_path)
         publisher = Publisher(
             common.amqp_url,
             config=common.config_path,
@@ -60,7 +60,7 @@ def run(settings: ApiSettings) -> ApiExit:
             "listen": settings.listen_addr,
             "config": str(common.config_path),
             "amqp_url": common.redacted_url,
-            "customers": len(set(keys.customers.values())),
+            "customers": len(set(keys.store.customers.values())),
         },
     )
     config = uvicorn.Config(
