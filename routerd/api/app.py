@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Any
 
+import anyio
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -34,6 +35,8 @@ from routerd.client import (
     RequestInvalid,
     Unroutable,
 )
+from routerd.config.model import RouteTable
+from routerd.reload import Reloader, TableHolder
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +56,30 @@ def error(
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
-def create_app(publisher: Publisher, keys: Customers) -> Starlette:
+def create_app(publisher: Publisher, keys: Customers, *, watch_config: bool = False) -> Starlette:
     """The API over one `Publisher` (built with the route config) and the customers' keys.
 
     The app's lifespan connects the publisher (a broker that is down is logged, and each
     send answers 503 until it is back) and closes it on shutdown. `/readyz` answers 503
     while there is no broker session, and starts one connect attempt in the background, so
     an API that gets no sends still becomes ready again once the broker is back.
+
+    With `watch_config`, the route config is reloaded as `routerd serve` reloads it (its
+    files watched, `app.state.reloader.request_reload` for SIGHUP; a config `routerd lint`
+    rejects is refused and the running one stays), so the API checks requests against the
+    rules routerd applies.
     """
     table = publisher.table
     if table is None:
         raise ValueError("the API needs a Publisher built with config=<routes.yaml>")
-    limit = table.limits.max_body_bytes
     document = openapi_document()
     metrics = ApiMetrics()
     reconnecting: set[asyncio.Task[None]] = set()
+
+    async def use_table(new: RouteTable) -> None:
+        publisher.use_table(new)
+
+    reloader = Reloader(table.path, TableHolder(table), metrics, before_swap=use_table)
 
     async def send(request: Request) -> Response:
         started = time.perf_counter()
@@ -85,7 +97,8 @@ def create_app(publisher: Publisher, keys: Customers) -> Starlette:
                 {"WWW-Authenticate": 'Bearer realm="routerd"'},
             )
         try:
-            raw = await read_body(request, limit)
+            # The running config's limit: a reload may have changed it.
+            raw = await read_body(request, publisher_table(publisher).limits.max_body_bytes)
         except BodyTooLarge as exc:
             # The rest of the body is never read, so the connection cannot be reused.
             return error(413, str(exc), {"Connection": "close"}, limit=exc.limit)
@@ -140,7 +153,11 @@ def create_app(publisher: Publisher, keys: Customers) -> Starlette:
         except BrokerUnavailable as exc:
             log.warning("the broker is not reachable yet, sends answer 503: %s", exc)
         try:
-            yield
+            async with anyio.create_task_group() as tg:
+                if watch_config:
+                    await tg.start(reloader.run)
+                yield
+                tg.cancel_scope.cancel()
         finally:
             for task in list(reconnecting):
                 task.cancel()
@@ -148,7 +165,7 @@ def create_app(publisher: Publisher, keys: Customers) -> Starlette:
                     await task
             await publisher.close()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/v1/send", send, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
@@ -159,6 +176,14 @@ def create_app(publisher: Publisher, keys: Customers) -> Starlette:
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,
     )
+    app.state.reloader = reloader
+    return app
+
+
+def publisher_table(publisher: Publisher) -> RouteTable:
+    table = publisher.table
+    assert table is not None, "create_app checked it"
+    return table
 
 
 async def _connect_quietly(publisher: Publisher) -> None:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+
+from routerd.observe.metrics import TableMetrics
 
 # An answer waits for the broker's publish confirm: milliseconds normally, seconds while
 # the broker is slow or reconnecting (a send gives up after the publish timeout, 10 s).
 ANSWER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-class ApiMetrics:
-    """What `GET /metrics` of `routerd api` exposes."""
+class ApiMetrics(TableMetrics):
+    """What `GET /metrics` of `routerd api` exposes: its answers, its broker session, and
+    the route table it checks requests against, under the names `routerd serve` uses."""
 
     def __init__(self) -> None:
-        # Not the process-wide default registry: tests build many apps in one process.
-        self.registry = CollectorRegistry()
+        super().__init__()
         r = self.registry
         self.answers = Counter(
             "routerd_api_send_answers_total",

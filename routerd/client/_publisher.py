@@ -92,6 +92,18 @@ class Publisher:
     async def close(self) -> None:
         await self._sender.close()
 
+    def use_table(self, table: RouteTable) -> None:
+        """Check requests against `table` from now on: a route config reloaded after a change.
+        Its source must be the queue this publisher sends to."""
+        if self.table is None:
+            raise ValueError("this Publisher was built without config=: it checks nothing")
+        if table.source.queue != self.queue:
+            raise ValueError(
+                f"the new route config's source {table.source.queue!r} is not {self.queue!r}, "
+                "where this publisher sends: restart it to change the source"
+            )
+        self.table = table
+
     @property
     def connected(self) -> bool:
         """Whether a broker session is open now. False before `connect`, after a loss not

@@ -119,6 +119,8 @@ def test_settings_flags_over_environment(tmp_path: Path) -> None:
     flags = ApiSettings.from_sources({"listen": "[::1]:8081", "keys": tmp_path}, env)
     assert (flags.listen_host, flags.listen_port, flags.keys_path) == ("::1", 8081, tmp_path)
     assert flags.listen_addr == "[::1]:8081"
+    logged = ApiSettings.from_sources({"keys": "k", "log_format": "json"}, env)
+    assert (logged.common.log_format, logged.common.log_level) == ("json", "info")
     default = ApiSettings.from_sources({"keys": "k.yaml"}, {})
     assert default.listen_addr == "127.0.0.1:8080"
     assert default.common.config_path == Path("config/routes.yaml")
@@ -135,6 +137,8 @@ def test_settings_flags_over_environment(tmp_path: Path) -> None:
         ),
         ({"keys": "k"}, {"ROUTERD_API_ADDR": "h:99999"}, "ROUTERD_API_ADDR): the port must be"),
         ({"keys": "k", "amqp_url": "http://x"}, {}, "invalid AMQP URL"),
+        ({"keys": "k", "log_format": "yaml"}, {}, "invalid log format 'yaml' (from option"),
+        ({"keys": "k"}, {"ROUTERD_LOG_LEVEL": "loud"}, "ROUTERD_LOG_LEVEL"),
     ],
 )
 def test_bad_settings_say_which_and_where_from(
