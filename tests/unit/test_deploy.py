@@ -29,6 +29,7 @@ from routerd.amqp.link import CLOSE_TIMEOUT
 from routerd.config.loader import load
 from routerd.config.model import RouteTable
 from routerd.observe import Metrics
+from routerd.observe import systemd as systemd_notify
 from routerd.reload import Reloader, TableHolder, watch_dirs
 from routerd.settings import ENV_VARS, Settings
 
@@ -414,6 +415,9 @@ def env_file(path: Path, *, commented: bool) -> dict[str, str]:
 
 
 UNIT = SYSTEMD / "routerd.service"
+TEMPLATE = SYSTEMD / "routerd@.service"
+# What the template may set differently from routerd.service: the instance is the port.
+TEMPLATE_ONLY = {"Description", "Environment", "EnvironmentFile", "DefaultInstance"}
 ENV_EXAMPLE = SYSTEMD / "routerd.env.example"
 
 
@@ -432,9 +436,20 @@ def test_systemd_environment_is_routerd_settings() -> None:
 
 def test_systemd_unit_stops_gracefully_and_reloads() -> None:
     unit = unit_settings(UNIT)
-    assert unit["Type"] == ["exec"]
+    # systemd 252 (Debian 12) has no notify-reload; ExecReload waits for the result itself.
+    assert unit["Type"] == ["notify"] and unit["NotifyAccess"] == ["main"]
     assert unit["ExecStart"] == ["/opt/routerd/.venv/bin/routerd serve"]
-    assert unit["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    python, flag, module, verb, pid = unit["ExecReload"][0].split()
+    assert (python, flag, verb, pid) == (
+        "/opt/routerd/.venv/bin/python",
+        "-m",
+        "reload",
+        "$MAINPID",
+    )
+    assert module == systemd_notify.__name__ and callable(systemd_notify._main)
+    # Pings at half the period, checked for each tick of the link.
+    watchdog = float(unit["WatchdogSec"][0].removesuffix("s"))
+    assert watchdog / 2 > 10 * systemd_notify.TICK
     # SIGTERM to routerd alone; SIGKILL to what is left only after TimeoutStopSec.
     assert (unit["KillMode"], unit["KillSignal"]) == (["mixed"], ["SIGTERM"])
     settings = Settings.from_sources({}, unit_environment())
@@ -453,11 +468,52 @@ def test_systemd_unit_stops_gracefully_and_reloads() -> None:
     assert config.is_relative_to(unit["WorkingDirectory"][0])
 
 
-def stub_root(root: Path) -> None:
+def test_template_unit_is_routerd_service_per_port() -> None:
+    unit, template = unit_settings(UNIT), unit_settings(TEMPLATE)
+    assert {k: v for k, v in unit.items() if k not in TEMPLATE_ONLY} == {
+        k: v for k, v in template.items() if k not in TEMPLATE_ONLY
+    }
+    instance = template["DefaultInstance"][0]
+    env = dict(v.replace("%i", instance).split("=", 1) for v in template["Environment"])
+    assert env == {**dict(v.split("=", 1) for v in unit["Environment"]), **env}
+    settings = Settings.from_sources({}, env)
+    assert settings.http_port == int(instance) and settings.http_host == "127.0.0.1"
+    # The shared file first, then the instance's own (optional: '-'), which wins.
+    assert template["EnvironmentFile"] == [*unit["EnvironmentFile"], "-/etc/routerd/routerd@%i.env"]
+    # The shared env file must not set the port for every instance.
+    assert "ROUTERD_HTTP_ADDR" not in env_file(ENV_EXAMPLE, commented=False)
+
+
+def exposure(unit: Path, tmp_path: Path) -> str:
+    """`systemd-analyze security --offline` of a unit file: its overall exposure line."""
+    copy = tmp_path / unit.name.replace("@.", "@9464.")
+    shutil.copy(unit, copy)
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    (line,) = [x for x in result.stdout.splitlines() if "Overall exposure level" in x]
+    return line
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
+@pytest.mark.parametrize("unit", [UNIT, TEMPLATE], ids=["service", "template"])
+def test_exposure_score_is_the_documented_one(unit: Path, tmp_path: Path) -> None:
+    match = re.search(r": (\d+\.\d) (\w+)", exposure(unit, tmp_path))
+    assert match is not None
+    score, verdict = match.groups()
+    assert verdict == "OK"
+    # docs/deploy.md quotes the score; the tool's own figure must match it.
+    assert f"exposure **{score}**" in DEPLOY_DOC.read_text()
+
+
+def stub_root(root: Path, unit_file: Path = UNIT) -> None:
     """A filesystem root holding the unit, its binary and stubs of the units it names."""
-    unit = unit_settings(UNIT)
+    unit = unit_settings(unit_file)
     (root / "etc/systemd/system").mkdir(parents=True)
-    shutil.copy(UNIT, root / "etc/systemd/system/routerd.service")
+    shutil.copy(unit_file, root / "etc/systemd/system" / unit_file.name)
     # verify checks that every Exec*= command is an executable file under the root.
     for key in [k for k in unit if k.startswith("Exec")]:
         for command in unit[key]:
@@ -476,10 +532,13 @@ def stub_root(root: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
-def test_systemd_analyze_verify(tmp_path: Path) -> None:
-    stub_root(tmp_path)
+@pytest.mark.parametrize(
+    ("unit", "name"), [(UNIT, "routerd.service"), (TEMPLATE, "routerd@9464.service")]
+)
+def test_systemd_analyze_verify(unit: Path, name: str, tmp_path: Path) -> None:
+    stub_root(tmp_path, unit)
     result = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", f"--root={tmp_path}", "routerd.service"],
+        ["systemd-analyze", "verify", "--man=no", f"--root={tmp_path}", name],
         capture_output=True,
         text=True,
         timeout=60,
@@ -523,7 +582,7 @@ def test_deploy_doc_lists_every_deployment_file() -> None:
 def test_paths_in_docs_and_deployment_files_exist() -> None:
     # Install and render commands name repository paths; a move must carry them along.
     # deploy/ held these files until the layout moved them to the root: a path there is stale.
-    pattern = r"(?<![\w./-])((?:deploy|systemd|k8s|config|schemas|docs)/[\w./*-]*)"
+    pattern = r"(?<![\w./-])((?:deploy|systemd|k8s|config|schemas|docs)/[\w./*@-]*)"
     missing = {
         f"{source.relative_to(ROOT)}: {path}"
         for source in [DEPLOY_DOC, *deployment_files()]
