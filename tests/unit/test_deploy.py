@@ -572,6 +572,113 @@ def test_promtool_checks_the_rules(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def rendered(template: str, labels: Mapping[str, str], value: str = "") -> str:
+    """An alert annotation as Prometheus renders it: $labels.X, $value, humanizePercentage
+    (the only template parts routerd's rules use; a value is given already formatted)."""
+    text = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], template)
+    return re.sub(r"\{\{ \$value( \| humanizePercentage)? \}\}", value, text)
+
+
+# A routerd replica's name: Deployment, ReplicaSet's template hash, 5 random characters.
+POD = "routerd-5f8d7c9b6d-x2k4p"
+OTHER = "routerd-api-5f8d7c9b6d-x2k4p"  # a replica of a Deployment named routerd-api
+# Each alert: input series (promtool's expanding notation, one sample a minute), when it
+# must not fire yet, when it must, its labels then, and $value as rendered.
+ALERT_CASES: dict[str, dict[str, Any]] = {
+    "RouterdNoConsumer": {
+        "series": {'rabbitmq_queue_consumers{queue="email.send",vhost="/"}': "2x5 0x20"},
+        "quiet": "9m",  # 0 since minute 6: 3 of the 5 minutes
+        "fires": "12m",
+        "labels": {"queue": "email.send", "vhost": "/", "severity": "critical"},
+    },
+    "RouterdBacklogGrowing": {
+        # +1,000 ready a minute from 0: above 10,000 from minute 11, rising throughout.
+        "series": {'rabbitmq_queue_messages_ready{queue="email.send",vhost="/"}': "0+1000x40"},
+        "quiet": "20m",
+        "fires": "27m",
+        "labels": {"queue": "email.send", "vhost": "/", "severity": "warning"},
+        "value": "27000",
+    },
+    "RouterdRejectedRateHigh": {
+        # 100/s consumed for a day; rejected 0.5 % of it, then 5 % in the last hour.
+        "series": {
+            "routerd_requests_consumed_total": "0+6000x1500",
+            "routerd_requests_rejected_total": "0+30x1380 41400+300x120",
+        },
+        "quiet": "1380m",
+        "fires": "1440m",
+        "labels": {"severity": "warning"},
+        "value": "5%",
+    },
+    "RouterdReloadRefused": {
+        "series": {f'routerd_reloads_total{{result="refused",pod="{POD}"}}': "0x10 1x30"},
+        "quiet": "9m",
+        "fires": "12m",
+        "labels": {"result": "refused", "pod": POD, "severity": "warning"},
+    },
+    "RouterdPublishFailures": {
+        "series": {'routerd_publish_failures_total{target="bulk",cause="nack"}': "0x5 0+60x30"},
+        "quiet": "12m",
+        "fires": "18m",
+        "labels": {"target": "bulk", "cause": "nack", "severity": "warning"},
+    },
+    "RouterdNotReady": {
+        "series": {
+            f'kube_pod_status_ready{{condition="false",namespace="routerd",pod="{POD}"}}': (
+                "0x5 1x30"
+            ),
+            # Another workload whose name starts with routerd-: not a routerd replica.
+            'kube_pod_status_ready{condition="false",namespace="x",pod="routerd-api-0"}': "1x40",
+            f'kube_pod_status_ready{{condition="false",namespace="x",pod="{OTHER}"}}': "1x40",
+        },
+        "quiet": "14m",
+        "fires": "17m",
+        "labels": {"namespace": "routerd", "pod": POD, "severity": "warning"},
+    },
+}
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool (apt: prometheus) is not installed")
+def test_alerts_fire_when_they_should(tmp_path: Path) -> None:
+    rules = alert_rules()
+    assert set(ALERT_CASES) == set(rules)
+    (tmp_path / "rules.yaml").write_text(
+        yaml.safe_dump(one(render(MONITORING), "PrometheusRule")["spec"])
+    )
+    tests = []
+    for name, case in ALERT_CASES.items():
+        annotations = {
+            k: rendered(v, case["labels"], case.get("value", ""))
+            for k, v in rules[name]["annotations"].items()
+        }
+        tests.append(
+            {
+                "interval": "1m",
+                "input_series": [{"series": k, "values": v} for k, v in case["series"].items()],
+                "alert_rule_test": [
+                    {"eval_time": case["quiet"], "alertname": name, "exp_alerts": []},
+                    {
+                        "eval_time": case["fires"],
+                        "alertname": name,
+                        "exp_alerts": [
+                            {"exp_labels": case["labels"], "exp_annotations": annotations}
+                        ],
+                    },
+                ],
+            }
+        )
+    spec = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests}
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(spec))
+    result = subprocess.run(
+        [str(PROMTOOL), "test", "rules", "tests.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 # --- container image ---------------------------------------------------------------------
 
 
