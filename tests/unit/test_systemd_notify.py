@@ -19,11 +19,13 @@ from routerd.observe.systemd import (
     SystemdLink,
     monotonic_usec,
     notify_message,
+    reload_and_wait,
     reload_counts,
     reload_outcome,
     socket_address,
     watchdog_interval,
 )
+from routerd.observe.systemd import _main as systemd_main
 
 
 def test_message_is_key_value_lines() -> None:
@@ -206,3 +208,19 @@ def test_reload_counts_from_metrics() -> None:
 def test_reload_outcome(after: dict[str, float], outcome: str | None) -> None:
     before = {"accepted": 1.0, "refused": 1.0, "unchanged": 0.0}
     assert reload_outcome(before, after) == outcome
+
+
+def test_exec_reload_without_routerd_says_so_and_signals_nobody() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again below: nothing listens there
+    # Our own pid: were SIGHUP sent, pytest itself would die of it.
+    code, message = reload_and_wait(os.getpid(), f"http://127.0.0.1:{port}/metrics", 5)
+    assert code == 1
+    assert "is routerd running with this ROUTERD_HTTP_ADDR" in message
+    assert "not requested" in message
+
+
+def test_exec_reload_usage() -> None:
+    assert systemd_main(["reload"]) == 2
+    assert systemd_main(["reload", "not-a-pid"]) == 2
