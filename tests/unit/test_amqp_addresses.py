@@ -1,19 +1,30 @@
 """Several broker URLs (a RabbitMQ cluster's nodes): parsed, checked, redacted, and tried one
-after the other within one connection attempt. No broker: refused and silent ports."""
+after the other within one connection attempt; and a nacked publish (a quorum queue electing
+a leader) tried again for a while. No broker: refused and silent ports, fake publishes."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator, Sequence
+from types import SimpleNamespace
 
 import anyio
 import pytest
 
+from routerd.amqp import link as link_module
 from routerd.amqp.connection import BrokerUnavailable, connect, shuffled
+from routerd.amqp.link import BrokerLink
 from routerd.amqp.options import BrokerOptions, BrokerOptionsError, redact_urls, split_urls
 from routerd.client import Publisher
+from routerd.config.loader import load
+from routerd.delivery.errors import PublishFailed, PublishFailure
+from routerd.observe.health import Health
+from routerd.observe.metrics import Metrics
+from routerd.pipeline.envelope import Decision
 from routerd.settings import Settings, SettingsError
+from tests.conftest import SHIPPED_CONFIG
 
 
 def test_a_comma_separates_urls_but_not_inside_a_password() -> None:
@@ -126,3 +137,68 @@ async def test_one_attempt_tries_every_url_and_names_each_failure(silent_port: i
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+# --- a nacked publish, as during a quorum queue's leader election ----------------------
+
+
+def _link() -> BrokerLink:
+    table = load(SHIPPED_CONFIG)
+    tables = SimpleNamespace(table=table)
+    return BrokerLink(BrokerOptions.from_url("amqp://u:p@n1/"), tables, Metrics(), Health())
+
+
+def _nacks(link: BrokerLink) -> float:
+    return sum(
+        sample.value
+        for metric in link._metrics.registry.collect()
+        if metric.name == "routerd_publish_failures"
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels.get("cause") == "nack"
+    )
+
+
+def _rejected_decision() -> Decision:
+    table = load(SHIPPED_CONFIG)
+    return Decision(table.rejected, "rejected", b"{}", {}, {"message_id": "m"})
+
+
+@pytest.mark.anyio
+async def test_a_nack_is_tried_again_until_the_election_is_over() -> None:
+    link = _link()
+    calls: list[int] = []
+
+    async def publish(decision: Decision) -> None:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise PublishFailed(PublishFailure.NACK, "x", "k", "nack")
+
+    with anyio.fail_after(5):
+        await link._patient(publish)(_rejected_decision())
+    assert len(calls) == 3
+    assert _nacks(link) == 2  # still shown to the operator
+
+
+@pytest.mark.anyio
+async def test_nacks_past_the_patience_and_other_failures_reach_the_handler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(link_module, "NACK_PATIENCE", 0.3)
+    link = _link()
+    causes = iter([PublishFailure.TIMEOUT])
+
+    async def timeout_once(decision: Decision) -> None:
+        raise PublishFailed(next(causes), "x", "k")
+
+    with anyio.fail_after(1), pytest.raises(PublishFailed) as caught:
+        await link._patient(timeout_once)(_rejected_decision())
+    assert caught.value.cause is PublishFailure.TIMEOUT
+
+    async def always_nack(decision: Decision) -> None:
+        raise PublishFailed(PublishFailure.NACK, "x", "k")
+
+    started = time.monotonic()
+    with anyio.fail_after(5), pytest.raises(PublishFailed) as caught:
+        await link._patient(always_nack)(_rejected_decision())
+    assert caught.value.cause is PublishFailure.NACK
+    assert 0.3 <= time.monotonic() - started < 2
