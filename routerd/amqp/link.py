@@ -207,8 +207,8 @@ class BrokerLink:
     def _patient(self, publish: Publish) -> Publish:
         """`publish`, with a nack tried again (backoff with jitter) for `NACK_PATIENCE` s.
 
-        Each nack given up on here is still counted as a publish failure, so that an
-        operator sees a leader election (or a queue refusing messages) on the dashboard.
+        Only the nack it gives up on reaches the handler, and so the publish failure
+        metric: that counts one failure per delivery, as before.
         """
 
         async def publish_patiently(decision: Decision) -> None:
@@ -222,7 +222,6 @@ class BrokerLink:
                     left = deadline - time.monotonic()
                     if exc.cause is not PublishFailure.NACK or left <= 0 or self.stopping:
                         raise
-                    self._metrics.count_publish_failure(decision.target.name, exc.cause.value)
                 await asyncio.sleep(min(backoff.next(), left))
 
         return publish_patiently
