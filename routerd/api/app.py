@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
@@ -29,6 +29,9 @@ from routerd.client import (
     Unroutable,
 )
 
+if TYPE_CHECKING:
+    from routerd.rejections.store import RejectionStore
+
 log = logging.getLogger(__name__)
 
 # Seconds a client should wait before retrying a 503: a broker restart takes a few.
@@ -47,8 +50,11 @@ def error(
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
-def create_app(publisher: Publisher, keys: KeyStore) -> Starlette:
-    """The API over one `Publisher` (built with the route config) and the customers' keys.
+def create_app(
+    publisher: Publisher, keys: KeyStore, rejections: RejectionStore | None = None
+) -> Starlette:
+    """The API over one `Publisher` (built with the route config) and the customers' keys,
+    and, when given, the rejections database `GET /v1/rejections` reads.
 
     The app's lifespan connects the publisher (a broker that is down is logged, and each
     send answers 503 until it is back) and closes it on shutdown.
@@ -91,6 +97,33 @@ def create_app(publisher: Publisher, keys: KeyStore) -> Starlette:
         log.debug("send request accepted", extra={"message_id": message_id, "customer": customer})
         return JSONResponse({"message_id": message_id}, status_code=202)
 
+    async def list_rejections(request: Request) -> Response:
+        customer = _customer(request, keys)
+        if customer is None:
+            return error(
+                401,
+                "missing or unknown API key: send Authorization: Bearer <api key>",
+                {"WWW-Authenticate": 'Bearer realm="routerd"'},
+            )
+        if rejections is None:
+            return error(
+                404, "rejections are not enabled on this API (routerd api --rejections-db)"
+            )
+        from routerd.rejections.api import RejectionsPageError, rejections_page
+
+        try:
+            page = await rejections_page(rejections, customer, request.query_params)
+        except RejectionsPageError as exc:
+            return error(400, str(exc), parameter=exc.parameter)
+        except Exception as exc:
+            log.warning("reading rejections failed: %s", str(exc).split("\n", 1)[0])
+            return error(
+                503,
+                "rejections cannot be read right now; retry later",
+                {"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        return JSONResponse(page)
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -109,10 +142,13 @@ def create_app(publisher: Publisher, keys: KeyStore) -> Starlette:
             yield
         finally:
             await publisher.close()
+            if rejections is not None:
+                await rejections.close()
 
     return Starlette(
         routes=[
             Route("/v1/send", send, methods=["POST"]),
+            Route("/v1/rejections", list_rejections, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/openapi.yaml", openapi, methods=["GET"]),
         ],

@@ -54,6 +54,15 @@ def run(settings: ApiSettings) -> ApiExit:
     except (KeysError, ConfigError) as exc:
         log.error("routerd api cannot start: %s", exc)
         return ApiExit.STARTUP
+    rejections = None
+    if settings.rejections_db is not None:
+        from routerd.rejections.store import RejectionStore, StoreError
+
+        try:
+            rejections = RejectionStore.open(settings.rejections_db)
+        except StoreError as exc:
+            log.error("routerd api cannot start: %s", exc)
+            return ApiExit.STARTUP
     log.info(
         "routerd api starting",
         extra={
@@ -64,7 +73,7 @@ def run(settings: ApiSettings) -> ApiExit:
         },
     )
     config = uvicorn.Config(
-        create_app(publisher, keys),
+        create_app(publisher, keys, rejections),
         host=settings.listen_host,
         port=settings.listen_port,
         # routerd's own logging (configure_logging) formats uvicorn's records too.
