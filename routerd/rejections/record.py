@@ -110,7 +110,8 @@ def reasons_of(headers: Mapping[str, Any]) -> tuple[Mapping[str, str], ...]:
                 continue
             reason = {}
             for key in REASON_KEYS:
-                value = _text(item.get(key))
+                # "" is a value here: the pointer of the whole body.
+                value = _text(item.get(key), empty=True)
                 if value is not None:
                     reason[key] = value
             if reason.get("code"):
@@ -178,12 +179,12 @@ def _scalar(value: Any) -> str | None:
     return _text(value)
 
 
-def _text(value: Any) -> str | None:
+def _text(value: Any, *, empty: bool = False) -> str | None:
     """Header and property values as clean text: AMQP may hand over bytes; PostgreSQL
     refuses NUL in text, so it becomes U+FFFD rather than failing the whole batch."""
     if isinstance(value, bytes | bytearray):
         value = bytes(value).decode("utf-8", "replace")
-    if not isinstance(value, str) or value == "":
+    if not isinstance(value, str) or (value == "" and not empty):
         return None
     return value[:MAX_TEXT].replace("\x00", "\ufffd")
 
