@@ -12,10 +12,12 @@ from pathlib import Path
 import httpx
 import jsonschema
 import pytest
+import yaml
 from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from routerd.api import KeyStore, hash_key
-from routerd.api.app import create_app
+from routerd.api.app import create_app, openapi_document
 from routerd.client import Publisher
 from routerd.pipeline.envelope import Envelope
 from routerd.rejections.record import rejection_of
@@ -27,6 +29,18 @@ pytestmark = pytest.mark.anyio
 
 SCHEMAS = ROOT / "schemas" / "rejections"
 KEYS = {"cus-a": "key-of-a", "cus-b": "key-of-b", "cus-c": "key-of-c"}
+
+
+def openapi_page_validator() -> jsonschema.Draft202012Validator:
+    """The OpenAPI document's RejectionsPage: it must agree with schemas/rejections/."""
+    document = yaml.safe_load(openapi_document())
+    uri = "urn:routerd-api"
+    registry: Registry = Registry().with_resource(
+        uri, Resource.from_contents(document, default_specification=DRAFT202012)
+    )
+    return jsonschema.Draft202012Validator(
+        {"$ref": f"{uri}#/components/schemas/RejectionsPage"}, registry=registry
+    )
 
 
 def page_validator() -> jsonschema.Draft202012Validator:
@@ -84,7 +98,7 @@ async def client(store: RejectionStore) -> AsyncIterator[httpx.AsyncClient]:
 
 async def pages(http: httpx.AsyncClient, key: str, **params: str) -> list[dict[str, object]]:
     """Every page of the key's rejections, following next_cursor; each page checked."""
-    validator = page_validator()
+    validators = (page_validator(), openapi_page_validator())
     found: list[dict[str, object]] = []
     cursor: str | None = None
     while True:
@@ -94,7 +108,8 @@ async def pages(http: httpx.AsyncClient, key: str, **params: str) -> list[dict[s
         )
         assert answer.status_code == 200, answer.text
         page = answer.json()
-        validator.validate(page)
+        for validator in validators:
+            validator.validate(page)
         found.extend(page["rejections"])
         cursor = page["next_cursor"]
         if cursor is None:
