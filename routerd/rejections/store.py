@@ -152,6 +152,12 @@ class RejectionStore:
     def __init__(self, engine: AsyncEngine, url: str) -> None:
         self.engine = engine
         self.url = url
+        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._insert = (
+            insert(rejections)
+            .on_conflict_do_nothing(index_elements=["key"])
+            .returning(rejections.c.id)
+        )
 
     @classmethod
     def open(cls, text: str = DEFAULT_DB, *, create: bool = True) -> RejectionStore:
@@ -220,17 +226,11 @@ class RejectionStore:
         """Insert in one transaction, skipping keys already recorded; returns how many were new."""
         if not batch:
             return 0
-        rows = [_row(r) for r in batch]
-        insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
-        statement = (
-            insert(rejections)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["key"])
-            .returning(rejections.c.id)
-        )
         async with self.engine.begin() as conn:
-            result = await conn.execute(statement)
-            return len(result.fetchall())
+            # Many parameter sets for one cached statement: SQLAlchemy's "insertmanyvalues"
+            # sends them as a few multi-row INSERTs, RETURNING only the rows inserted.
+            result = await conn.execute(self._insert, [_row(r) for r in batch])
+            return len(result.all())
 
     async def find(self, query: Query) -> list[StoredRejection]:
         """Rows matching `query`, newest first."""
