@@ -36,7 +36,7 @@ from watchfiles import DefaultFilter, awatch
 
 from routerd.config.loader import load as load_route_table
 from routerd.config.model import ConfigError, Location, Problem, RouteTable
-from routerd.observe import Metrics
+from routerd.observe import TableMetrics
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class Reloader:
         self,
         config_path: Path,
         holder: TableHolder,
-        metrics: Metrics,
+        metrics: TableMetrics,
         *,
         before_swap: BeforeSwap | None = None,
         debounce: float = 0.3,

@@ -68,7 +68,8 @@ class Options:
         return f"http://127.0.0.1:{self.api_port}"
 
     def probes(self) -> dict[str, str]:
-        """Each service's own readiness probe: /readyz of a replica, /healthz of the API."""
+        """Each service's own readiness probe: /readyz of a replica and of the recorder,
+        /healthz of the API."""
         replicas = {
             f"routerd-{i}": f"http://127.0.0.1:{port}/readyz"
             for i, port in enumerate(self.metrics_ports, start=1)
