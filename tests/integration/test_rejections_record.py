@@ -109,9 +109,15 @@ def start_recorder(
 
 @asynccontextmanager
 async def running_recorder(
-    config: Path, amqp_url: str, db: str, log_dir: Path, *, wait_ready: bool = True
+    config: Path,
+    amqp_url: str,
+    db: str,
+    log_dir: Path,
+    *,
+    wait_ready: bool = True,
+    extra_args: Sequence[str] = (),
 ) -> AsyncIterator[Daemon]:
-    recorder = start_recorder(config, amqp_url, db, log_dir)
+    recorder = start_recorder(config, amqp_url, db, log_dir, extra_args=extra_args)
     try:
         if wait_ready:
             await recorder.wait_ready(30)
@@ -343,3 +349,111 @@ async def test_the_recorder_exits_2_naming_a_database_url_it_cannot_use(
     finally:
         recorder.kill()
     assert "use a file path, sqlite:///FILE or postgresql://" in recorder.log_text()
+
+
+async def test_recorders_competing_on_the_queue_make_one_row_per_rejection(
+    broker: Broker,
+    isolated_config: Path,
+    names: QueueNames,
+    amqp_url: str,
+    log_dir: Path,
+) -> None:
+    n = 2000
+    items, keys = invalid_requests(n, uuid.uuid4().hex[:8])
+    async with postgres_database() as database:
+        db = pg_url(database)
+        with anyio.fail_after(180):
+            async with (
+                running_daemon(isolated_config, amqp_url, log_dir),
+                running_recorder(isolated_config, amqp_url, db, log_dir) as first,
+                running_recorder(isolated_config, amqp_url, db, log_dir) as second,
+            ):
+                await broker.publish(names.source, items)
+                await wait_rows(db, n, within=120)
+                await wait_for(
+                    lambda: broker.depth(names.rejected),
+                    lambda d: d == 0,
+                    within=30,
+                    what="an empty rejected queue",
+                )
+                counts = [
+                    metric_sum(await r.metrics(), "routerd_rejections_recorded_total")
+                    for r in (first, second)
+                ]
+                assert [await r.stop() for r in (first, second)] == [0, 0]
+            found = await rows(db)
+    assert len(found) == n and set(found) == keys
+    # Both did work (the queue's prefetch shares deliveries between consumers).
+    assert sum(counts) == n and min(counts) > 0, counts
+
+
+async def test_sigterm_while_the_database_is_down_stops_within_the_timeout_and_loses_nothing(
+    broker: Broker,
+    isolated_config: Path,
+    names: QueueNames,
+    amqp_url: str,
+    log_dir: Path,
+) -> None:
+    n = 200
+    items, keys = invalid_requests(n, uuid.uuid4().hex[:8])
+    async with postgres_database() as database, anyio.create_task_group() as tg:
+        proxy = TcpProxy(PG_PORT)
+        await tg.start(proxy.run)
+        through_proxy = pg_url(database, proxy.port)
+        with anyio.fail_after(180):
+            async with running_daemon(isolated_config, amqp_url, log_dir):
+                async with running_recorder(
+                    isolated_config,
+                    amqp_url,
+                    through_proxy,
+                    log_dir,
+                    extra_args=("--shutdown-timeout", "2"),
+                ) as recorder:
+                    proxy.cut()
+                    await broker.publish(names.source, items)
+                    await wait_for(
+                        recorder.metrics,
+                        lambda m: metric_sum(m, "routerd_rejections_waiting") > 0,
+                        within=30,
+                        what="rejections waiting for the database",
+                    )
+                    assert await recorder.stop(within=20) == 0
+                    assert "shutdown timeout" in recorder.log_text()
+                assert await row_count(pg_url(database)) == 0
+                await tg.start(proxy.run)
+                async with running_recorder(isolated_config, amqp_url, through_proxy, log_dir):
+                    await wait_rows(pg_url(database), n, within=60)
+            found = await rows(pg_url(database))
+        tg.cancel_scope.cancel()
+    assert len(found) == n and set(found) == keys
+
+
+async def test_rows_older_than_the_retention_are_pruned(
+    broker: Broker,
+    isolated_config: Path,
+    names: QueueNames,
+    amqp_url: str,
+    log_dir: Path,
+    tmp_path: Path,
+) -> None:
+    n = 20
+    items, _ = invalid_requests(n, uuid.uuid4().hex[:8])
+    db = f"sqlite:///{tmp_path / 'rejections.sqlite3'}"
+    with anyio.fail_after(60):
+        async with (
+            running_daemon(isolated_config, amqp_url, log_dir),
+            running_recorder(
+                isolated_config, amqp_url, db, log_dir, extra_args=("--retention", "2s")
+            ) as recorder,
+        ):
+            await broker.publish(names.source, items)
+            await wait_for(
+                recorder.metrics,
+                lambda m: (
+                    metric_sum(m, "routerd_rejections_recorded_total") == n
+                    and metric_sum(m, "routerd_rejections_pruned_total") == n
+                ),
+                within=30,
+                what="every row recorded, then pruned",
+            )
+            assert await row_count(db) == 0
