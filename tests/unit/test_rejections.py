@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 from typer.testing import CliRunner
 
+from routerd.amqp.connection import Backoff
 from routerd.cli import app as cli
 from routerd.config.model import SchemaVersionSource
 from routerd.ops.common import output_schema
@@ -241,8 +242,12 @@ async def test_the_writer_answers_only_after_the_commit_and_retries_a_failed_bat
 ) -> None:
     flaky = FailingFirst(store, failures=2)
     written: list[tuple[int, int]] = []
-    writer = BatchWriter(flaky, batch_size=100, on_written=lambda n, d: written.append((n, d)))
-    writer._backoff.minimum = writer._backoff.maximum = 0.01
+    writer = BatchWriter(
+        flaky,
+        batch_size=100,
+        backoff=Backoff(0.01, 0.01),
+        on_written=lambda n, d: written.append((n, d)),
+    )
     batch = rows(30)
     async with asyncio.timeout(10):
         task = asyncio.create_task(writer.run())
@@ -258,8 +263,7 @@ async def test_a_record_whose_waiter_left_is_dropped_from_a_failing_batch(
     store: RejectionStore,
 ) -> None:
     flaky = FailingFirst(store, failures=1)
-    writer = BatchWriter(flaky)
-    writer._backoff.minimum = writer._backoff.maximum = 0.05
+    writer = BatchWriter(flaky, backoff=Backoff(0.05, 0.05))
     task = asyncio.create_task(writer.run())
     gone, kept = rows(2)
     leaving = asyncio.create_task(writer.record(gone))
