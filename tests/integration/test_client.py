@@ -368,7 +368,7 @@ async def test_the_examples_in_docs_client_md_run(
 ) -> None:
     await broker.declare_queue(names.source)
     examples = doc_examples()
-    assert len(examples) == 4
+    assert len(examples) == 5
     with anyio.fail_after(60):
         for example in examples:
             code = example.replace("config/routes.yaml", str(isolated_config))
@@ -378,6 +378,7 @@ async def test_the_examples_in_docs_client_md_run(
         out = capsys.readouterr().out
     assert "accepted " in out and "schema_violation" in out
     assert "2000 confirmed, 0 failed" in out
+    assert "Counter({'str': 1000})" in out
     assert out.count("(202, {'message_id': ") == 4 and "[RequestInvalid(" in out
-    # one accepted + 2,000 + four threads + one without a config
-    assert await broker.depth(names.source) == 2006
+    # one accepted + 2,000 + 1,000 + four threads + one without a config
+    assert await broker.depth(names.source) == 3006
