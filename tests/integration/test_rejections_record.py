@@ -27,7 +27,14 @@ from routerd.rejections.record import rejection_json
 from routerd.rejections.store import Query, RejectionStore
 from tests.conftest import ROOT
 from tests.factories import encode, invalid_v1, undecodable
-from tests.harness import Broker, Outgoing, QueueNames, running_daemon, wait_for
+from tests.harness import (
+    Broker,
+    Outgoing,
+    QueueNames,
+    close_connections_of,
+    running_daemon,
+    wait_for,
+)
 from tests.harness.daemon import Daemon, _child_env, free_port, metric_sum, routerd_command
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
@@ -457,3 +464,36 @@ async def test_rows_older_than_the_retention_are_pruned(
                 what="every row recorded, then pruned",
             )
             assert await row_count(db) == 0
+
+
+async def test_after_a_lost_broker_connection_the_recorder_reconnects_and_loses_nothing(
+    broker: Broker,
+    isolated_config: Path,
+    names: QueueNames,
+    amqp_url: str,
+    log_dir: Path,
+    tmp_path: Path,
+) -> None:
+    n = 3000
+    items, keys = invalid_requests(n, uuid.uuid4().hex[:8])
+    db = f"sqlite:///{tmp_path / 'rejections.sqlite3'}"
+    with anyio.fail_after(180):
+        async with running_daemon(isolated_config, amqp_url, log_dir):
+            await broker.publish(names.source, items[: n // 2])
+            async with running_recorder(isolated_config, amqp_url, db, log_dir) as recorder:
+                await wait_for(lambda: row_count(db), lambda c: c >= n // 5, within=60, what="rows")
+                assert await close_connections_of(recorder.pid, "test: broker connection lost") >= 1
+                # Only a new session can take these: the recorder must have reconnected.
+                await broker.publish(names.source, items[n // 2 :])
+                await wait_rows(db, n, within=120)
+                await wait_for(
+                    lambda: broker.depth(names.rejected),
+                    lambda d: d == 0,
+                    within=30,
+                    what="an empty rejected queue",
+                )
+                metrics = await recorder.metrics()
+                assert await recorder.stop() == 0
+    found = await rows(db)
+    assert len(found) == n and set(found) == keys
+    assert metric_sum(metrics, "routerd_reconnects_total") >= 1
