@@ -195,7 +195,9 @@ class RejectionStore:
         """Bring the schema to the last version; returns the version it is at.
 
         Recorders starting together may migrate at once: on PostgreSQL a transaction-level
-        advisory lock makes them take turns; SQLite's writer lock does the same for it.
+        advisory lock makes them take turns. On SQLite the one that loses the race fails its
+        step (the table exists) and rolls back; the recorder retries `migrate()`, which then
+        finds the schema done.
         """
         while True:
             async with self.engine.begin() as conn:
