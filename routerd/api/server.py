@@ -63,6 +63,8 @@ def run(settings: ApiSettings) -> ApiExit:
             "customers": len(set(keys.customers.values())),
         },
     )
+    for warning in common.warnings:
+        log.warning(warning)
     config = uvicorn.Config(
         create_app(publisher, keys),
         host=settings.listen_host,
