@@ -272,6 +272,11 @@ def _amqp_url(value: str, origin: str) -> str:
     for key, path in options.tls_files.items():
         if not Path(path).is_file():
             raise SettingsError("AMQP URL", origin, shown, f"{key}={path}: no such file")
+    try:
+        # Files that exist but are no certificates would fail every connection attempt.
+        options.ssl_context()
+    except BrokerOptionsError as exc:
+        raise SettingsError("AMQP URL", origin, shown, str(exc)) from None
     return value
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import aiormq
 from aiormq.abc import AbstractConnection
 
-from routerd.amqp.options import BrokerOptions
+from routerd.amqp.options import BrokerOptions, BrokerOptionsError, tls_failure
 from routerd.observe.logs import redact_url
 
 
@@ -65,16 +65,21 @@ async def connect(options: BrokerOptions) -> AbstractConnection:
     try:
         async with asyncio.timeout(options.connect_timeout):
             # The heartbeat and TLS files travel in the URL's query, where aiormq reads them.
+            # Built per attempt (it reads the TLS files): a rotated certificate is picked up.
+            context = await asyncio.to_thread(options.ssl_context)
             connection: AbstractConnection = await aiormq.connect(
                 options.client_url(),
+                context=context,
                 client_properties={"connection_name": options.connection_name},
             )
     except TimeoutError:
         raise BrokerUnavailable(
             options.url, f"no answer within {options.connect_timeout:g}s"
         ) from None
+    except BrokerOptionsError as exc:
+        raise BrokerUnavailable(options.url, str(exc)) from None
     except (aiormq.exceptions.AMQPError, OSError) as exc:
-        raise BrokerUnavailable(options.url, exc) from None
+        raise BrokerUnavailable(options.url, tls_failure(exc, options) or exc) from None
     return connection
 
 

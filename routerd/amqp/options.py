@@ -9,13 +9,22 @@ cannot parse into "no heartbeat", and ignores TLS files on an `amqp://` URL), an
 `client_url()` writes the options back into the URL aiormq connects with, so the options
 object is the one truth. Keys routerd does not own (`capath`, `cadata`, `no_verify_ssl`,
 `auth`) reach aiormq as they were written.
+
+TLS: `ssl_context()` builds the context exactly as aiormq would from those keys (the system's
+CAs unless `cafile`/`capath`/`cadata` name others; the broker's certificate and host name
+verified), plus routerd's own `verify_hostname=0`, which skips only the name check (aiormq's
+`no_verify_ssl=1` skips all verification). It is built anew for each connection attempt, so
+a certificate rotated on disk is used at the next reconnect; `tls_failure` turns a failed
+handshake into what to do about it.
 """
 
 from __future__ import annotations
 
+import base64
 import math
 import os
 import socket
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
@@ -39,7 +48,13 @@ DEFAULT_RECONNECT_MAX = 30.0
 # `client_url`. `timeout` is aio-pika's and aiormq's name for the connection timeout.
 HEARTBEAT, TIMEOUT, NAME = "heartbeat", "timeout", "name"
 CAFILE, CERTFILE, KEYFILE = "cafile", "certfile", "keyfile"
-_OWNED = frozenset({HEARTBEAT, TIMEOUT, NAME, CAFILE, CERTFILE, KEYFILE})
+# routerd's own key (aiormq has none): 0 keeps verifying the certificate but not that it
+# names the host, for a broker reached by an address its certificate does not hold.
+VERIFY_HOSTNAME = "verify_hostname"
+_OWNED = frozenset({HEARTBEAT, TIMEOUT, NAME, CAFILE, CERTFILE, KEYFILE, VERIFY_HOSTNAME})
+_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH.
+_NAME_MISMATCH = frozenset({62, 64})
 # The AMQP frame's heartbeat field is 16 bits; aiormq takes 0..65534.
 _MAX_HEARTBEAT = 65534
 
@@ -79,6 +94,7 @@ class BrokerOptions:
     cafile: str | None = None
     certfile: str | None = None
     keyfile: str | None = None
+    verify_hostname: bool = True
 
     @classmethod
     def from_url(
@@ -117,6 +133,8 @@ class BrokerOptions:
             options["connect_timeout"] = _timeout(query[TIMEOUT])
         if query.get(NAME):
             options["connection_name"] = query[NAME]
+        if VERIFY_HOSTNAME in query:
+            options["verify_hostname"] = _verify_hostname(query[VERIFY_HOSTNAME], parts.scheme)
         return cls(**options)
 
     @property
@@ -133,6 +151,46 @@ class BrokerOptions:
         """The TLS files named, by their query key."""
         named = {CAFILE: self.cafile, CERTFILE: self.certfile, KEYFILE: self.keyfile}
         return {key: path for key, path in named.items() if path}
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of one connection attempt (None for amqp://), as aiormq builds it
+        from the URL, with `verify_hostname` applied; `BrokerOptionsError` names a TLS file
+        that cannot be read or used."""
+        if not self.tls:
+            return None
+        query = _query(urlsplit(self.url).query)
+        cadata = query.get("cadata")
+        try:
+            context = ssl.create_default_context(
+                ssl.Purpose.SERVER_AUTH,
+                cafile=self.cafile,
+                capath=query.get("capath") or None,
+                cadata=base64.b64decode(cadata) if cadata else None,
+            )
+        except (OSError, ValueError) as exc:
+            key = CAFILE if self.cafile else "capath" if query.get("capath") else "cadata"
+            raise BrokerOptionsError(
+                key,
+                self.cafile or query.get("capath") or "...",
+                f"cannot be read as CA certificates ({_why(exc)}); give PEM CA certificates",
+            ) from None
+        if self.certfile:
+            try:
+                context.load_cert_chain(self.certfile, self.keyfile)
+            except (OSError, ValueError) as exc:
+                key = f"{KEYFILE}={self.keyfile}" if self.keyfile else f"no {KEYFILE}="
+                raise BrokerOptionsError(
+                    CERTFILE,
+                    self.certfile,
+                    f"cannot be used with {key} ({_why(exc)}); certfile= takes a PEM "
+                    f"certificate (chain) and keyfile= its unencrypted private key",
+                ) from None
+        if query.get("no_verify_ssl", "0") != "0":
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        elif not self.verify_hostname:
+            context.check_hostname = False
+        return context
 
     def client_url(self) -> str:
         """The URL aiormq connects with: the given one, its owned query keys from these options.
@@ -162,7 +220,46 @@ class BrokerOptions:
             "reconnect_max": self.reconnect_max,
             "tls": self.tls,
             **self.tls_files,
+            **({} if self.verify_hostname else {VERIFY_HOSTNAME: False}),
         }
+
+
+def tls_failure(exc: BaseException, options: BrokerOptions) -> str | None:
+    """What a failed TLS handshake means and what to do, or None when `exc` is no TLS error.
+
+    aiormq re-raises an OSError as its own error with the first as the cause: look down
+    the chain.
+    """
+    seen: BaseException | None = exc
+    while seen is not None and not isinstance(seen, ssl.SSLError):
+        seen = seen.__cause__ or seen.__context__
+    if seen is None:
+        return None
+    host = urlsplit(options.url).hostname or "?"
+    if isinstance(seen, ssl.SSLCertVerificationError):
+        if seen.verify_code in _NAME_MISMATCH:
+            return (
+                f"TLS: the broker's certificate does not name {host} ({seen.verify_message}); "
+                f"connect by a host name the certificate holds, or add {VERIFY_HOSTNAME}=0 to "
+                f"the URL to skip only the name check"
+            )
+        trusted = f"{CAFILE}={options.cafile}" if options.cafile else "the system's CA store"
+        return (
+            f"TLS: the broker's certificate is not trusted ({seen.verify_message}) by "
+            f"{trusted}; set {CAFILE}= in the URL to the CA that signed the broker's certificate"
+        )
+    reason = seen.reason or str(seen)
+    if "CERTIFICATE_REQUIRED" in reason.upper() and not options.certfile:
+        return (
+            f"TLS: the broker asks for a client certificate ({reason}); add {CERTFILE}= and "
+            f"{KEYFILE}= to the URL"
+        )
+    if options.certfile and ("UNKNOWN_CA" in reason.upper() or "BAD_CERTIFICATE" in reason.upper()):
+        return (
+            f"TLS: the broker refused the client certificate {CERTFILE}={options.certfile} "
+            f"({reason}); use one signed by a CA the broker trusts"
+        )
+    return f"TLS handshake failed: {reason}; is the port the broker's TLS port (5671)?"
 
 
 def _query(text: str) -> dict[str, str]:
@@ -189,6 +286,21 @@ def _heartbeat(value: str) -> int:
             f"routerd's default is {DEFAULT_HEARTBEAT})",
         )
     return seconds
+
+
+def _why(exc: BaseException) -> str:
+    # ssl.SSLError's reason is OpenSSL's short name (NO_CERTIFICATE_OR_CRL_FOUND); an
+    # OSError's strerror is the errno's text.
+    return str(getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc)
+
+
+def _verify_hostname(value: str, scheme: str) -> bool:
+    verify = _BOOLEANS.get(value.strip().lower())
+    if verify is None:
+        raise BrokerOptionsError(VERIFY_HOSTNAME, value, "use 1 (the default) or 0")
+    if not verify and scheme != "amqps":
+        raise BrokerOptionsError(VERIFY_HOSTNAME, value, "only an amqps:// URL verifies names")
+    return verify
 
 
 def _timeout(value: str) -> float:

@@ -118,8 +118,13 @@ def test_the_broker_options_are_built_once_from_the_settings() -> None:
 
 
 def test_tls_files_are_checked_at_start(tmp_path: Path) -> None:
-    for name in ("ca.pem", "cert.pem", "key.pem"):
-        (tmp_path / name).write_text("-----BEGIN-----\n")
+    import trustme
+
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    leaf = ca.issue_cert("routerd")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
     url = (
         f"amqps://u:s3cret@broker/?cafile={tmp_path}/ca.pem"
         f"&certfile={tmp_path}/cert.pem&keyfile={tmp_path}/key.pem"
@@ -137,6 +142,10 @@ def test_tls_files_are_checked_at_start(tmp_path: Path) -> None:
     assert f"cafile={tmp_path}/nope.pem: no such file" in message
     assert "from environment variable ROUTERD_AMQP_URL" in message
     assert "s3cret" not in message
+    (tmp_path / "junk.pem").write_text("-----BEGIN-----\n")
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_sources({}, {"ROUTERD_AMQP_URL": url.replace("ca.pem", "junk.pem")})
+    assert f"cafile={tmp_path}/junk.pem: cannot be read as CA certificates" in str(caught.value)
 
 
 @pytest.mark.parametrize(
