@@ -230,9 +230,7 @@ def tls_failure(exc: BaseException, options: BrokerOptions) -> str | None:
     aiormq re-raises an OSError as its own error with the first as the cause: look down
     the chain.
     """
-    seen: BaseException | None = exc
-    while seen is not None and not isinstance(seen, ssl.SSLError):
-        seen = seen.__cause__ or seen.__context__
+    seen = _ssl_error_in(exc)
     if seen is None:
         return None
     host = urlsplit(options.url).hostname or "?"
@@ -286,6 +284,22 @@ def _heartbeat(value: str) -> int:
             f"routerd's default is {DEFAULT_HEARTBEAT})",
         )
     return seconds
+
+
+def _ssl_error_in(exc: BaseException) -> ssl.SSLError | None:
+    """The first ssl.SSLError in `exc`'s chain of causes and contexts. The chain can loop
+    (an exception raised while handling itself): each one is looked at once."""
+    visited: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if id(current) in visited:
+            continue
+        visited.add(id(current))
+        if isinstance(current, ssl.SSLError):
+            return current
+        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+    return None
 
 
 def _why(exc: BaseException) -> str:

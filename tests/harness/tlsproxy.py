@@ -110,11 +110,12 @@ class TlsProxy:
 
     def _serve(self, raw: socket.socket) -> None:
         raw.settimeout(10)
+        tls = self.context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
         try:
-            tls = self.context.wrap_socket(raw, server_side=True)
+            tls.do_handshake()
         except (ssl.SSLError, OSError) as exc:
             self.failed_handshakes.append(str(exc))
-            raw.close()
+            _close_gently(tls)
             return
         try:
             up = socket.create_connection(self.upstream, timeout=10)
@@ -132,6 +133,18 @@ class TlsProxy:
             for sock in (tls, up):
                 with contextlib.suppress(OSError):
                     sock.close()
+
+
+def _close_gently(tls: ssl.SSLSocket) -> None:
+    """Close after the alert went out, reading what the client still sends: closing with
+    unread bytes makes the kernel send a reset, which can overtake the alert."""
+    with contextlib.suppress(OSError):
+        # SSLSocket.shutdown drops the TLS layer: what follows is plain socket I/O.
+        tls.shutdown(socket.SHUT_WR)
+        tls.settimeout(2)
+        while tls.recv(65536):
+            pass
+    tls.close()
 
 
 def _relay(tls: ssl.SSLSocket, up: socket.socket, closed: threading.Event) -> None:

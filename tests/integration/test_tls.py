@@ -10,6 +10,7 @@ turned off on its own; a client certificate, when given, is presented.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -64,9 +65,11 @@ async def routes_one_request(daemon: Daemon, broker: Broker, names: QueueNames) 
 async def fails_saying(
     isolated_config: Path, url: str, log_dir: Path, *expected: str
 ) -> tuple[str, int | None]:
-    """Start serve on `url`, wait for its failed connection's log line; the line, /readyz."""
+    """Start serve on `url`, wait for a failed connection's log line saying `expected[0]`;
+    that line, /readyz."""
     async with running_daemon(isolated_config, url, log_dir, wait_ready=False) as daemon:
-        match = await daemon.wait_for_log(r"^.*broker session failed.*$", within=60)
+        pattern = rf"^.*broker session failed.*{re.escape(expected[0])}.*$"
+        match = await daemon.wait_for_log(pattern, within=60)
         status = await daemon.ready_status()
         line = match.group(0)
         for text in expected:

@@ -95,3 +95,16 @@ def test_a_failed_handshake_says_what_to_do() -> None:
     assert mismatch is not None
     assert "does not name broker.internal" in mismatch and "verify_hostname=0" in mismatch
     assert tls_failure(ConnectionRefusedError(111, "refused"), options) is None
+
+
+def test_a_looping_exception_chain_is_walked_once() -> None:
+    # What aiormq raised on a refused client certificate: an error whose context chain
+    # comes back to itself. Walking it must end (it once held the event loop forever).
+    options = BrokerOptions.from_url("amqps://u:p@broker/")
+    outer, inner = ConnectionError("outer"), ConnectionError("inner")
+    outer.__context__, inner.__context__ = inner, outer
+    assert tls_failure(outer, options) is None
+    inner.__cause__ = ssl.SSLError(1, "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] alert")
+    inner.__cause__.reason = "TLSV13_ALERT_CERTIFICATE_REQUIRED"
+    failure = tls_failure(outer, options)
+    assert failure is not None and "asks for a client certificate" in failure
