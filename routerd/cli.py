@@ -283,7 +283,7 @@ def serve(
         str | None,
         _setting(
             "Broker URL, default amqp://guest:***@127.0.0.1:5672/; query keys heartbeat, "
-            "timeout, name, and with amqps:// cafile, certfile, keyfile",
+            "timeout, name, and with amqps:// cafile, certfile, keyfile, verify_hostname",
             "amqp_url",
             "--amqp-url",
         ),
