@@ -33,15 +33,33 @@ COUNT = int(os.environ.get("ROUTERD_FUZZ_COUNT", "10000"))
 SEED = int(os.environ.get("ROUTERD_FUZZ_SEED", "20261130"))
 
 
+async def test_the_corpus_through_the_live_daemon(
+    broker: Broker, names: QueueNames, isolated_config: Path, amqp_url: str, log_dir: Path
+) -> None:
+    await through_the_daemon(0, broker, names, isolated_config, amqp_url, log_dir)
+
+
 @pytest.mark.timeout(1800)
 async def test_hostile_requests_through_the_live_daemon(
     broker: Broker, names: QueueNames, isolated_config: Path, amqp_url: str, log_dir: Path
 ) -> None:
+    await through_the_daemon(COUNT, broker, names, isolated_config, amqp_url, log_dir)
+
+
+async def through_the_daemon(
+    count: int,
+    broker: Broker,
+    names: QueueNames,
+    isolated_config: Path,
+    amqp_url: str,
+    log_dir: Path,
+) -> None:
+    """The corpus and `count` generated requests through one daemon, each accounted for."""
     started = time.monotonic()
     corpus = load_corpus()
     # In a thread: generating takes long enough that the test's own broker connection
     # would miss its heartbeats if the event loop waited on it.
-    generated = await anyio.to_thread.run_sync(generate, COUNT, SEED)
+    generated = await anyio.to_thread.run_sync(generate, count, SEED)
     items: list[Hostile] = [c.request for c in corpus] + generated
     generated_in = time.monotonic() - started
     outgoing = [
@@ -105,7 +123,7 @@ async def test_hostile_requests_through_the_live_daemon(
 
     total_bytes = sum(len(i.body) for i in items)
     print(
-        f"\nfuzz: {len(items)} requests ({len(corpus)} corpus + {COUNT} generated, seed {SEED}), "
+        f"\nfuzz: {len(items)} requests ({len(corpus)} corpus + {count} generated, seed {SEED}), "
         f"{total_bytes / 1e6:.1f} MB of bodies; generated in {generated_in:.0f}s, "
         f"routed in {routed_in:.0f}s; lost 0, duplicated 0"
     )
