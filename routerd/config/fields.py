@@ -9,6 +9,7 @@ way) for the rest, so a check built on it never reports a problem that is not th
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -144,6 +145,23 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, int | float) and isinstance(b, int | float):
         return a == b
     return type(a) is type(b) and bool(a == b)
+
+
+def same_key(value: Any) -> Hashable | None:
+    """A dict key for `value`: two values get equal keys exactly when `same` says they are
+    equal. None for a value no key stands for (a list, an object, NaN)."""
+    kind = type(value)
+    if kind is str:
+        text: str = value
+        return text  # the common case costs no tuple; other keys are tuples
+    if kind is bool:
+        return ("boolean", value)
+    if kind is int or kind is float:
+        # 2 and 2.0 are `same`, and Python hashes them alike; NaN equals nothing.
+        return ("number", value) if value == value else None
+    if value is None:
+        return ("null",)
+    return None
 
 
 def _among(value: Any, values: list[Any]) -> bool:
