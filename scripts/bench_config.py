@@ -12,8 +12,11 @@ asserted; the goal is under 2 s for each.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -89,13 +92,50 @@ def write_config(folder: Path, *, schemas: int = 2, rules: int = 500) -> Path:
     return path
 
 
-def seconds(fn: Any, rounds: int) -> list[float]:
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+# Run in a fresh interpreter per measurement, as `routerd lint` and a daemon's first load
+# are: nothing cached from an earlier round.
+_TIMED = """
+import json, sys, time
+from pathlib import Path
+start = time.perf_counter()
+from routerd.config.loader import build, load
+imported = time.perf_counter()
+{call}(Path(sys.argv[1]))
+done = time.perf_counter()
+print(json.dumps([done - start, done - imported]))
+"""
+
+
+def timed(tree: Path, call: str, config: Path) -> float:
+    """Seconds for `call` (build: what lint runs; load: what a reload runs) in a new
+    process with routerd from `tree`, imports left out."""
+    out = subprocess.run(
+        [sys.executable, "-c", _TIMED.format(call=call), str(config)],
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    _, work = json.loads(out)
+    return float(work)
+
+
+def cli_lint(tree: Path, config: Path) -> float:
+    """Wall seconds of `routerd lint CONFIG` with routerd from `tree`."""
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "routerd", "lint", str(config)],
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        cwd=tree,
+        capture_output=True,
+        check=True,
+    )
+    return time.perf_counter() - start
+
+
+def spread(times: list[float]) -> str:
+    return f"{min(times):5.2f} {statistics.median(times):6.2f} {max(times):5.2f}"
 
 
 def main() -> None:
@@ -103,27 +143,50 @@ def main() -> None:
     parser.add_argument("--schemas", type=int, default=200)
     parser.add_argument("--rules", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another routerd source tree (e.g. `git archive main | tar -x -C DIR`) to "
+        "measure in the same rounds, interleaved",
+    )
     args = parser.parse_args()
+    trees = {"this tree": ROOT}
+    if args.baseline:
+        trees["baseline"] = args.baseline.resolve()
     with tempfile.TemporaryDirectory() as tmp:
         path = write_config(Path(tmp), schemas=args.schemas, rules=args.rules)
         result = build(path)
         errors = [p for p in result.problems if p.severity == "error"]
         if errors:
             sys.exit("the generated config has errors:\n" + "\n".join(map(str, errors[:10])))
-        warnings = len(result.problems)
         table = load(path)
         print(
             f"{len(table.schemas)} schemas, {len(table.rules)} rules, "
-            f"{warnings} warnings; seconds, min / median / max of {args.rounds}"
+            f"{len(result.problems)} warnings; seconds, min / median / max of {args.rounds} "
+            f"rounds, each in a new process"
         )
-        for name, fn in (
-            ("lint (build + every check)", lambda: build(path)),
-            ("load", lambda: load(path)),
-        ):
-            times = seconds(fn, args.rounds)
-            print(
-                f"  {name:28} {min(times):6.2f} {statistics.median(times):6.2f} {max(times):6.2f}"
+        figures: dict[tuple[str, str], list[float]] = {}
+        for _ in range(args.rounds):
+            for tree_name, tree in trees.items():
+                figures.setdefault((tree_name, "routerd lint (CLI, wall)"), []).append(
+                    cli_lint(tree, path)
+                )
+                for call in ("build", "load"):
+                    work = timed(tree, call, path)
+                    what = "lint's build" if call == "build" else "load (start, reload)"
+                    figures.setdefault((tree_name, f"{what}, without imports"), []).append(work)
+        names = sorted({name for _, name in figures}, key=lambda n: n[0] != "r")
+        for name in names:
+            cells = "   ".join(
+                f"{tree_name}: {spread(figures[(tree_name, name)])}" for tree_name in trees
             )
+            print(f"  {name:36} {cells}")
+        if args.baseline:
+            for name in names:
+                ratio = statistics.median(figures[("this tree", name)]) / statistics.median(
+                    figures[("baseline", name)]
+                )
+                print(f"  {name:36} this tree / baseline: {ratio:.2f}")
 
 
 if __name__ == "__main__":
