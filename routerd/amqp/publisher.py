@@ -129,6 +129,7 @@ class ConfirmWindow:
         # covers; under load the broker confirms in runs, so that is a loop callback per
         # message. This settles the run at once, through aiormq's own per-tag step.
         channel._on_confirm_frame = self._on_confirm_frame  # type: ignore[method-assign]
+        channel.closing.add_done_callback(self._on_close)
 
     def publish(
         self, body: bytes, exchange: str, routing_key: str, properties: Basic.Properties
@@ -204,9 +205,18 @@ class ConfirmWindow:
             self._putting = self._loop.create_task(queue.put(frame))
             self._putting.add_done_callback(self._put_done)
 
+    def _on_close(self, _: asyncio.Future[Any]) -> None:
+        # A dead connection's writer takes nothing more: a batch waiting for room would
+        # wait forever. Its confirms fail with the close (the watchdog stays, in case).
+        self._frames = []
+        if self._putting is not None:
+            self._putting.cancel()
+
     def _put_done(self, task: asyncio.Task[None]) -> None:
         self._putting = None
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled():
+            return
+        if task.exception() is not None:
             log.debug("handing publishes to the writer failed", exc_info=task.exception())
         self._flush()
 

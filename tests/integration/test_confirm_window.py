@@ -11,7 +11,7 @@ from typing import Any
 import aiormq
 import anyio
 import pytest
-from aiormq.abc import AbstractConnection
+from aiormq.abc import AbstractConnection, ChannelFrame
 from aiormq.channel import Channel
 from aiormq.exceptions import PublishError
 from pamqp.commands import Basic
@@ -157,3 +157,24 @@ async def test_a_multiple_confirm_settles_every_publish_it_covers_and_no_other(
     with pytest.raises(aiormq.exceptions.DeliveryError):
         pending[8].result()
     assert window.channel is channel and channel.confirmations == {}
+
+
+async def test_a_full_writer_queue_delays_a_batch_without_reordering_it(
+    connection: AbstractConnection, unique: str
+) -> None:
+    channel = await confirm_channel(connection)
+    queue = f"window.{unique}"
+    await channel.queue_declare(queue)
+    window = ConfirmWindow(channel, 10.0)
+    # Empty frames write nothing: they only take the writer queue's room.
+    while not channel.write_queue.full():
+        channel.write_queue.put_nowait(ChannelFrame(payload=b"", should_close=False))
+    first = [window.publish(b"a%d" % i, "", queue, props(i)) for i in range(5)]
+    # The flush the step would run, run before the writer takes anything: it finds no room.
+    window._flush()
+    assert window._putting is not None
+    second = [window.publish(b"b%d" % i, "", queue, props(10 + i)) for i in range(5)]
+    results = await settle(first + second)
+    assert all(isinstance(r, Basic.Ack) for r in results)
+    expected = [b"a%d" % i for i in range(5)] + [b"b%d" % i for i in range(5)]
+    assert await take_all(connection, queue, 10) == expected
