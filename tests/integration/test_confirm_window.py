@@ -55,7 +55,7 @@ async def take_all(connection: AbstractConnection, queue: str, count: int) -> li
     return bodies
 
 
-async def test_a_step_of_publishes_leaves_as_one_frame_confirmed_in_order(
+async def test_publishes_past_a_full_writer_queue_leave_as_one_frame_in_order(
     connection: AbstractConnection, unique: str
 ) -> None:
     channel = await confirm_channel(connection)
@@ -66,8 +66,8 @@ async def test_a_step_of_publishes_leaves_as_one_frame_confirmed_in_order(
     put = channel.write_queue.put_nowait
 
     def spy(frame: Any) -> None:
-        handed.append(frame)
         put(frame)
+        handed.append(frame)
 
     channel.write_queue.put_nowait = spy  # type: ignore[method-assign]
     # One body larger than the broker's frame_max travels as several body frames.
@@ -75,7 +75,9 @@ async def test_a_step_of_publishes_leaves_as_one_frame_confirmed_in_order(
     futures = [window.publish(body, "", queue, props(i)) for i, body in enumerate(bodies)]
     results = await settle(futures)
     assert all(isinstance(r, Basic.Ack) for r in results), results[:3]
-    assert len(handed) == 1
+    # One frame per publish while the writer queue had room, then the rest as one.
+    room = channel.write_queue.maxsize
+    assert len(handed) == room + 2
     assert await take_all(connection, queue, len(bodies)) == bodies
     assert channel.confirmations == {}
     assert channel.message_id_delivery_tag == {}
@@ -170,11 +172,14 @@ async def test_a_full_writer_queue_delays_a_batch_without_reordering_it(
     while not channel.write_queue.full():
         channel.write_queue.put_nowait(ChannelFrame(payload=b"", should_close=False))
     first = [window.publish(b"a%d" % i, "", queue, props(i)) for i in range(5)]
-    # The flush the step would run, run before the writer takes anything: it finds no room.
-    window._flush()
-    assert window._putting is not None
+    assert window.full
+    room = asyncio.ensure_future(window.room())
+    await asyncio.sleep(0)
+    assert not room.done(), "a publisher waits while the writer queue is full"
     second = [window.publish(b"b%d" % i, "", queue, props(10 + i)) for i in range(5)]
     results = await settle(first + second)
+    with anyio.fail_after(5):
+        await room
     assert all(isinstance(r, Basic.Ack) for r in results)
     expected = [b"a%d" % i for i in range(5)] + [b"b%d" % i for i in range(5)]
     assert await take_all(connection, queue, 10) == expected
