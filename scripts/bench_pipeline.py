@@ -1,16 +1,22 @@
 """µs per send request for each pipeline stage, beside the reference `jsonschema` validator.
 
-    .venv/bin/python scripts/bench_pipeline.py [--config config/routes.yaml]
+    .venv/bin/python scripts/bench_pipeline.py [--config config/routes.yaml] [--rounds 3]
 
 Every figure comes from this one run on this machine: best of five timed runs, each long
 enough to be read to a few percent. Nothing is asserted; the figures go in the README.
+The rule-scale table sets the shipped config beside the same with 500 per-customer rules
+before its own (scripts/bench_config.py writes it), each with the rule index `decide` uses
+and with plain in-order evaluation; it is measured in rounds, interleaved, so a busy machine
+slows every column alike: the ratios are the figures to read.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import sys
+import tempfile
 import timeit
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for tests.factories, and routerd when not installed
 
 from routerd.config.loader import load  # noqa: E402
-from routerd.config.model import MatchContext, RouteTable  # noqa: E402
+from routerd.config.model import MatchContext, RouteTable, Rule  # noqa: E402
 from routerd.config.schemas import load_schema_set  # noqa: E402
 from routerd.pipeline.categorize import categorize  # noqa: E402
 from routerd.pipeline.decide import decide  # noqa: E402
@@ -30,6 +36,9 @@ from routerd.pipeline.decode import decode  # noqa: E402
 from routerd.pipeline.envelope import Envelope  # noqa: E402
 from routerd.pipeline.validate import schema_version, validate  # noqa: E402
 from tests import factories  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_config import write_config  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -78,10 +87,92 @@ def table(title: str, header: list[str], rows: list[list[str]]) -> None:
     print()
 
 
+class PlainRules:
+    """In-order evaluation of every rule, in the index's place: the reference it is
+    measured against."""
+
+    def __init__(self, rules: tuple[Rule, ...]) -> None:
+        self.rules = rules
+
+    def first_match(self, ctx: MatchContext) -> Rule | None:
+        return categorize(self.rules, ctx)[0]
+
+
+def plain(table: RouteTable) -> RouteTable:
+    """A copy of `table` whose `decide` tries every rule in order."""
+    copy = RouteTable(
+        **{
+            name: getattr(table, name)
+            for name in RouteTable.__dataclass_fields__
+            if name != "rule_index"
+        }
+    )
+    object.__setattr__(copy, "rule_index", PlainRules(table.rules))
+    return copy
+
+
+def rule_scale(rounds: int) -> None:
+    """`decide` with the shipped rules and with 500 customer rules before them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        big = load(write_config(Path(tmp), rules=500))
+    shipped = load(ROOT / "config" / "routes.yaml")
+    request = factories.valid_v1(3, recipients=2, tags=["receipt"])
+    request.pop("stream", None)
+    properties = {"content_type": "application/json"}
+    requests = {
+        "v1, no customer rule": Envelope(factories.encode(request), {}, properties),
+        "v1, its customer rule": Envelope(
+            factories.encode({**request, "customer_id": "big-498"}), {}, properties
+        ),
+        "v2": Envelope(factories.encode(factories.valid_v2(3)), {}, properties),
+    }
+    tables = {
+        "5 rules, indexed": shipped,
+        "5 rules, plain": plain(shipped),
+        "505 rules, indexed": big,
+        "505 rules, plain": plain(big),
+    }
+    timings: dict[tuple[str, str], list[float]] = {}
+    for _ in range(rounds):
+        for req, env in requests.items():
+            for name, routes in tables.items():
+                t = micros(lambda: decide(routes, env))  # noqa: B023
+                timings.setdefault((req, name), []).append(t)
+    rows = []
+    for req in requests:
+        # The minimum is the run the rest of the machine disturbed least.
+        base = min(timings[(req, "5 rules, indexed")])
+        for name in tables:
+            ts = timings[(req, name)]
+            rule = decide(tables[name], requests[req]).rule
+            rows.append(
+                [
+                    req,
+                    name,
+                    f"{min(ts):.1f}",
+                    f"{statistics.median(ts):.1f}",
+                    f"{max(ts):.1f}",
+                    f"{min(ts) / base:.2f}x",
+                    str(rule),
+                ]
+            )
+    table(
+        f"Rule scale: decide µs per request, min/median/max of {rounds} interleaved rounds "
+        "(each round best of 5); ratio of minimums to the shipped 5 rules, indexed",
+        ["request", "rules", "min", "median", "max", "ratio", "rule"],
+        rows,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=ROOT / "config" / "routes.yaml")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the rule-scale table")
+    parser.add_argument("--only-rules", action="store_true", help="only the rule-scale table")
     args = parser.parse_args()
+    if args.only_rules:
+        rule_scale(args.rounds)
+        return
     routes: RouteTable = load(args.config)
     print(
         f"Python {platform.python_version()} on {platform.machine()}, "
@@ -160,6 +251,7 @@ def main() -> None:
         ],
         validator_rows,
     )
+    rule_scale(args.rounds)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,11 @@ Throughput is measured from the first message seen in a target to the last, by p
 target queues' depths, so process start-up is left out of both. Prints figures; asserts
 nothing. Cleans up its queues and exchanges.
 
-    .venv/bin/python scripts/bench_serve.py [--count 20000] [--prefetch N]
+    .venv/bin/python scripts/bench_serve.py [--count 20000] [--prefetch N] [--rounds N]
+        [--baseline DIR]
+
+--baseline DIR also runs the routerd in another source tree (say main, unpacked with
+`git archive main | tar -x -C DIR`) in the same rounds, for a before/after ratio.
 """
 
 from __future__ import annotations
@@ -233,8 +237,34 @@ def isolated_copy(workdir: Path, suffix: str, prefetch: int | None) -> Path:
     return path
 
 
+def routerd_from(tree: Path | None) -> dict[str, str]:
+    """The environment that makes tests.harness start the routerd in `tree` (None: this one)."""
+    if tree is None:
+        return {}
+    code = "from routerd.cli import main; main()"
+    return {"ROUTERD_TEST_COMMAND": f"env PYTHONPATH={tree} {sys.executable} -c '{code}'"}
+
+
 async def bench_routerd(
-    url: str, bodies: list[bytes], prefetch: int | None, limit: float
+    url: str,
+    bodies: list[bytes],
+    prefetch: int | None,
+    limit: float,
+    tree: Path | None = None,
+    label: str = "routerd serve",
+) -> tuple[Result, dict[str, int]]:
+    previous = os.environ.get("ROUTERD_TEST_COMMAND")
+    os.environ.update(routerd_from(tree))
+    try:
+        return await _bench_routerd(url, bodies, prefetch, limit, label)
+    finally:
+        os.environ.pop("ROUTERD_TEST_COMMAND", None)
+        if previous is not None:
+            os.environ["ROUTERD_TEST_COMMAND"] = previous
+
+
+async def _bench_routerd(
+    url: str, bodies: list[bytes], prefetch: int | None, limit: float, label: str
 ) -> tuple[Result, dict[str, int]]:
     suffix = uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
@@ -256,9 +286,7 @@ async def bench_routerd(
             await preload(broker, source, bodies)
             daemon = start_daemon(config, url, Path(tmp) / "logs", name="bench")
             try:
-                result = await measure(
-                    broker, targets, len(bodies), daemon.pid, "routerd serve", limit
-                )
+                result = await measure(broker, targets, len(bodies), daemon.pid, label, limit)
                 spread = await broker.depths(targets)
                 if await daemon.stop(30) != 0:
                     print(daemon.log_tail(), file=sys.stderr)
@@ -278,6 +306,8 @@ async def main(args: argparse.Namespace) -> None:
         f"{args.rounds} round(s); {args.amqp_url}"
     )
     kinds = ["raw", "routerd"] if args.only is None else [args.only]
+    if args.baseline is not None:
+        kinds.append("baseline")
     results: dict[str, list[Result]] = {k: [] for k in kinds}
     for round_ in range(args.rounds):
         # Alternate the order so a drift in machine load does not favour one side.
@@ -286,20 +316,28 @@ async def main(args: argparse.Namespace) -> None:
                 result = await bench_raw(
                     args.amqp_url, bodies, prefetch, args.limit, args.raw_drain_wait
                 )
+            elif kind == "baseline":
+                result, spread = await bench_routerd(
+                    args.amqp_url, bodies, args.prefetch, args.limit, args.baseline, "baseline"
+                )
             else:
                 result, spread = await bench_routerd(
                     args.amqp_url, bodies, args.prefetch, args.limit
                 )
             results[kind].append(result)
             print(result.line(), flush=True)
-            if kind == "routerd":
+            if kind != "raw":
                 print(f"{'':<22} routed: " + ", ".join(f"{q}={n}" for q, n in spread.items()))
     median = {k: statistics.median(r.rate for r in v) for k, v in results.items()}
     if args.rounds > 1:
         for kind, rate in median.items():
             print(f"{'median ' + kind:<22} {rate:>7.0f} msg/s")
-    if len(median) == 2:
-        print(f"{'ratio routerd/raw':<22} {median['routerd'] / median['raw']:>7.2f}")
+    if "raw" in median:
+        for kind in ("routerd", "baseline"):
+            if kind in median:
+                print(f"{'ratio ' + kind + '/raw':<22} {median[kind] / median['raw']:>7.2f}")
+    if "routerd" in median and "baseline" in median:
+        print(f"{'ratio routerd/baseline':<22} {median['routerd'] / median['baseline']:>7.2f}")
     if "routerd" in results:
         print(f"{'routerd peak RSS':<22} {max(r.rss for r in results['routerd']):>7.0f} MiB")
 
@@ -314,6 +352,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--amqp-url", default=DEFAULT_URL)
     parser.add_argument("--rounds", type=int, default=1, help="runs of each, medians (1)")
     parser.add_argument("--only", choices=["raw", "routerd"], default=None)
+    parser.add_argument(
+        "--baseline", type=Path, default=None, help="another routerd source tree to run too"
+    )
     parser.add_argument("--limit", type=float, default=300.0, help="seconds per phase at most")
     parser.add_argument(
         "--raw-drain-wait",

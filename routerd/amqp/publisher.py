@@ -6,15 +6,21 @@ as basic.return: no queue was bound for it; the broker returns it before its ack
 `DeliveryError` (basic.nack), `TimeoutError`, or the channel's close exception set on every
 pending confirm when the channel or connection closes. `Publisher` maps those onto two
 domain errors the request handler understands (`routerd.delivery.errors`): `Unroutable`
-and `PublishFailed` with its `PublishFailure` cause.
+and `PublishFailed` with its `PublishFailure` cause. The daemon publishes through a
+`ConfirmWindow`, which gives the same answers for less CPU per publish.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import struct
+from collections import deque
+from random import getrandbits
 from typing import Any
 
-from aiormq.abc import AbstractConnection
+import pamqp.frame
+from aiormq.abc import AbstractConnection, ChannelFrame, ConfirmationFrameType
 from aiormq.channel import Channel
 from aiormq.exceptions import (
     AMQPError,
@@ -24,6 +30,8 @@ from aiormq.exceptions import (
 )
 from pamqp import encode
 from pamqp.commands import Basic
+from pamqp.constants import FRAME_BODY, FRAME_END
+from pamqp.header import ContentHeader
 
 from routerd.delivery.errors import PublishFailed, PublishFailure, Unroutable
 from routerd.pipeline.envelope import AMQP_PROPERTIES, Decision
@@ -88,12 +96,197 @@ def basic_properties(decision: Decision) -> Basic.Properties:
     )
 
 
-class Publisher:
-    """Publishes decisions on one confirm channel; one Publisher per channel."""
+log = logging.getLogger(__name__)
+
+# Encoded basic.publish method frames by (channel, exchange, routing key): a config has a
+# few targets and keys, and the frame is the same bytes for every request sent with them.
+METHOD_CACHE_SIZE = 1024
+MAX_ROUTING_KEY = 255
+
+
+_BODY_FRAME_HEADER = struct.Struct(">BHI")  # frame type, channel, payload size
+_FRAME_END = bytes([FRAME_END])
+
+
+def body_frames(body: bytes, channel: int, max_size: int) -> list[bytes | memoryview]:
+    """`body` as AMQP body frames, in parts that point into it: what `pamqp.frame.marshal`
+    gives for each piece, without a copy of a 1 MiB body before the one that joins the
+    frames for the writer."""
+    parts: list[bytes | memoryview] = []
+    view = memoryview(body)
+    for start in range(0, len(body), max_size):
+        chunk = view[start : start + max_size]
+        parts += (_BODY_FRAME_HEADER.pack(FRAME_BODY, channel, len(chunk)), chunk, _FRAME_END)
+    return parts
+
+
+class ConfirmWindow:
+    """Publishes on one confirm channel as aiormq's `basic_publish` does, for less per
+    message: no lock, no timer and no coroutine per publish.
+
+    A publish is registered in the channel's own confirm tables (so aiormq's reader settles
+    it: ack, nack, basic.return, and the channel's close), its frames are marshalled at
+    once and handed to the connection's writer queue. When that (bounded) queue is full,
+    what follows is collected into one frame that waits for room, and publishers wait in
+    `room()` as they would in aiormq: handing every publish of a busy moment to the broker
+    at once made consume, publish, confirm and ack go in lock-step batches (measured: a
+    lower rate at the same CPU). Confirms time out by one watchdog per channel instead of
+    one timer per publish. The delivery tags stay in wire order because every publish on
+    the channel goes through here, and the frames leave in that order.
+    """
 
     def __init__(self, channel: Channel, timeout: float) -> None:
         self.channel = channel
         self.timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._frames: list[bytes | memoryview] = []
+        # A batch the writer queue (bounded) had no room for; later batches wait for it.
+        self._putting: asyncio.Task[None] | None = None
+        # Publishers waiting for room line up here, so each freed slot wakes one of them.
+        self._line = asyncio.Lock()
+        self._methods: dict[tuple[str, str], bytes] = {}
+        # Confirms in publish order with their deadlines (equal timeouts: deadlines rise).
+        self._deadlines: deque[tuple[float, asyncio.Future[Any]]] = deque()
+        self._watchdog: asyncio.TimerHandle | None = None
+        # aiormq settles a multiple=True confirm by scheduling one callback per publish it
+        # covers; under load the broker confirms in runs, so that is a loop callback per
+        # message. This settles the run at once, through aiormq's own per-tag step.
+        channel._on_confirm_frame = self._on_confirm_frame  # type: ignore[method-assign]
+        channel.closing.add_done_callback(self._on_close)
+
+    def publish(
+        self, body: bytes, exchange: str, routing_key: str, properties: Basic.Properties
+    ) -> asyncio.Future[Any]:
+        """Send one mandatory publish; the future resolves as aiormq's confirm does."""
+        channel = self.channel
+        if len(routing_key) > MAX_ROUTING_KEY:
+            raise ValueError("Routing key too long (max 255 bytes)")
+        if channel.is_closed:
+            raise ChannelInvalidStateError(f"{channel!r} closed")
+        if not properties.message_id:
+            # aiormq matches a basic.return to its publish by message_id.
+            properties.message_id = f"{getrandbits(128):032x}"
+        number = channel.number
+        # Marshalled before anything is registered: a value pamqp cannot encode fails the
+        # publish with nothing sent and nothing to undo.
+        method = self._methods.get((exchange, routing_key))
+        if method is None:
+            if len(self._methods) >= METHOD_CACHE_SIZE:
+                self._methods.clear()
+            method = self._methods[(exchange, routing_key)] = pamqp.frame.marshal(
+                Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True),
+                number,
+            )
+        frames: list[bytes | memoryview] = [
+            method,
+            pamqp.frame.marshal(ContentHeader(0, len(body), properties), number),
+        ]
+        frames += body_frames(body, number, channel.max_content_size)
+
+        channel.delivery_tag += 1
+        tag = channel.delivery_tag
+        message_id = properties.message_id
+        confirmation = channel.create_future()
+        channel.confirmations[tag] = confirmation
+        channel.message_id_delivery_tag[message_id] = tag
+
+        def forget_message_id(_: asyncio.Future[Any]) -> None:
+            if channel.message_id_delivery_tag.get(message_id) == tag:
+                channel.message_id_delivery_tag.pop(message_id)
+
+        confirmation.add_done_callback(forget_message_id)
+        self._frames += frames
+        self._flush()
+        self._watch(confirmation)
+        return confirmation
+
+    @property
+    def full(self) -> bool:
+        """Whether publishes are waiting for room in the writer queue."""
+        return self._putting is not None
+
+    async def room(self) -> None:
+        """Return once the writer queue takes publishes again (at once when it does)."""
+        async with self._line:
+            while self._putting is not None:
+                # wait(), not await: a put the channel's close cancelled must not raise.
+                await asyncio.wait({self._putting})
+
+    async def _on_confirm_frame(self, frame: ConfirmationFrameType) -> None:
+        channel = self.channel
+        tag = frame.delivery_tag
+        if tag not in channel.confirmations:
+            log.error("unexpected confirm frame %r from the broker", frame)
+            return
+        if not getattr(frame, "multiple", False):
+            channel._confirm_delivery(tag, frame)
+            return
+        # Listed first: settling removes entries from the table being read.
+        for covered in [t for t in channel.confirmations if t <= tag]:
+            channel._confirm_delivery(covered, frame)
+
+    def _flush(self) -> None:
+        if self._putting is not None or not self._frames:
+            return
+        payload = b"".join(self._frames)
+        self._frames = []
+        if self.channel.is_closed:
+            return  # its confirms were failed with the close; nothing can be sent
+        frame = ChannelFrame(payload=payload, should_close=False)
+        queue = self.channel.write_queue
+        try:
+            queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self._putting = self._loop.create_task(queue.put(frame))
+            self._putting.add_done_callback(self._put_done)
+
+    def _on_close(self, _: asyncio.Future[Any]) -> None:
+        # A dead connection's writer takes nothing more: a batch waiting for room would
+        # wait forever. Its confirms fail with the close (the watchdog stays, in case).
+        self._frames = []
+        if self._putting is not None:
+            self._putting.cancel()
+
+    def _put_done(self, task: asyncio.Task[None]) -> None:
+        self._putting = None
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            log.debug("handing publishes to the writer failed", exc_info=task.exception())
+        self._flush()
+
+    def _watch(self, confirmation: asyncio.Future[Any]) -> None:
+        deadlines = self._deadlines
+        # Confirms arrive about in order: dropping the settled head keeps this about as
+        # long as the publishes in flight.
+        while deadlines and deadlines[0][1].done():
+            deadlines.popleft()
+        deadlines.append((self._loop.time() + self.timeout, confirmation))
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_later(self.timeout, self._expire)
+
+    def _expire(self) -> None:
+        self._watchdog = None
+        deadlines = self._deadlines
+        now = self._loop.time()
+        while deadlines and (deadlines[0][1].done() or deadlines[0][0] <= now):
+            _, confirmation = deadlines.popleft()
+            if not confirmation.done():
+                confirmation.set_exception(TimeoutError())
+        if deadlines:
+            self._watchdog = self._loop.call_at(deadlines[0][0], self._expire)
+
+
+class Publisher:
+    """Publishes decisions on one confirm channel; one Publisher per channel."""
+
+    def __init__(
+        self, channel: Channel, timeout: float, window: ConfirmWindow | None = None
+    ) -> None:
+        self.channel = channel
+        self.timeout = timeout
+        # Without a window, each publish goes through aiormq's basic_publish.
+        self._window = window
         # aiormq matches a basic.return to its publish by message_id, so two publishes
         # in flight with the same message_id could swap outcomes: the returned one
         # confirmed, the routed one reported unroutable. Publishes sharing a message_id
@@ -106,7 +299,7 @@ class Publisher:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         # The concrete class: its basic_publish takes `wait`, the abstract one does not.
         assert isinstance(channel, Channel)
-        return cls(channel, confirm_timeout)
+        return cls(channel, confirm_timeout, ConfirmWindow(channel, confirm_timeout))
 
     async def publish(self, decision: Decision) -> None:
         """Return once the broker confirmed the decision; raise Unroutable or PublishFailed."""
@@ -121,6 +314,12 @@ class Publisher:
         exchange = decision.target.exchange
         key = decision.routing_key
         try:
+            window = self._window
+            if window is not None:
+                if window.full:
+                    await window.room()
+                await window.publish(decision.body, exchange, key, properties)
+                return
             await self.channel.basic_publish(
                 decision.body,
                 exchange=exchange,

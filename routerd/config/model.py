@@ -8,13 +8,16 @@ uses that object to the end, so a request never sees half of two configs.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol
 
 from routerd.config.paths import MISSING, FieldPath
+
+if TYPE_CHECKING:
+    from routerd.config.rule_index import RuleIndex
 
 QueueType = Literal["classic", "quorum"]
 ExchangeType = Literal["direct", "topic", "fanout", "headers"]
@@ -190,6 +193,14 @@ class VersionFacts(Protocol):
         ...
 
 
+# What a condition needs of a request to hold: under each key, the value the request has
+# there must be one of the set. A key is `SCHEMA_VERSION` (the set holds version texts) or
+# ("field", path) (the set holds `fields.same_key` of the values). The rule index files rules
+# by it; a condition that needs nothing it can state answers an empty mapping.
+Requirements = Mapping[Hashable, frozenset[Hashable]]
+SCHEMA_VERSION: Final = ("schema_version",)
+
+
 # For every valid request of a version a condition holds (True), never holds (False), or
 # it depends on the request (None).
 Verdict = bool | None
@@ -237,6 +248,10 @@ class Condition(ABC):
     def branches(self) -> tuple[tuple[FieldPath, Condition], ...]:
         """The child nodes, each with the config keys that lead from this node to it."""
         return ()
+
+    def requires(self) -> Requirements:
+        """What every request it matches has (see `Requirements`); never more than that."""
+        return {}
 
     def walk(self, at: FieldPath) -> Iterator[tuple[Condition, FieldPath]]:
         """This node and every node below it, depth first, each with its config path."""
@@ -313,6 +328,14 @@ class RouteTable:
     positions: Mapping[FieldPath, Location] = field(repr=False, default_factory=dict)
     # What `lint` warns about in the files this table was accepted from.
     warnings: tuple[Problem, ...] = ()
+    # `rules` compiled for categorizing; rebuilt with every table, `replace` included.
+    rule_index: RuleIndex = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Imported here: the index is built from this module's classes.
+        from routerd.config.rule_index import RuleIndex
+
+        object.__setattr__(self, "rule_index", RuleIndex(self.rules))
 
     def target(self, name: str) -> Target:
         return self.targets[name]

@@ -9,14 +9,17 @@ methods and never ask which class a node is, so a new kind of node is one class 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from routerd.config.fields import same_key
 from routerd.config.model import (
+    SCHEMA_VERSION,
     Condition,
     ConditionKind,
     MatchContext,
+    Requirements,
     Seen,
     TraceNode,
     Verdict,
@@ -61,6 +64,14 @@ class AllOf(Condition):
     def guarantees(self, path: FieldPath) -> bool:
         return any(child.guarantees(path) for child in self.children)
 
+    def requires(self) -> Requirements:
+        # Every child must hold: each one's needs hold, and two on one key both hold.
+        needs: dict[Hashable, frozenset[Hashable]] = {}
+        for child in self.children:
+            for key, allowed in child.requires().items():
+                needs[key] = needs[key] & allowed if key in needs else allowed
+        return needs
+
     def branches(self) -> tuple[tuple[FieldPath, Condition], ...]:
         return tuple(((self.kind.value, i), child) for i, child in enumerate(self.children))
 
@@ -92,6 +103,16 @@ class AnyOf(Condition):
 
     def guarantees(self, path: FieldPath) -> bool:
         return all(child.guarantees(path) for child in self.children)
+
+    def requires(self) -> Requirements:
+        # One child holds, which one is open: only keys every child needs remain, with
+        # any value one of them allows.
+        first, *rest = [child.requires() for child in self.children]
+        return {
+            key: allowed.union(*(other[key] for other in rest))
+            for key, allowed in first.items()
+            if all(key in other for other in rest)
+        }
 
     def branches(self) -> tuple[tuple[FieldPath, Condition], ...]:
         return tuple(((self.kind.value, i), child) for i, child in enumerate(self.children))
@@ -180,6 +201,21 @@ class Leaf(Condition):
     def guarantees(self, path: FieldPath) -> bool:
         return self.subject.is_field(path) and any(c.guarantees_value() for c in self.checks)
 
+    def requires(self) -> Requirements:
+        key = self.subject.index_key
+        if key is None:
+            return {}
+        allowed: frozenset[Hashable] | None = None
+        for check in self.checks:
+            values = check.only
+            if values is None:
+                continue
+            keys = {same_key(v) for v in values}
+            if None in keys:
+                continue  # a value no key stands for: claim nothing from this check
+            allowed = frozenset(keys) if allowed is None else allowed & keys
+        return {} if allowed is None else {key: allowed}
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SchemaVersionIn(Condition):
@@ -198,6 +234,9 @@ class SchemaVersionIn(Condition):
 
     def verdict(self, facts: VersionFacts) -> Verdict:
         return facts.version in self.versions
+
+    def requires(self) -> Requirements:
+        return {SCHEMA_VERSION: frozenset(self.versions)}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -42,6 +42,10 @@ def _no_claim(argument: Any) -> frozenset[str] | None:
     return None
 
 
+def _any_value(argument: Any) -> list[Any] | None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Operator:
     """One operator: its name in `routes.yaml` and how routerd treats it everywhere."""
@@ -56,6 +60,9 @@ class Operator:
     # What lint may conclude when it holds, given the argument: the value is present and has
     # one of these JSON types. None: no claim (it can hold with the value missing or null).
     implies: Callable[[Any], frozenset[str] | None] = _no_claim
+    # The only values it can hold for, given the argument (compared with `same`), or None
+    # when it is not held to a list: the rule index files a rule under these values.
+    only: Callable[[Any], list[Any] | None] = _any_value
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +80,10 @@ class Check:
     @property
     def missing(self) -> bool:
         return self.operator.missing(self.argument)
+
+    @property
+    def only(self) -> list[Any] | None:
+        return self.operator.only(self.argument)
 
     def guarantees_value(self) -> bool:
         """Whether a value it holds for is always there and not null."""
@@ -221,8 +232,13 @@ OPERATORS: Mapping[str, Operator] = MappingProxyType(
     {
         op.name: op
         for op in (
-            Operator("equals", _equals, implies=lambda argument: _types_of([argument])),
-            Operator("in", _in, implies=_types_of),
+            Operator(
+                "equals",
+                _equals,
+                implies=lambda argument: _types_of([argument]),
+                only=lambda argument: [argument],
+            ),
+            Operator("in", _in, implies=_types_of, only=list),
             Operator("exists", _exists, missing=_exists_missing, implies=_exists_implies),
             Operator("regex", _regex, implies=_fixed(frozenset({"string"}))),
             *(

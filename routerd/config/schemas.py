@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urldefrag, urlparse
@@ -66,6 +66,11 @@ class SchemaSet:
     registry: referencing.Registry[Any]
     # The folders of the configured schema files: the only place schemas are read from.
     folders: tuple[Path, ...] = ()
+    # `reachable` per URI: the loader and lint ask it several times for every schema, and
+    # each answer walks every `$ref` of the shared files again. Documents never change.
+    _reachable: dict[str, tuple[str, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def holds(self, uri: str) -> bool:
         """Whether the file at `uri` is inside the schema folders (or below them)."""
@@ -85,6 +90,12 @@ class SchemaSet:
 
     def reachable(self, uri: str) -> tuple[str, ...]:
         """`uri` and every document its `$ref`s lead to, transitively, in discovery order."""
+        found = self._reachable.get(uri)
+        if found is None:
+            found = self._reachable[uri] = self._walk_refs(uri)
+        return found
+
+    def _walk_refs(self, uri: str) -> tuple[str, ...]:
         seen = [uri]
         for current in seen:
             doc = self.documents.get(current)

@@ -9,7 +9,7 @@ is one class and one entry in `SUBJECTS`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
@@ -57,6 +57,12 @@ class Subject(ABC):
         """Whether it reads exactly the body field at `path`."""
         return False
 
+    @property
+    def index_key(self) -> Hashable | None:
+        """The key the rule index files a test of it under (see `model.Requirements`), or
+        None when rules are not indexed by it."""
+        return None
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FieldSubject(Subject):
@@ -78,6 +84,10 @@ class FieldSubject(Subject):
 
     def is_field(self, path: FieldPath) -> bool:
         return self.path == path
+
+    @property
+    def index_key(self) -> Hashable | None:
+        return ("field", self.path)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

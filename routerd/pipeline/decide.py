@@ -96,7 +96,11 @@ def _decide(table: RouteTable, envelope: Envelope, explain: bool) -> Decision:
         return reject(table, envelope, errors, schema_version=version)
 
     ctx = MatchContext(body, envelope.headers, envelope.properties, version)
-    rule, trace = categorize(table.rules, ctx, explain)
+    if explain:
+        # Explain shows every rule tried in order, so it takes the plain path.
+        rule, trace = categorize(table.rules, ctx, explain=True)
+    else:
+        rule, trace = table.rule_index.first_match(ctx), ()
     if rule is not None:
         routed = _route(rule.target, rule, envelope, body, version, trace)
     elif table.unmatched is not None and table.unmatched is not table.rejected:

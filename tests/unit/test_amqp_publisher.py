@@ -11,13 +11,15 @@ from functools import cache, partial
 from typing import Any, cast
 
 import anyio
+import pamqp.frame
 import pytest
 from aiormq.channel import Channel
+from pamqp.body import ContentBody
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
 from routerd.amqp import publisher as publisher_module
-from routerd.amqp.publisher import Publisher, basic_properties, encoded_table
+from routerd.amqp.publisher import Publisher, basic_properties, body_frames, encoded_table
 from routerd.config.loader import load
 from routerd.config.model import RouteTable
 from routerd.pipeline.decide import decide
@@ -55,6 +57,14 @@ def test_header_tables_encode_exactly_as_pamqp_does(headers: dict[str, Any]) -> 
         ours = basic_properties(_decision(headers))
         assert ours.marshal() == reference.marshal()
         assert ContentHeader(0, 10, ours).marshal() == ContentHeader(0, 10, reference).marshal()
+
+
+@pytest.mark.parametrize("size", [0, 1, 99, 100, 101, 250])
+def test_body_frames_are_what_pamqp_marshals(size: int) -> None:
+    body = bytes(range(256))[:size] if size <= 256 else b""
+    pieces = [body[i : i + 100] for i in range(0, len(body), 100)]
+    expected = b"".join(pamqp.frame.marshal(ContentBody(piece), 7) for piece in pieces)
+    assert b"".join(body_frames(body, 7, 100)) == expected
 
 
 def test_the_table_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,200 @@
+"""Publish -> arrival in the target queue through `routerd serve`: p50/p99/p999 at 25%, 50%
+and 90% of the measured maximum rate.
+
+    .venv/bin/python scripts/bench_latency.py [--seconds 10] [--max-rate N] [--rounds 1]
+
+One routerd runs on an isolated copy of the shipped config. The maximum rate is measured
+first (unless --max-rate gives it) by draining a backlog, as scripts/bench_serve.py does.
+Then a paced publisher sends ~1 KB v1 requests (5% invalid) at each fraction of it for
+`--seconds`, stamping each with its send time (CLOCK_MONOTONIC, shared by every process on
+the machine); consumers on every target queue record the arrival. Publisher and consumers
+share one event loop, so their own delays are in the figures too. Prints figures, asserts
+nothing; the goal is p99 <= 25 ms at 50%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import aiormq  # noqa: E402
+import yaml  # noqa: E402
+from bench_serve import DEFAULT_URL, backlog, cpu_seconds, isolated_copy, measure, preload  # noqa: E402
+from pamqp.commands import Basic  # noqa: E402
+
+from tests.harness import Broker, start_daemon, topology  # noqa: E402
+
+STAMP = "x-bench-sent-ns"
+FRACTIONS = (0.25, 0.5, 0.9)
+# Sends per pacing tick: a timer per message would cost the publisher more than routerd.
+TICK = 0.002
+
+
+class Arrivals:
+    """Latencies (ms) of the stamped requests that arrived; `all_in` once `expected` did."""
+
+    def __init__(self) -> None:
+        self.ms: list[float] = []
+        self.expected: int | None = None
+        self.all_in = asyncio.Event()
+
+    def add(self, ms: float) -> None:
+        self.ms.append(ms)
+        if self.expected is not None and len(self.ms) >= self.expected:
+            self.all_in.set()
+
+    def expect(self, count: int) -> None:
+        self.expected = count
+        if len(self.ms) >= count:
+            self.all_in.set()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def paced(
+    url: str, queue: str, bodies: list[bytes], rate: float, seconds: float, arrivals: Arrivals
+) -> int:
+    """Publish at `rate`/s for `seconds`, cycling through `bodies`; returns how many."""
+    connection = await aiormq.connect(url)
+    channel = await connection.channel(publisher_confirms=False)
+    start = time.monotonic()
+    sent = 0
+    total = int(rate * seconds)
+    while sent < total:
+        due = min(total, int((time.monotonic() - start) * rate) + 1)
+        while sent < due:
+            properties = Basic.Properties(
+                delivery_mode=2,
+                content_type="application/json",
+                headers={STAMP: time.monotonic_ns()},
+            )
+            await channel.basic_publish(
+                bodies[sent % len(bodies)],
+                routing_key=queue,
+                properties=properties,
+                wait=False,
+            )
+            sent += 1
+        await asyncio.sleep(TICK)
+    # Let the last ones arrive, or give up after a while.
+    arrivals.expect(sent)
+    try:
+        await asyncio.wait_for(arrivals.all_in.wait(), 30)
+    except TimeoutError:
+        print(f"  only {len(arrivals.ms)} of {sent} arrived", file=sys.stderr)
+    await connection.close()
+    return sent
+
+
+async def purge(url: str, queues: list[str]) -> None:
+    """Empty the targets of the drained backlog: stamped requests must not queue behind it."""
+    connection = await aiormq.connect(url)
+    channel = await connection.channel()
+    for queue in queues:
+        await channel.queue_purge(queue)
+    await connection.close()
+
+
+async def consume(url: str, queues: list[str], arrivals: Arrivals) -> Any:
+    connection = await aiormq.connect(url)
+    channel = await connection.channel()
+    await channel.basic_qos(prefetch_count=1000)
+
+    async def on_message(message: Any) -> None:
+        now = time.monotonic_ns()
+        headers = message.header.properties.headers or {}
+        sent = headers.get(STAMP)
+        if isinstance(sent, int):
+            arrivals.add((now - sent) / 1e6)
+
+    for queue in queues:
+        await channel.basic_consume(queue, on_message, no_ack=True)
+    return connection
+
+
+async def main(args: argparse.Namespace) -> None:
+    bodies = backlog(5000, 0.05)
+    suffix = uuid.uuid4().hex[:8]
+    with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
+        config = isolated_copy(Path(tmp), suffix, None)
+        queues, exchanges = topology(config)
+        source = yaml.safe_load(config.read_text())["source"]["queue"]
+        targets = [q for q in queues if q != source]
+        async with Broker(args.amqp_url) as broker:
+            broker.track(queues, exchanges)
+            max_rate = args.max_rate
+            daemon = start_daemon(config, args.amqp_url, Path(tmp) / "logs", name="declare")
+            try:
+                await daemon.wait_ready(60)
+                if max_rate is None:
+                    # The maximum: drain a backlog with nobody else on the queues.
+                    if await daemon.stop(30) != 0:
+                        print(daemon.log_tail(), file=sys.stderr)
+                    daemon.kill()
+                    drained = backlog(args.backlog, 0.05)
+                    await preload(broker, source, drained)
+                    daemon = start_daemon(config, args.amqp_url, Path(tmp) / "logs", name="max")
+                    result = await measure(
+                        broker, targets, len(drained), daemon.pid, "max", args.limit
+                    )
+                    max_rate = result.rate
+                    await purge(args.amqp_url, targets)
+                print(
+                    f"routerd maximum {max_rate:.0f} msg/s (drain of {args.backlog}); "
+                    f"{args.seconds:.0f} s per load, {os.cpu_count()} CPUs; latency in ms"
+                )
+                rows = []
+                for fraction in FRACTIONS:
+                    for round_ in range(args.rounds):
+                        arrivals = Arrivals()
+                        consumer = await consume(args.amqp_url, targets, arrivals)
+                        cpu_before = cpu_seconds(daemon.pid)
+                        rate = max_rate * fraction
+                        sent = await paced(
+                            args.amqp_url, source, bodies, rate, args.seconds, arrivals
+                        )
+                        cpu = cpu_seconds(daemon.pid) - cpu_before
+                        await consumer.close()
+                        got = arrivals.ms or [float("nan")]
+                        rows.append(
+                            f"{fraction:>4.0%} {rate:>7.0f}/s  round {round_ + 1}: "
+                            f"p50 {percentile(got, 0.5):6.1f}  p99 {percentile(got, 0.99):6.1f}  "
+                            f"p999 {percentile(got, 0.999):6.1f}  max {max(got):6.1f}  "
+                            f"mean {statistics.fmean(got):6.1f}  ({len(got)}/{sent} arrived, "
+                            f"{1000 * cpu / max(sent, 1):.3f} ms CPU/request)"
+                        )
+                        print(rows[-1], flush=True)
+            finally:
+                if await daemon.stop(30) != 0:
+                    print(daemon.log_tail(), file=sys.stderr)
+                daemon.kill()
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="per load level (10)")
+    parser.add_argument("--max-rate", type=float, default=None, help="skip measuring it")
+    parser.add_argument("--backlog", type=int, default=20_000, help="drained for the max")
+    parser.add_argument("--rounds", type=int, default=1, help="runs per load level (1)")
+    parser.add_argument("--amqp-url", default=DEFAULT_URL)
+    parser.add_argument("--limit", type=float, default=300.0)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse()))
