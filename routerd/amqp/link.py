@@ -20,6 +20,7 @@ from aiormq.exceptions import AMQPChannelError, AMQPError, ChannelInvalidStateEr
 
 from routerd.amqp.connection import Backoff, BrokerUnavailable, connect
 from routerd.amqp.consumer import Consumer
+from routerd.amqp.flow import BlockWatch
 from routerd.amqp.options import BrokerOptions
 from routerd.amqp.publisher import Publisher
 from routerd.amqp.topology import TopologyError, declare_topology
@@ -145,6 +146,7 @@ class BrokerLink:
         connection = await connect(self.broker)
         self._connection = connection
         self._health.connected = True
+        blocks = BlockWatch.of(connection, self._blocked)
         consumer: Consumer | None = None
         try:
             # 2. declare the running table's topology: a restarted or new broker may lack it.
@@ -152,7 +154,7 @@ class BrokerLink:
             await declare_topology(connection, table)
             # 3. the publisher's confirm channel before consuming, so that the first
             #    delivery can be routed at once.
-            publisher = await Publisher.open(connection, self.broker.publish_timeout)
+            publisher = await Publisher.open(connection, self.broker.publish_timeout, blocks)
             handler = RequestHandler(
                 self._tables, publisher.publish, sinks=self._sinks, attempts=self._attempts
             )
@@ -182,11 +184,28 @@ class BrokerLink:
             self._consuming = False
             self._health.consuming = False
             self._health.connected = False
+            self._blocked(False, quiet=True)
             self._connection = None
             if consumer is not None:
                 consumer.abandon()
             # Closing returns every unacked delivery to the source queue.
             await _close(connection)
+
+    def _blocked(self, blocked: bool, *, quiet: bool = False) -> None:
+        """connection.blocked or unblocked: tell /readyz, /metrics and the log."""
+        if self._health.blocked == blocked:
+            return
+        self._health.blocked = blocked
+        self._metrics.broker_blocked.set(int(blocked))
+        if quiet:
+            return
+        if blocked:
+            log.warning(
+                "the broker blocks publishing (a memory or disk alarm): routing waits for it, "
+                "publish timeouts are paused"
+            )
+        else:
+            log.info("the broker unblocked publishing: routing resumes")
 
     async def _watch(
         self,

@@ -12,6 +12,7 @@ and `PublishFailed` with its `PublishFailure` cause.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any
 
 from aiormq.abc import AbstractConnection
@@ -25,6 +26,7 @@ from aiormq.exceptions import (
 from pamqp import encode
 from pamqp.commands import Basic
 
+from routerd.amqp.flow import BlockWatch
 from routerd.delivery.errors import PublishFailed, PublishFailure, Unroutable
 from routerd.pipeline.envelope import AMQP_PROPERTIES, Decision
 
@@ -91,9 +93,12 @@ def basic_properties(decision: Decision) -> Basic.Properties:
 class Publisher:
     """Publishes decisions on one confirm channel; one Publisher per channel."""
 
-    def __init__(self, channel: Channel, timeout: float) -> None:
+    def __init__(self, channel: Channel, timeout: float, blocks: BlockWatch | None = None) -> None:
         self.channel = channel
         self.timeout = timeout
+        # The connection's connection.blocked state: while the broker blocks it, the
+        # confirm clock stands still (see `_confirmed`).
+        self.blocks = blocks
         # aiormq matches a basic.return to its publish by message_id, so two publishes
         # in flight with the same message_id could swap outcomes: the returned one
         # confirmed, the routed one reported unroutable. Publishes sharing a message_id
@@ -102,11 +107,16 @@ class Publisher:
         self._busy: dict[str, asyncio.Future[None] | None] = {}
 
     @classmethod
-    async def open(cls, connection: AbstractConnection, confirm_timeout: float) -> Publisher:
+    async def open(
+        cls,
+        connection: AbstractConnection,
+        confirm_timeout: float,
+        blocks: BlockWatch | None = None,
+    ) -> Publisher:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         # The concrete class: its basic_publish takes `wait`, the abstract one does not.
         assert isinstance(channel, Channel)
-        return cls(channel, confirm_timeout)
+        return cls(channel, confirm_timeout, blocks)
 
     async def publish(self, decision: Decision) -> None:
         """Return once the broker confirmed the decision; raise Unroutable or PublishFailed."""
@@ -121,17 +131,31 @@ class Publisher:
         exchange = decision.target.exchange
         key = decision.routing_key
         try:
-            await self.channel.basic_publish(
-                decision.body,
-                exchange=exchange,
-                routing_key=key,
-                properties=properties,
-                mandatory=True,
-                timeout=self.timeout,
-                # Do not wait for the socket drain: aiormq holds the channel lock while it
-                # drains, which would serialize every publish behind the network.
-                wait=False,
-            )
+            if self.blocks is None:
+                await self.channel.basic_publish(
+                    decision.body,
+                    exchange=exchange,
+                    routing_key=key,
+                    properties=properties,
+                    mandatory=True,
+                    timeout=self.timeout,
+                    # Do not wait for the socket drain: aiormq holds the channel lock while
+                    # it drains, which would serialize every publish behind the network.
+                    wait=False,
+                )
+            else:
+                await self._confirmed(
+                    self.blocks,
+                    self.channel.basic_publish(
+                        decision.body,
+                        exchange=exchange,
+                        routing_key=key,
+                        properties=properties,
+                        mandatory=True,
+                        timeout=None,
+                        wait=False,
+                    ),
+                )
         except PublishError as exc:
             raise Unroutable(exchange, key, str(exc.args[0]) if exc.args else "NO_ROUTE") from None
         except DeliveryError as exc:
@@ -165,6 +189,34 @@ class Publisher:
                 waiting = busy.pop(message_id)
                 if waiting is not None:
                     waiting.set_result(None)
+
+    async def _confirmed(self, blocks: BlockWatch, publish: Awaitable[Any]) -> None:
+        """Await the publish's confirm within the timeout, not counting blocked time.
+
+        A broker that blocks the connection (a memory or disk alarm) reads nothing from it,
+        so no confirm can come; timing the publish out would requeue every request in flight
+        and publish each twice once the alarm clears. The clock only runs while unblocked.
+        """
+        loop = asyncio.get_running_loop()
+        confirm = asyncio.ensure_future(publish)
+        remaining = self.timeout
+        try:
+            while not confirm.done():
+                was_blocked = blocks.blocked
+                started = loop.time()
+                await asyncio.wait(
+                    {confirm, blocks.next_change()},
+                    timeout=None if was_blocked else max(remaining, 0.0),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if not was_blocked:
+                    remaining -= loop.time() - started
+                if not confirm.done() and not blocks.blocked and remaining <= 0:
+                    raise TimeoutError
+            confirm.result()
+        finally:
+            if not confirm.done():
+                confirm.cancel()
 
     async def _wait_turn(self, message_id: str) -> None:
         """Wait until no publish of `message_id` is in flight (rare: a duplicate request)."""

@@ -102,6 +102,12 @@ class Metrics:
             "Send requests consumed whose source delivery is not yet acked or nacked.",
             registry=r,
         )
+        self.broker_blocked = Gauge(
+            "routerd_broker_blocked",
+            "1 while the broker blocks routerd's publishes (connection.blocked: a memory or "
+            "disk alarm), else 0.",
+            registry=r,
+        )
         self.table_generation = Gauge(
             "routerd_route_table_generation",
             "Generation of the running route table: 1 at start, +1 per accepted reload.",
