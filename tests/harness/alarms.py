@@ -1,8 +1,10 @@
-"""Raising the shared broker's memory alarm and putting it back exactly as it was.
+"""Faults of the shared broker itself, always undone: its memory alarm, its restart.
 
 `rabbitmqctl set_vm_memory_high_watermark` with a tiny fraction makes every connection that
 publishes blocked (`connection.blocked`), as a broker short of memory does. The watermark is
 read first and always restored, so the broker is left as found even when a test fails.
+`rabbitmqctl stop_app` stops the broker application (every connection dropped, the node
+left running); `start_app` always follows, and the block waits until it is up again.
 """
 
 from __future__ import annotations
@@ -42,3 +44,15 @@ async def memory_alarm() -> AsyncIterator[None]:
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(rabbitmqctl, "set_vm_memory_high_watermark", *before)
+
+
+@asynccontextmanager
+async def broker_stopped() -> AsyncIterator[None]:
+    """The broker application stopped for the block's duration; started again, and up, after."""
+    try:
+        await anyio.to_thread.run_sync(rabbitmqctl, "stop_app")
+        yield
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(rabbitmqctl, "start_app")
+            await anyio.to_thread.run_sync(rabbitmqctl, "await_startup")
