@@ -25,7 +25,7 @@ from routerd.amqp.options import BrokerOptions
 from routerd.amqp.publisher import Publisher
 from routerd.amqp.topology import TopologyError, declare_topology
 from routerd.config.model import RouteTable
-from routerd.delivery import AttemptCounter, RequestHandler, Sinks, TableSource
+from routerd.delivery import AttemptCounter, RequestHandler, Sinks, TableSource, retry_pause
 from routerd.observe.health import Health
 from routerd.observe.metrics import Metrics
 
@@ -156,7 +156,11 @@ class BrokerLink:
             #    delivery can be routed at once.
             publisher = await Publisher.open(connection, self.broker.publish_timeout, blocks)
             handler = RequestHandler(
-                self._tables, publisher.publish, sinks=self._sinks, attempts=self._attempts
+                self._tables,
+                publisher.publish,
+                sinks=self._sinks,
+                attempts=self._attempts,
+                pause=retry_pause,
             )
             channel = await connection.channel(publisher_confirms=False)
             consumer = Consumer(
