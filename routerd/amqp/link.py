@@ -221,7 +221,7 @@ class BrokerLink:
         """Wait for a stop request (None) or for the loss of anything the session needs."""
         watched: dict[asyncio.Future[Any], str] = {
             connection.closing: "connection closed",
-            publisher.channel.closing: "publisher channel closed",
+            publisher.closing(): "publisher channel closed",
             consumer.channel.closing: "consumer channel closed",
             asyncio.ensure_future(consumer.cancelled_by_broker.wait()): "consumer cancelled",
             asyncio.ensure_future(self._stopping.wait()): "",

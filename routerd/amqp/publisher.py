@@ -12,6 +12,7 @@ and `PublishFailed` with its `PublishFailure` cause.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 from typing import Any
 
@@ -29,6 +30,8 @@ from pamqp.commands import Basic
 from routerd.amqp.flow import BlockWatch
 from routerd.delivery.errors import PublishFailed, PublishFailure, Unroutable
 from routerd.pipeline.envelope import AMQP_PROPERTIES, Decision
+
+log = logging.getLogger(__name__)
 
 # Envelope property name (AMQP's) -> pamqp's attribute, for every basic property.
 PAMQP_NAMES = {name: "message_type" if name == "type" else name for name in AMQP_PROPERTIES}
@@ -90,15 +93,47 @@ def basic_properties(decision: Decision) -> Basic.Properties:
     )
 
 
-class Publisher:
-    """Publishes decisions on one confirm channel; one Publisher per channel."""
+# Seconds between two renewals of the confirm channel while the broker keeps nacking.
+RENEW_AFTER = 5.0
+CLOSE_TIMEOUT = 5.0
 
-    def __init__(self, channel: Channel, timeout: float, blocks: BlockWatch | None = None) -> None:
+
+class Publisher:
+    """Publishes decisions on a confirm channel, renewed after nacks when it has the connection.
+
+    Why renew: RabbitMQ 3.10's quorum queues remember, per channel, that they refused it with
+    `overflow: reject-publish`, and keep nacking that channel's publishes after the queue has
+    room again (its limit lifted, its messages consumed); a new channel is accepted at once
+    (tests/faults/test_queue_full.py). So after a nack, at most every RENEW_AFTER seconds, new
+    publishes go to a new channel; the old one is closed once its publishes are settled.
+    """
+
+    def __init__(
+        self,
+        channel: Channel,
+        timeout: float,
+        blocks: BlockWatch | None = None,
+        connection: AbstractConnection | None = None,
+    ) -> None:
         self.channel = channel
         self.timeout = timeout
         # The connection's connection.blocked state: while the broker blocks it, the
         # confirm clock stands still (see `_confirmed`).
         self.blocks = blocks
+        # Renewals need the connection; without it the first channel is the only one.
+        self._connection = connection
+        self._opened = asyncio.get_running_loop().time()
+        self._renewing = False
+        self.renewals = 0
+        # Publishes awaiting their confirm, by channel; retired channels close at zero.
+        self._pending: dict[int, int] = {}
+        self._retired: dict[int, Channel] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Done (with the close reason) when the channel in use closed other than by renewal.
+        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._lost.add_done_callback(_retrieve)
+        if connection is not None:
+            self._watch(channel)
         # aiormq matches a basic.return to its publish by message_id, so two publishes
         # in flight with the same message_id could swap outcomes: the returned one
         # confirmed, the routed one reported unroutable. Publishes sharing a message_id
@@ -116,7 +151,63 @@ class Publisher:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         # The concrete class: its basic_publish takes `wait`, the abstract one does not.
         assert isinstance(channel, Channel)
-        return cls(channel, confirm_timeout, blocks)
+        return cls(channel, confirm_timeout, blocks, connection)
+
+    def closing(self) -> asyncio.Future[None]:
+        """An observer of the loss of the channel in use (a renewal is not a loss)."""
+        if self._connection is None:
+            return self.channel.closing
+        return asyncio.ensure_future(asyncio.shield(self._lost))
+
+    def _watch(self, channel: Channel) -> None:
+        def closed(future: asyncio.Future[Any]) -> None:
+            if channel is not self.channel or self._lost.done():
+                return
+            exc = None if future.cancelled() else future.exception()
+            if exc is None:
+                self._lost.set_result(None)
+            else:
+                self._lost.set_exception(exc)
+
+        channel.closing.add_done_callback(closed)
+
+    def _nacked(self) -> None:
+        """After a nack: start a renewal unless one ran within RENEW_AFTER seconds."""
+        now = asyncio.get_running_loop().time()
+        if self._connection is None or self._renewing or now - self._opened < RENEW_AFTER:
+            return
+        self._renewing = True
+        self._spawn(self._renew())
+
+    async def _renew(self) -> None:
+        assert self._connection is not None
+        try:
+            channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+        except Exception as exc:
+            # The connection is failing: the link notices and starts a new session.
+            log.debug("cannot renew the confirm channel", extra={"error": repr(exc)})
+            return
+        finally:
+            self._renewing = False
+        assert isinstance(channel, Channel)
+        old, self.channel = self.channel, channel
+        self._opened = asyncio.get_running_loop().time()
+        self._watch(channel)
+        self.renewals += 1
+        log.info("renewed the confirm channel after a nack", extra={"renewals": self.renewals})
+        self._retired[id(old)] = old
+        if not self._pending.get(id(old)):
+            self._retire(old)
+
+    def _retire(self, channel: Channel) -> None:
+        self._retired.pop(id(channel), None)
+        self._pending.pop(id(channel), None)
+        self._spawn(_close_channel(channel))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def publish(self, decision: Decision) -> None:
         """Return once the broker confirmed the decision; raise Unroutable or PublishFailed."""
@@ -130,9 +221,12 @@ class Publisher:
             busy[message_id] = None
         exchange = decision.target.exchange
         key = decision.routing_key
+        channel = self.channel
+        pending = self._pending
+        pending[id(channel)] = pending.get(id(channel), 0) + 1
         try:
             if self.blocks is None:
-                await self.channel.basic_publish(
+                await channel.basic_publish(
                     decision.body,
                     exchange=exchange,
                     routing_key=key,
@@ -146,7 +240,7 @@ class Publisher:
             else:
                 await self._confirmed(
                     self.blocks,
-                    self.channel.basic_publish(
+                    channel.basic_publish(
                         decision.body,
                         exchange=exchange,
                         routing_key=key,
@@ -159,6 +253,7 @@ class Publisher:
         except PublishError as exc:
             raise Unroutable(exchange, key, str(exc.args[0]) if exc.args else "NO_ROUTE") from None
         except DeliveryError as exc:
+            self._nacked()
             raise PublishFailed(PublishFailure.NACK, exchange, key, str(exc)) from None
         except TimeoutError:
             raise PublishFailed(
@@ -185,6 +280,9 @@ class Publisher:
             # request goes back to the source and its redelivery bound ends the loop.
             raise PublishFailed(PublishFailure.ERROR, exchange, key, repr(exc)) from None
         finally:
+            left = pending[id(channel)] = pending[id(channel)] - 1
+            if not left and id(channel) in self._retired:
+                self._retire(channel)
             if message_id:
                 waiting = busy.pop(message_id)
                 if waiting is not None:
@@ -216,6 +314,9 @@ class Publisher:
             confirm.result()
         finally:
             if not confirm.done():
+                # Cancelled mid-send, aiormq may still end it with the connection's error,
+                # which nobody awaits any more.
+                confirm.add_done_callback(_retrieve)
                 confirm.cancel()
 
     async def _wait_turn(self, message_id: str) -> None:
@@ -227,3 +328,18 @@ class Publisher:
                 # The first to wait makes the future the publish in flight resolves.
                 waiting = busy[message_id] = asyncio.get_running_loop().create_future()
             await asyncio.shield(waiting)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+async def _close_channel(channel: Channel) -> None:
+    if channel.is_closed:
+        return
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await channel.close()
+    except Exception as exc:
+        log.debug("closing a retired confirm channel failed", extra={"error": repr(exc)})
