@@ -143,7 +143,6 @@ async def test_black_hole_is_detected_reported_not_ready_and_survived(
         heal_to_ready_s=round(recovered, 2),
     )
     assert at_stall < COUNT, "routing was over before the stall; raise COUNT"
-    assert detected <= GRACE + 2, f"the stall took {detected:.1f}s to notice"
     assert not accounting.lost(), accounting.describe()
     assert not accounting.misrouted(), accounting.describe()
     assert timed_out is None, timed_out
