@@ -36,6 +36,20 @@ ConfigOption = Annotated[
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
 
 
+def _setting(help_text: str, name: str, flag: str) -> Any:
+    # typer.Option's own return type is Any: it stands in for the default value.
+    return typer.Option(flag, help=f"{help_text} {env_help(name)}", show_default=False)
+
+
+# The daemons' (serve, api) logging options.
+LogFormatOption = Annotated[
+    str | None, _setting("text or json, default text", "log_format", "--log-format")
+]
+LogLevelOption = Annotated[
+    str | None, _setting("debug, info, ... default info", "log_level", "--log-level")
+]
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"routerd {version('routerd')}")
@@ -234,6 +248,8 @@ def api(
             show_default=False,
         ),
     ] = None,
+    log_format: LogFormatOption = None,
+    log_level: LogLevelOption = None,
 ) -> None:
     """Run the reference public API (POST /v1/send) until SIGTERM; needs the api extra.
 
@@ -244,18 +260,20 @@ def api(
     from routerd.api.settings import ApiSettings
     from routerd.settings import SettingsError
 
-    flags = {"config": config, "amqp_url": amqp_url, "listen": listen, "keys": keys}
+    flags = {
+        "config": config,
+        "amqp_url": amqp_url,
+        "listen": listen,
+        "keys": keys,
+        "log_format": log_format,
+        "log_level": log_level,
+    }
     try:
         settings = ApiSettings.from_sources(flags, os.environ)
     except SettingsError as exc:
         print(f"routerd api: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
     raise typer.Exit(run(settings))
-
-
-def _setting(help_text: str, name: str, flag: str) -> Any:
-    # typer.Option's own return type is Any: it stands in for the default value.
-    return typer.Option(flag, help=f"{help_text} {env_help(name)}", show_default=False)
 
 
 @app.command()
@@ -278,12 +296,8 @@ def serve(
             "--http-addr",
         ),
     ] = None,
-    log_format: Annotated[
-        str | None, _setting("text or json, default text", "log_format", "--log-format")
-    ] = None,
-    log_level: Annotated[
-        str | None, _setting("debug, info, ... default info", "log_level", "--log-level")
-    ] = None,
+    log_format: LogFormatOption = None,
+    log_level: LogLevelOption = None,
     shutdown_timeout: Annotated[
         str | None,
         _setting(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import sys
 from enum import IntEnum
@@ -26,6 +27,7 @@ from routerd.config.model import ConfigError, RouteTable
 from routerd.delivery import DecisionSink, Sinks, sink_name
 from routerd.observe import Health, HTTPBindError, Metrics, configure_logging, serve_http
 from routerd.observe.metrics import MetricsSink
+from routerd.observe.systemd import Notifier, SystemdLink
 from routerd.reload import Reloader, TableHolder, log_warnings
 from routerd.settings import Settings
 
@@ -50,6 +52,7 @@ class Daemon:
         *,
         metrics: Metrics | None = None,
         health: Health | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
         self.holder = TableHolder(table)
@@ -65,8 +68,19 @@ class Daemon:
             sinks=Sinks(sinks, failed=self.metrics.count_sink_error),
             shutdown_timeout=settings.shutdown_timeout,
         )
+        # systemd's notify protocol; does nothing outside a Type=notify unit.
+        self.systemd = SystemdLink(
+            notifier if notifier is not None else Notifier(None),
+            self.health,
+            table.content_hash,
+            table.source.queue,
+        )
         self.reloader = Reloader(
-            settings.config_path, self.holder, self.metrics, before_swap=self.link.before_swap
+            settings.config_path,
+            self.holder,
+            self.metrics,
+            before_swap=self.link.before_swap,
+            listener=self.systemd,
         )
         self.http_port: int | None = None
         self.forced = False
@@ -83,6 +97,7 @@ class Daemon:
         """Begin the graceful stop (what SIGTERM does)."""
         if not self.link.stopping:
             log.info("stopping: finishing in-flight send requests")
+        self.systemd.stopping()
         self.link.stop()
 
     def force_exit(self) -> None:
@@ -127,12 +142,15 @@ class Daemon:
                 await tg.start(self._signals)
             # 3. The reloader watches from now on; an edit during the connect is not lost.
             await tg.start(self.reloader.run)
+            # 4. systemd hears READY=1 once consuming, and the watchdog pings from here on.
+            await tg.start(self.systemd.run)
             task_status.started(self)
-            # 4. Route until stopped. The link's graceful stop is the shutdown itself:
+            # 5. Route until stopped. The link's graceful stop is the shutdown itself:
             #    cancel the consumer, finish in-flight requests within shutdown_timeout,
             #    send their acks, close the connection so the broker requeues the rest.
             await self.link.run()
-            # 5. Routing is over: stop the reloader and the HTTP endpoint with it.
+            self.systemd.stopping()
+            # 6. Routing is over: stop the reloader and the HTTP endpoint with it.
             tg.cancel_scope.cancel()
         self._scope = None
         if self.forced:
@@ -184,7 +202,8 @@ async def serve_async(
     if own_process:
         tune_gc()
     try:
-        return await Daemon(settings, table).run()
+        notifier = Notifier.from_environ(os.environ) if own_process else None
+        return await Daemon(settings, table, notifier=notifier).run()
     except* HTTPBindError as group:
         for exc in group.exceptions:
             print(f"routerd serve: {exc}", file=err)

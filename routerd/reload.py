@@ -14,6 +14,7 @@ Wiring (daemon side)::
     ...
     table = holder.table                          # once per send request, then only `table`
 
+A `listener` (the systemd notifier) is told when each reload starts and how it ended.
 Results are counted in `routerd_reloads_total{result=accepted|refused|unchanged}`;
 `before_swap(new_table)` runs before the swap (declare new targets there) and a raise
 refuses the reload. Anything under `source` in routes.yaml needs a restart: a reload that
@@ -27,7 +28,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -36,12 +37,22 @@ from watchfiles import DefaultFilter, awatch
 
 from routerd.config.loader import load as load_route_table
 from routerd.config.model import ConfigError, Location, Problem, RouteTable
-from routerd.observe import Metrics
+from routerd.observe import TableMetrics
 
 log = logging.getLogger(__name__)
 
 BeforeSwap = Callable[[RouteTable], Awaitable[None]]
 Loader = Callable[[Path], RouteTable]
+
+
+class ReloadListener(Protocol):
+    """Told around every reload (systemd's RELOADING=1 ... READY=1, for one)."""
+
+    def reload_started(self, reason: str) -> None: ...
+
+    def reload_finished(self, result: str, table_hash: str) -> None:
+        """`result`: accepted, refused or unchanged, as in routerd_reloads_total."""
+
 
 # The watcher groups file events that arrive less than STEP_MS apart (an editor's save is
 # several); the reloader then waits `debounce` seconds of quiet on top, but never longer
@@ -153,11 +164,12 @@ class Reloader:
         self,
         config_path: Path,
         holder: TableHolder,
-        metrics: Metrics,
+        metrics: TableMetrics,
         *,
         before_swap: BeforeSwap | None = None,
         debounce: float = 0.3,
         load: Loader | None = None,
+        listener: ReloadListener | None = None,
     ) -> None:
         # abspath keeps symlinks as given: a ConfigMap's routes.yaml must be read through
         # `..data` each time, never through the folder it pointed to at start.
@@ -167,6 +179,7 @@ class Reloader:
         self.before_swap = before_swap
         self.debounce = debounce
         self._load = load if load is not None else load_route_table
+        self.listener = listener
         self._reasons: list[str] = []
         self._wake: anyio.Event | None = None
         self._lock: anyio.Lock | None = None
@@ -199,7 +212,24 @@ class Reloader:
         if self._lock is None:
             self._lock = anyio.Lock()
         async with self._lock:
-            return await self._reload(reason)
+            if self.listener is None:
+                return await self._reload(reason)
+            generation = self.holder.generation
+            self.listener.reload_started(reason)
+            try:
+                accepted = await self._reload(reason)
+            except BaseException:
+                # Cancelled (the daemon stops): the listener must not stay "reloading".
+                self.listener.reload_finished("interrupted", self.holder.table.content_hash)
+                raise
+            if not accepted:
+                result = "refused"
+            elif self.holder.generation != generation:
+                result = "accepted"
+            else:
+                result = "unchanged"
+            self.listener.reload_finished(result, self.holder.table.content_hash)
+            return accepted
 
     async def _reload(self, reason: str) -> bool:
         running = self.holder.table

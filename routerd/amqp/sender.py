@@ -66,6 +66,12 @@ class SourceSender:
         self._lock = asyncio.Lock()
         self._closed = False
 
+    @property
+    def connected(self) -> bool:
+        """Whether a session is open now (a send would not have to connect first)."""
+        publisher = self._publisher
+        return publisher is not None and _alive(self._connection, publisher)
+
     async def open(self) -> None:
         """Connect now, so that a broker that cannot be reached is known before the first send."""
         await self._ready()

@@ -1,16 +1,22 @@
-"""The reference public API as an ASGI app: `POST /v1/send`, `GET /healthz`, the OpenAPI
-document. Each answer is the one docs/client.md's error table gives for the client's error.
+"""The reference public API as an ASGI app: `POST /v1/send`, `GET /healthz`, `GET /readyz`,
+`GET /metrics`, the OpenAPI document. Each answer is the one docs/client.md's error table
+gives for the client's error.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Any
 
+import anyio
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -19,7 +25,8 @@ from starlette.routing import Route
 
 from routerd.api.body import BodyTooLarge, read_body
 from routerd.api.customer import CustomerRefused, with_customer
-from routerd.api.keys import KeyStore
+from routerd.api.keys import Customers
+from routerd.api.metrics import ApiMetrics
 from routerd.client import (
     BrokerUnavailable,
     NotConfirmed,
@@ -28,6 +35,8 @@ from routerd.client import (
     RequestInvalid,
     Unroutable,
 )
+from routerd.config.model import RouteTable
+from routerd.reload import Reloader, TableHolder
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +56,39 @@ def error(
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
-def create_app(publisher: Publisher, keys: KeyStore) -> Starlette:
+def create_app(publisher: Publisher, keys: Customers, *, watch_config: bool = False) -> Starlette:
     """The API over one `Publisher` (built with the route config) and the customers' keys.
 
     The app's lifespan connects the publisher (a broker that is down is logged, and each
-    send answers 503 until it is back) and closes it on shutdown.
+    send answers 503 until it is back) and closes it on shutdown. `/readyz` answers 503
+    while there is no broker session, and starts one connect attempt in the background, so
+    an API that gets no sends still becomes ready again once the broker is back.
+
+    With `watch_config`, the route config is reloaded as `routerd serve` reloads it (its
+    files watched, `app.state.reloader.request_reload` for SIGHUP; a config `routerd lint`
+    rejects is refused and the running one stays), so the API checks requests against the
+    rules routerd applies.
     """
     table = publisher.table
     if table is None:
         raise ValueError("the API needs a Publisher built with config=<routes.yaml>")
-    limit = table.limits.max_body_bytes
     document = openapi_document()
+    metrics = ApiMetrics()
+    reconnecting: set[asyncio.Task[None]] = set()
+
+    async def use_table(new: RouteTable) -> None:
+        publisher.use_table(new)
+
+    reloader = Reloader(table.path, TableHolder(table), metrics, before_swap=use_table)
 
     async def send(request: Request) -> Response:
+        started = time.perf_counter()
+        answer = await _send(request)
+        metrics.send_seconds.observe(time.perf_counter() - started)
+        metrics.answers.labels(str(answer.status_code), _first_reason(answer)).inc()
+        return answer
+
+    async def _send(request: Request) -> Response:
         customer = _customer(request, keys)
         if customer is None:
             return error(
@@ -68,7 +97,8 @@ def create_app(publisher: Publisher, keys: KeyStore) -> Starlette:
                 {"WWW-Authenticate": 'Bearer realm="routerd"'},
             )
         try:
-            raw = await read_body(request, limit)
+            # The running config's limit: a reload may have changed it.
+            raw = await read_body(request, publisher_table(publisher).limits.max_body_bytes)
         except BodyTooLarge as exc:
             # The rest of the body is never read, so the connection cannot be reused.
             return error(413, str(exc), {"Connection": "close"}, limit=exc.limit)
@@ -94,6 +124,23 @@ def create_app(publisher: Publisher, keys: KeyStore) -> Starlette:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def readyz(request: Request) -> Response:
+        if publisher.connected:
+            return JSONResponse({"status": "ready"})
+        if not reconnecting:
+            task = asyncio.create_task(_connect_quietly(publisher))
+            reconnecting.add(task)
+            task.add_done_callback(reconnecting.discard)
+        return JSONResponse(
+            {"status": "not ready", "reason": "no session with the broker; reconnecting"},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    async def metrics_page(request: Request) -> Response:
+        metrics.broker_connected.set(1 if publisher.connected else 0)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
     async def openapi(request: Request) -> Response:
         return Response(document, media_type="application/yaml")
 
@@ -106,22 +153,55 @@ def create_app(publisher: Publisher, keys: KeyStore) -> Starlette:
         except BrokerUnavailable as exc:
             log.warning("the broker is not reachable yet, sends answer 503: %s", exc)
         try:
-            yield
+            async with anyio.create_task_group() as tg:
+                if watch_config:
+                    await tg.start(reloader.run)
+                yield
+                tg.cancel_scope.cancel()
         finally:
+            for task in list(reconnecting):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await publisher.close()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/v1/send", send, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_page, methods=["GET"]),
             Route("/openapi.yaml", openapi, methods=["GET"]),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,
     )
+    app.state.reloader = reloader
+    return app
 
 
-def _customer(request: Request, keys: KeyStore) -> str | None:
+def publisher_table(publisher: Publisher) -> RouteTable:
+    table = publisher.table
+    assert table is not None, "create_app checked it"
+    return table
+
+
+async def _connect_quietly(publisher: Publisher) -> None:
+    try:
+        await publisher.connect()
+    except BrokerUnavailable as exc:
+        log.info("the broker is still not reachable: %s", exc)
+
+
+def _first_reason(answer: Response) -> str:
+    # The metric's label: bounded to the codes routerd and the API define.
+    if answer.status_code != 400 or not isinstance(answer, JSONResponse):
+        return ""
+    reasons = orjson.loads(answer.body).get("reasons") or [{}]
+    return str(reasons[0].get("code", ""))
+
+
+def _customer(request: Request, keys: Customers) -> str | None:
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         return None

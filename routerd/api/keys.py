@@ -9,17 +9,24 @@ cus-42:
 
 A key is never stored: `hash_key` (or `printf '%s' "$KEY" | sha256sum`) gives the hash to
 write there. The customer id a request is sent for comes from its key, never from the body.
+`routerd api` reads the file again when it changes (`KeysFile`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import yaml
+
+log = logging.getLogger(__name__)
 
 _HASH = re.compile(r"[0-9a-f]{64}")
 
@@ -86,3 +93,61 @@ class KeyStore:
                         path, f"the key hash {digest[:12]}... belongs to {owner!r} and {customer!r}"
                     )
         return cls(customers)
+
+
+class Customers(Protocol):
+    """What the API asks of its keys: whose key this is."""
+
+    def customer_of(self, key: str) -> str | None: ...
+
+
+# How often a lookup may look at the keys file: one stat a second costs nothing, and a
+# rotated key works within a second of being written.
+RECHECK_SECONDS = 1.0
+
+
+class KeysFile:
+    """The keys file, read again when it changes, so keys rotate without a restart.
+
+    A lookup stats the file at most once per `RECHECK_SECONDS` (following symlinks, so a
+    Kubernetes Secret volume's swap shows too); a changed file is loaded whole. A file that
+    became unreadable or invalid keeps the keys loaded before, and says so in the log once
+    per change, so a bad edit never locks every customer out.
+    """
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = path
+        self._clock = clock
+        self._seen = self._fingerprint()
+        self.store = KeyStore.load(path)
+        self._checked = clock()
+
+    def customer_of(self, key: str) -> str | None:
+        now = self._clock()
+        if now - self._checked >= RECHECK_SECONDS:
+            self._checked = now
+            self._reload_if_changed()
+        return self.store.customer_of(key)
+
+    def _fingerprint(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _reload_if_changed(self) -> None:
+        seen = self._fingerprint()
+        if seen == self._seen:
+            return
+        self._seen = seen
+        try:
+            store = KeyStore.load(self.path)
+        except KeysError as exc:
+            log.error("keeping the API keys loaded before: %s", exc)
+            return
+        self.store = store
+        log.info(
+            "API keys reloaded",
+            extra={"keys_file": str(self.path), "customers": len(set(store.customers.values()))},
+        )

@@ -12,11 +12,12 @@ import anyio
 import uvicorn
 
 from routerd.api.app import create_app
-from routerd.api.keys import KeysError, KeyStore
+from routerd.api.keys import KeysError, KeysFile
 from routerd.api.settings import ApiSettings
 from routerd.client import Publisher
 from routerd.config.model import ConfigError
 from routerd.observe.logs import configure_logging
+from routerd.reload import Reloader
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +40,13 @@ class _Uncoloured(logging.Filter):
 
 
 def run(settings: ApiSettings) -> ApiExit:
-    """Serve the API until SIGTERM or SIGINT (uvicorn finishes the requests in flight)."""
+    """Serve the API until SIGTERM or SIGINT (uvicorn finishes the requests in flight);
+    SIGHUP reloads the route config, as the watch of its folders does."""
     common = settings.common
     configure_logging(common.log_format, common.log_level)
     logging.getLogger("uvicorn.error").addFilter(_Uncoloured())
     try:
-        keys = KeyStore.load(settings.keys_path)
+        keys = KeysFile(settings.keys_path)
         publisher = Publisher(
             common.amqp_url,
             config=common.config_path,
@@ -60,11 +62,12 @@ def run(settings: ApiSettings) -> ApiExit:
             "listen": settings.listen_addr,
             "config": str(common.config_path),
             "amqp_url": common.redacted_url,
-            "customers": len(set(keys.customers.values())),
+            "customers": len(set(keys.store.customers.values())),
         },
     )
+    app = create_app(publisher, keys, watch_config=True)
     config = uvicorn.Config(
-        create_app(publisher, keys),
+        app,
         host=settings.listen_host,
         port=settings.listen_port,
         # routerd's own logging (configure_logging) formats uvicorn's records too.
@@ -73,7 +76,7 @@ def run(settings: ApiSettings) -> ApiExit:
         proxy_headers=False,
         server_header=False,
     )
-    return anyio.run(_serve, _Server(config), backend="asyncio")
+    return anyio.run(_serve, _Server(config), app.state.reloader, backend="asyncio")
 
 
 class _Server(uvicorn.Server):
@@ -85,10 +88,10 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def _serve(server: uvicorn.Server) -> ApiExit:
+async def _serve(server: uvicorn.Server, reloader: Reloader) -> ApiExit:
     async with anyio.create_task_group() as tg:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            tg.start_soon(_stop_on_signals, signals, server)
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            tg.start_soon(_on_signals, signals, server, reloader)
             try:
                 await server.serve()
             except SystemExit:
@@ -102,8 +105,13 @@ async def _serve(server: uvicorn.Server) -> ApiExit:
     return ApiExit.FORCED if server.force_exit else ApiExit.OK
 
 
-async def _stop_on_signals(signals: AsyncIterator[signal.Signals], server: uvicorn.Server) -> None:
+async def _on_signals(
+    signals: AsyncIterator[signal.Signals], server: uvicorn.Server, reloader: Reloader
+) -> None:
     async for signum in signals:
+        if signum is signal.SIGHUP:
+            reloader.request_reload("SIGHUP")
+            continue
         # The first signal: stop accepting, finish the requests in flight (each waits for
         # its broker confirm), then close the publisher. A second one: stop now.
         if server.should_exit:

@@ -44,12 +44,11 @@ class ApiSettings:
     ) -> ApiSettings:
         """Build settings from CLI flags (None = not given) over environment variables.
 
-        Keys of `flags`: config, amqp_url (as `serve`), listen, keys. Raises `SettingsError`
-        for the first bad or missing value.
+        Keys of `flags`: config, amqp_url, log_format, log_level (as `serve`), listen, keys.
+        Raises `SettingsError` for the first bad or missing value.
         """
-        common = Settings.from_sources(
-            {"config": flags.get("config"), "amqp_url": flags.get("amqp_url")}, environ
-        )
+        shared = ("config", "amqp_url", "log_format", "log_level")
+        common = Settings.from_sources({name: flags.get(name) for name in shared}, environ)
         listen = _given("listen", flags, environ)
         host, port = DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT
         if listen is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -110,6 +110,22 @@ class BlockingPublisher:
         """
         return self._ready().call(
             lambda: self._publisher.send_many(requests, max_in_flight=max_in_flight)
+        )
+
+    def send_each(
+        self,
+        requests: Iterable[Mapping[str, Any]],
+        on_result: Callable[[int, str | PublishError], None],
+        *,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    ) -> None:
+        """`Publisher.send_each`, blocking until every request has its result.
+
+        `requests` is read and `on_result` called on the publisher's loop thread: neither may
+        block, nor need the calling thread's state.
+        """
+        self._ready().call(
+            lambda: self._publisher.send_each(requests, on_result, max_in_flight=max_in_flight)
         )
 
     def _ready(self) -> BlockingPortal:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -92,6 +92,24 @@ class Publisher:
     async def close(self) -> None:
         await self._sender.close()
 
+    def use_table(self, table: RouteTable) -> None:
+        """Check requests against `table` from now on: a route config reloaded after a change.
+        Its source must be the queue this publisher sends to."""
+        if self.table is None:
+            raise ValueError("this Publisher was built without config=: it checks nothing")
+        if table.source.queue != self.queue:
+            raise ValueError(
+                f"the new route config's source {table.source.queue!r} is not {self.queue!r}, "
+                "where this publisher sends: restart it to change the source"
+            )
+        self.table = table
+
+    @property
+    def connected(self) -> bool:
+        """Whether a broker session is open now. False before `connect`, after a loss not
+        yet repaired (the next send reconnects), and after `close`."""
+        return self._sender.connected
+
     async def send(
         self, request: Mapping[str, Any], *, headers: Mapping[str, Any] | None = None
     ) -> str:
@@ -114,37 +132,78 @@ class Publisher:
 
     async def send_many(
         self,
-        requests: Iterable[Mapping[str, Any]],
+        requests: Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]],
         *,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> list[str | PublishError]:
         """Publish many send requests, at most `max_in_flight` unconfirmed at a time.
 
         Returns one result per request, in order: its message_id, or the `PublishError` it
-        failed with (one failure does not stop the others). `requests` is read lazily, so a
-        generator keeps memory bounded by `max_in_flight` requests. Anything that is not a
-        `PublishError` (a request that is not a mapping) is a bug in the caller: it stops the
-        batch and propagates, in an ExceptionGroup.
+        failed with (one failure does not stop the others). For more requests than a list
+        of results should hold, use `send_each`.
+        """
+        results: list[str | PublishError] = []
+
+        def keep(index: int, result: str | PublishError) -> None:
+            results.extend([_PENDING] * (index + 1 - len(results)))
+            results[index] = result
+
+        await self.send_each(requests, keep, max_in_flight=max_in_flight)
+        return results
+
+    async def send_each(
+        self,
+        requests: Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]],
+        on_result: Callable[[int, str | PublishError], None],
+        *,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    ) -> None:
+        """Publish many send requests, at most `max_in_flight` unconfirmed at a time, calling
+        `on_result(index, result)` as each one is done (in completion order): its message_id,
+        or the `PublishError` it failed with; one failure does not stop the others.
+
+        `requests` is read lazily, one request each time a slot is free, so a generator
+        keeps memory bounded by `max_in_flight` requests however many it yields; an async
+        iterable may pace them. Anything that is not a `PublishError` (a request that is not
+        a mapping, an `on_result` that raises) is a bug in the caller: it stops the batch
+        and propagates, in an ExceptionGroup.
         """
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
-        results: list[str | PublishError] = []
         slots = asyncio.Semaphore(max_in_flight)
 
         async def one(index: int, request: Mapping[str, Any]) -> None:
             try:
-                results[index] = await self.send(request)
+                result: str | PublishError = await self.send(request)
             except PublishError as exc:
-                results[index] = exc
+                result = exc
             finally:
                 slots.release()
+            on_result(index, result)
 
+        pending = _aiter(requests)
         async with asyncio.TaskGroup() as group:
-            for index, request in enumerate(requests):
+            index = 0
+            while True:
+                # The slot first: the next request is not even made before it can be sent.
                 await slots.acquire()
-                results.append(_PENDING)
+                try:
+                    request = await anext(pending)
+                except StopAsyncIteration:
+                    break
                 group.create_task(one(index, request))
-        return results
+                index += 1
+
+
+async def _aiter(
+    requests: Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]],
+) -> AsyncIterator[Mapping[str, Any]]:
+    if isinstance(requests, AsyncIterable):
+        async for request in requests:
+            yield request
+    else:
+        for request in requests:
+            yield request
 
 
 # A placeholder each result slot holds until its send finishes; never returned.

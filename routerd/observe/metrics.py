@@ -34,13 +34,58 @@ PROCESSING_BUCKETS = (
 RELOAD_RESULTS = ("accepted", "refused", "unchanged")
 
 
-class Metrics:
-    """Every metric routerd exposes on /metrics; the daemon and the reloader update them."""
+class TableMetrics:
+    """The running route table and its reloads: what every process that reloads the route
+    config (`routerd serve`, `routerd api`) exposes, under the same names."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         # A registry per instance rather than the process-wide default: tests build many
         # daemons in one process and each must start from zero.
         self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.reloads = Counter(
+            "routerd_reloads_total",
+            "Route table reloads by result: accepted, refused, or unchanged.",
+            ["result"],
+            registry=r,
+        )
+        self.reload_problems = Counter(
+            "routerd_reload_problems_total",
+            "Problems found in refused reloads (each one is logged in lint format).",
+            registry=r,
+        )
+        self.table_generation = Gauge(
+            "routerd_route_table_generation",
+            "Generation of the running route table: 1 at start, +1 per accepted reload.",
+            registry=r,
+        )
+        self.table_info = Info(
+            "routerd_route_table",
+            "The running route table: content hash, rule count, schema count.",
+            registry=r,
+        )
+        # Known label values start at zero, so dashboards and alerts on rate() see the
+        # series before the first event instead of a gap.
+        for result in RELOAD_RESULTS:
+            self.reloads.labels(result=result)
+
+    def observe_table(self, table: RouteTable, generation: int) -> None:
+        """Publish which route table is running; called at start and on each accepted reload."""
+        self.table_generation.set(generation)
+        self.table_info.info(
+            {
+                "hash": table.content_hash,
+                "rules": str(len(table.rules)),
+                "schemas": str(len(table.schemas)),
+            }
+        )
+
+
+class Metrics(TableMetrics):
+    """Every metric routerd exposes on /metrics; the daemon and the reloader update them."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__(registry)
         r = self.registry
         self.consumed = Counter(
             "routerd_requests_consumed_total",
@@ -86,17 +131,6 @@ class Metrics:
             "Times the broker connection was re-established after a loss.",
             registry=r,
         )
-        self.reloads = Counter(
-            "routerd_reloads_total",
-            "Route table reloads by result: accepted, refused, or unchanged.",
-            ["result"],
-            registry=r,
-        )
-        self.reload_problems = Counter(
-            "routerd_reload_problems_total",
-            "Problems found in refused reloads (each one is logged in lint format).",
-            registry=r,
-        )
         self.in_flight = Gauge(
             "routerd_in_flight_requests",
             "Send requests consumed whose source delivery is not yet acked or nacked.",
@@ -108,26 +142,12 @@ class Metrics:
             "disk alarm), else 0.",
             registry=r,
         )
-        self.table_generation = Gauge(
-            "routerd_route_table_generation",
-            "Generation of the running route table: 1 at start, +1 per accepted reload.",
-            registry=r,
-        )
-        self.table_info = Info(
-            "routerd_route_table",
-            "The running route table: content hash, rule count, schema count.",
-            registry=r,
-        )
         self.processing_seconds = Histogram(
             "routerd_processing_seconds",
             "Time from consuming a send request to its source ack or nack.",
             buckets=PROCESSING_BUCKETS,
             registry=r,
         )
-        # Known label values start at zero, so dashboards and alerts on rate() see the
-        # series before the first event instead of a gap.
-        for result in RELOAD_RESULTS:
-            self.reloads.labels(result=result)
         # Labelled children by label values: `.labels()` costs about as much as the
         # increment itself and these two run once per request. The values come from the
         # route table and the reason codes, so the caches stay as small as the series.
@@ -157,17 +177,6 @@ class Metrics:
 
     def count_sink_error(self, sink: str) -> None:
         self.sink_errors.labels(sink).inc()
-
-    def observe_table(self, table: RouteTable, generation: int) -> None:
-        """Publish which route table is running; called at start and on each accepted reload."""
-        self.table_generation.set(generation)
-        self.table_info.info(
-            {
-                "hash": table.content_hash,
-                "rules": str(len(table.rules)),
-                "schemas": str(len(table.schemas)),
-            }
-        )
 
     def render(self) -> bytes:
         """The exposition text served on /metrics."""

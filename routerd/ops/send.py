@@ -17,7 +17,7 @@ import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
@@ -137,31 +137,24 @@ async def send_all(
         tally.examples[failure_kind(exc)] = str(exc)
         await publisher.close()
         return
-    slots = anyio.Semaphore(options.max_in_flight)
 
-    async def one(request: Mapping[str, Any]) -> None:
-        try:
-            result: str | PublishError = await publisher.send(request)
-        except PublishError as exc:
-            result = exc
-        finally:
-            slots.release()
-        tally.record(result)
+    async def paced() -> AsyncIterator[Mapping[str, Any]]:
+        start = anyio.current_time()
+        for index, request in enumerate(requests):
+            if options.rate:
+                # The schedule, not the previous send, sets each start: a slow confirm is
+                # caught up on instead of lowering the rate.
+                await anyio.sleep_until(start + index / options.rate)
+            tally.sent += 1
+            yield request
 
     try:
         async with anyio.create_task_group() as outer:
             if progress is not None:
                 outer.start_soon(progress.run, tally)
-            async with anyio.create_task_group() as senders:
-                start = anyio.current_time()
-                for index, request in enumerate(requests):
-                    if options.rate:
-                        # The schedule, not the previous send, sets each start: a slow
-                        # confirm is caught up on instead of lowering the rate.
-                        await anyio.sleep_until(start + index / options.rate)
-                    await slots.acquire()
-                    tally.sent += 1
-                    senders.start_soon(one, request)
+            await publisher.send_each(
+                paced(), lambda _, result: tally.record(result), max_in_flight=options.max_in_flight
+            )
             # Every send has its result: only the progress display is left to stop.
             outer.cancel_scope.cancel()
     finally:

@@ -64,13 +64,12 @@ def small_config(isolated_config: Path) -> Path:
 
 @asynccontextmanager
 async def running_api(
-    publisher: Publisher, keys: KeyStore = KEYS
+    publisher: Publisher, keys: KeyStore = KEYS, *, watch_config: bool = False
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The API under uvicorn on a free port, and an HTTP client pointed at it."""
     port = free_port()
-    config = uvicorn.Config(
-        create_app(publisher, keys), host="127.0.0.1", port=port, log_config=None, lifespan="on"
-    )
+    app = create_app(publisher, keys, watch_config=watch_config)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
     server = uvicorn.Server(config)
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve)
@@ -356,7 +355,7 @@ def start_api(
         )
 
 
-async def test_routerd_api_runs_from_its_settings_and_stops_cleanly_on_sigterm(
+async def test_routerd_api_runs_from_its_settings_reloads_on_sighup_and_stops_on_sigterm(
     amqp_url: str, isolated_config: Path, broker: Broker, names: QueueNames, tmp_path: Path
 ) -> None:
     await broker.declare_queue(names.source)
@@ -377,6 +376,19 @@ async def test_routerd_api_runs_from_its_settings_and_stops_cleanly_on_sigterm(
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
                 accepted = await http.post("/v1/send", json=request_v1(21), headers=AUTH)
             (got,) = await broker.drain(names.source, 1)
+            # SIGHUP reloads the route config; the API keeps running.
+            proc.send_signal(signal.SIGHUP)
+
+            async def reloads() -> str:
+                answer = await http_get(port, "/metrics")
+                return "" if answer is None else answer[1].decode()
+
+            await wait_for(
+                reloads,
+                lambda page: 'routerd_reloads_total{result="unchanged"} 1.0' in page,
+                within=30,
+                what="the SIGHUP reload",
+            )
             proc.send_signal(signal.SIGTERM)
 
             async def exited() -> int | None:
@@ -418,6 +430,111 @@ async def test_routerd_api_exits_2_when_its_address_is_taken(
     assert "address already in use" in log.read_text()
 
 
+@asynccontextmanager
+async def forwarding(port: int, to: tuple[str, int]) -> AsyncIterator[None]:
+    """A plain TCP relay on `port` to `to`: the broker appearing at an address the API
+    could not reach before."""
+
+    async def pipe(reader: anyio.abc.ByteReceiveStream, writer: anyio.abc.ByteSendStream) -> None:
+        async with writer:
+            async for chunk in reader:
+                await writer.send(chunk)
+
+    async def relay(client: anyio.abc.SocketStream) -> None:
+        async with (
+            client,
+            await anyio.connect_tcp(*to) as upstream,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(pipe, client, upstream)
+            tg.start_soon(pipe, upstream, client)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, relay)
+        try:
+            yield
+        finally:
+            tg.cancel_scope.cancel()
+
+
+async def test_readyz_follows_the_broker_and_metrics_count_the_answers(
+    small_config: Path, broker: Broker, names: QueueNames
+) -> None:
+    await broker.declare_queue(names.source)
+    port = free_port()
+    publisher = Publisher(
+        f"amqp://guest:guest@127.0.0.1:{port}/", config=small_config, connect_timeout=1
+    )
+    with anyio.fail_after(90):
+        async with running_api(publisher) as http:
+            down = await http.get("/readyz")
+            assert down.status_code == 503 and down.headers["retry-after"] == "5"
+            refused = await http.post("/v1/send", json=request_v1(31), headers=AUTH)
+            assert refused.status_code == 503
+            async with forwarding(port, ("127.0.0.1", 5672)):
+
+                async def ready() -> int:
+                    return (await http.get("/readyz")).status_code
+
+                # No send in between: the probe itself reconnects.
+                await wait_for(
+                    ready, lambda s: s == 200, within=30, what="/readyz after the broker"
+                )
+                accepted = await http.post("/v1/send", json=request_v1(32), headers=AUTH)
+                assert accepted.status_code == 202
+                invalid = await http.post("/v1/send", json=request_v1(33, to=[]), headers=AUTH)
+                assert invalid.status_code == 400
+                page = (await http.get("/metrics")).text
+    code = invalid.json()["reasons"][0]["code"]
+    assert 'routerd_api_send_answers_total{reason="",status="202"} 1.0' in page
+    assert 'routerd_api_send_answers_total{reason="",status="503"} 1.0' in page
+    assert f'routerd_api_send_answers_total{{reason="{code}",status="400"}} 1.0' in page
+    assert "routerd_api_send_seconds_count 3.0" in page
+    assert "routerd_api_broker_connected 1.0" in page
+    (stored,) = await broker.drain(names.source)
+    assert orjson.loads(stored.body)["message_id"] == accepted.json()["message_id"]
+
+
+async def test_the_api_follows_config_edits_and_keeps_its_config_on_a_broken_one(
+    amqp_url: str, small_config: Path, broker: Broker, names: QueueNames
+) -> None:
+    await broker.declare_queue(names.source)
+    big = request_v1(41, text="x" * LIMIT)
+    config = anyio.Path(small_config)
+    data = yaml.safe_load(await config.read_text())
+    with anyio.fail_after(60):
+        async with (
+            Publisher(amqp_url, config=small_config) as pub,
+            running_api(pub, watch_config=True) as http,
+        ):
+            assert (await http.post("/v1/send", json=big, headers=AUTH)).status_code == 413
+            data["limits"]["max_body_bytes"] = 4 * LIMIT
+            await config.write_text(yaml.safe_dump(data, sort_keys=False))
+
+            async def status() -> int:
+                return (await http.post("/v1/send", json=big, headers=AUTH)).status_code
+
+            await wait_for(status, lambda s: s == 202, within=30, what="the raised limit")
+
+            # An edit lint refuses: the API keeps checking with the config it runs.
+            await config.write_text(await config.read_text() + "rules: [\n")
+
+            async def refused() -> str:
+                return (await http.get("/metrics")).text
+
+            await wait_for(
+                refused,
+                lambda page: 'routerd_reloads_total{result="refused"} 1.0' in page,
+                within=30,
+                what="the broken edit refused",
+            )
+            assert await status() == 202
+            invalid = await http.post("/v1/send", json=request_v1(42, to=[]), headers=AUTH)
+            assert invalid.status_code == 400
+    assert await broker.depth(names.source) == 2
+
+
 # --- the API driven from its OpenAPI document ------------------------------------------
 
 
@@ -444,6 +561,9 @@ CASES = [
     ),
     Case("post", "/v1/send", 503, lambda: {"json": request_v1(15), "headers": AUTH}, "down"),
     Case("get", "/healthz", 200, dict),
+    Case("get", "/readyz", 200, dict),
+    Case("get", "/readyz", 503, dict, "down"),
+    Case("get", "/metrics", 200, dict),
     Case("get", "/openapi.yaml", 200, dict),
 ]
 
@@ -501,7 +621,13 @@ async def test_every_documented_response_is_produced_and_matches_its_schema(
     for case, answer in answers.items():
         assert answer.status_code == case.status, (case, answer.text)
         media_type = answer.headers["content-type"].split(";")[0]
-        body = yaml.safe_load(answer.content) if media_type == "application/yaml" else answer.json()
+        body = (
+            answer.json()
+            if media_type == "application/json"
+            else yaml.safe_load(answer.content)
+            if media_type == "application/yaml"
+            else answer.text
+        )
         validator = response_validator(document, case, media_type)
         errors = [f"{e.json_path}: {e.message}" for e in validator.iter_errors(body)]
         assert not errors, (case, body, errors)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,37 @@ async def test_send_many_reports_each_failure_in_its_place(
     assert await broker.depth(names.source) == 2
 
 
+async def test_send_each_reads_lazily_and_reports_every_request_once(
+    amqp_url: str, isolated_config: Path, broker: Broker, names: QueueNames
+) -> None:
+    await broker.declare_queue(names.source)
+    count, window = 3000, 16
+    made = 0
+    done: dict[int, str | PublishError] = {}
+    ahead: list[int] = []
+
+    def requests() -> Iterator[dict[str, Any]]:
+        nonlocal made
+        for i in range(count):
+            # How far the reader runs ahead of the results: the memory a long run holds.
+            ahead.append(made - len(done))
+            made += 1
+            yield valid_v1(i) if i % 10 else invalid_v1(i)
+
+    def on_result(index: int, result: str | PublishError) -> None:
+        assert index not in done
+        done[index] = result
+
+    with anyio.fail_after(120):
+        async with Publisher(amqp_url, config=isolated_config) as pub:
+            await pub.send_each(requests(), on_result, max_in_flight=window)
+    assert sorted(done) == list(range(count))
+    # A request is made only once a slot is free for it.
+    assert max(ahead) < window
+    assert all(isinstance(done[i], RequestInvalid) == (i % 10 == 0) for i in range(count))
+    assert await broker.depth(names.source) == count - count // 10
+
+
 async def test_blocking_publisher_from_several_threads(
     amqp_url: str, isolated_config: Path, broker: Broker, names: QueueNames
 ) -> None:
@@ -336,7 +368,7 @@ async def test_the_examples_in_docs_client_md_run(
 ) -> None:
     await broker.declare_queue(names.source)
     examples = doc_examples()
-    assert len(examples) == 4
+    assert len(examples) == 5
     with anyio.fail_after(60):
         for example in examples:
             code = example.replace("config/routes.yaml", str(isolated_config))
@@ -346,6 +378,7 @@ async def test_the_examples_in_docs_client_md_run(
         out = capsys.readouterr().out
     assert "accepted " in out and "schema_violation" in out
     assert "2000 confirmed, 0 failed" in out
+    assert "Counter({'str': 1000})" in out
     assert out.count("(202, {'message_id': ") == 4 and "[RequestInvalid(" in out
-    # one accepted + 2,000 + four threads + one without a config
-    assert await broker.depth(names.source) == 2006
+    # one accepted + 2,000 + 1,000 + four threads + one without a config
+    assert await broker.depth(names.source) == 3006

@@ -5,6 +5,7 @@ TestClient; the app's lifespan, which connects, is not run)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from typer.testing import CliRunner
 from routerd.api import API_ENV_VARS, ApiSettings, KeysError, KeyStore, hash_key
 from routerd.api.app import create_app
 from routerd.api.customer import CustomerRefused, with_customer
+from routerd.api.keys import KeysFile
 from routerd.cli import app as cli
 from routerd.client import Publisher
 from routerd.settings import SettingsError
@@ -117,6 +119,8 @@ def test_settings_flags_over_environment(tmp_path: Path) -> None:
     flags = ApiSettings.from_sources({"listen": "[::1]:8081", "keys": tmp_path}, env)
     assert (flags.listen_host, flags.listen_port, flags.keys_path) == ("::1", 8081, tmp_path)
     assert flags.listen_addr == "[::1]:8081"
+    logged = ApiSettings.from_sources({"keys": "k", "log_format": "json"}, env)
+    assert (logged.common.log_format, logged.common.log_level) == ("json", "info")
     default = ApiSettings.from_sources({"keys": "k.yaml"}, {})
     assert default.listen_addr == "127.0.0.1:8080"
     assert default.common.config_path == Path("config/routes.yaml")
@@ -133,6 +137,8 @@ def test_settings_flags_over_environment(tmp_path: Path) -> None:
         ),
         ({"keys": "k"}, {"ROUTERD_API_ADDR": "h:99999"}, "ROUTERD_API_ADDR): the port must be"),
         ({"keys": "k", "amqp_url": "http://x"}, {}, "invalid AMQP URL"),
+        ({"keys": "k", "log_format": "yaml"}, {}, "invalid log format 'yaml' (from option"),
+        ({"keys": "k"}, {"ROUTERD_LOG_LEVEL": "loud"}, "ROUTERD_LOG_LEVEL"),
     ],
 )
 def test_bad_settings_say_which_and_where_from(
@@ -195,3 +201,38 @@ def test_the_api_needs_a_publisher_with_a_config() -> None:
     keys = KeyStore.from_mapping({}, Path("keys.yaml"))
     with pytest.raises(ValueError, match="config="):
         create_app(Publisher("amqp://127.0.0.1:1/", queue="q"), keys)
+
+
+def test_the_keys_file_is_read_again_when_it_changes_and_a_broken_edit_keeps_the_old_keys(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="routerd.api.keys")
+    path = tmp_path / "keys.yaml"
+    path.write_text(f'cus-42: ["{KEY_HASH}"]\n')
+    now = [0.0]
+    keys = KeysFile(path, clock=lambda: now[0])
+    assert keys.customer_of(KEY) == "cus-42"
+
+    # A rotation: the old key is gone, a new one belongs to another customer.
+    path.write_text(f'cus-7: ["{hash_key("n3w")}"]\n')
+    assert keys.customer_of("n3w") is None, "not looked at again within the second"
+    now[0] += 1.0
+    assert keys.customer_of("n3w") == "cus-7"
+    assert keys.customer_of(KEY) is None
+    assert "API keys reloaded" in caplog.text
+
+    path.write_text("cus-7: [not-a-hash]\n")
+    now[0] += 1.0
+    assert keys.customer_of("n3w") == "cus-7"
+    assert "keeping the API keys loaded before" in caplog.text
+    assert caplog.text.count("keeping the API keys") == 1
+    now[0] += 1.0
+    keys.customer_of("n3w")
+    assert caplog.text.count("keeping the API keys") == 1, "said once per change"
+
+    path.unlink()
+    now[0] += 1.0
+    assert keys.customer_of("n3w") == "cus-7"
+    path.write_text(f'cus-42: ["{KEY_HASH}"]\n')
+    now[0] += 1.0
+    assert keys.customer_of(KEY) == "cus-42"

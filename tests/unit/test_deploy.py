@@ -10,18 +10,22 @@ reader of the few kustomize features they use; where kubectl is installed its ow
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Mapping
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
 import anyio
+import jsonschema
 import pytest
 import yaml
 
@@ -29,8 +33,10 @@ from routerd.amqp.link import CLOSE_TIMEOUT
 from routerd.config.loader import load
 from routerd.config.model import RouteTable
 from routerd.observe import Metrics
+from routerd.observe import systemd as systemd_notify
 from routerd.reload import Reloader, TableHolder, watch_dirs
 from routerd.settings import ENV_VARS, Settings
+from tests.unit import operator_crds
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBE = ROOT / "k8s"
@@ -42,11 +48,18 @@ DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 SHIPPED_CONFIG = ROOT / "config" / "routes.yaml"
 # The default kustomization and the KEDA variant: the two things ops apply.
 ENTRY_POINTS = {"hpa": KUBE, "keda": KUBE / "keda"}
+# The Prometheus Operator's objects, applied on their own (they need its CRDs).
+MONITORING = KUBE / "monitoring"
+CONFIGMAP_SCRIPT = ROOT / "scripts" / "k8s_configmaps.py"
 # The oldest Kubernetes the manifests promise to work on, and the newest the package knows.
 KUBERNETES_VERSIONS = ("1.30", "latest")
 # After the shutdown timeout and the connection close, the task group still has to end.
 TEARDOWN_MARGIN = 5.0
-KNOWN_VARS = frozenset(ENV_VARS.values())
+# ROUTERD_AMQP_URL_FILE: the broker URL read from a file (a mounted Secret). It is
+# routerd's setting from the security work (routerd/settings.py on that branch); the
+# manifests use it already, and the test names it until that branch is merged.
+AMQP_URL_FILE = "ROUTERD_AMQP_URL_FILE"
+KNOWN_VARS = frozenset(ENV_VARS.values()) | {AMQP_URL_FILE}
 
 
 # --- rendering ---------------------------------------------------------------------------
@@ -74,11 +87,13 @@ def render(folder: Path) -> list[dict[str, Any]]:
     return out
 
 
-def generator_files(folder: Path = KUBE / "base") -> dict[str, list[Path]]:
-    spec = yaml.safe_load((folder / "kustomization.yaml").read_text())
-    return {
-        g["name"]: [(folder / f).resolve() for f in g["files"]] for g in spec["configMapGenerator"]
-    }
+def configmap_script() -> Any:
+    """scripts/k8s_configmaps.py as a module (scripts/ is no package)."""
+    spec = importlib.util.spec_from_file_location("k8s_configmaps", CONFIGMAP_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -126,8 +141,8 @@ def test_manifests_validate_against_kubernetes_schemas(entry: str, version: str)
         version = kubernetes_validate.latest_version()
     checked, problems = [], []
     for doc in render(ENTRY_POINTS[entry]):
-        if doc["apiVersion"].startswith("keda.sh/"):
-            continue  # a CRD: no schema in kubernetes-validate; see the KEDA test below
+        if not builtin(doc):
+            continue  # a CRD's: test_custom_resources_match_their_crds checks it
         try:
             # strict: unknown fields (a misspelt key) are errors, as `kubectl apply` makes them.
             kubernetes_validate.validate(doc, version, strict=True)
@@ -149,15 +164,15 @@ def test_every_manifest_file_is_rendered_somewhere() -> None:
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
-@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+@pytest.mark.parametrize("entry", [*sorted(ENTRY_POINTS), "monitoring"])
 def test_kubectl_kustomize_renders_the_same(entry: str) -> None:
-    cmd = ["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone"]
-    result = subprocess.run(
-        [*cmd, str(ENTRY_POINTS[entry])], capture_output=True, text=True, timeout=60
-    )
+    folder = ENTRY_POINTS.get(entry, MONITORING)
+    # No --load-restrictor: `kubectl apply -k` cannot pass one, so none may be needed.
+    cmd = ["kubectl", "kustomize"]
+    result = subprocess.run([*cmd, str(folder)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     theirs = [d for d in yaml.safe_load_all(result.stdout) if d]
-    mine = render(ENTRY_POINTS[entry])
+    mine = render(folder)
 
     def key(d: dict[str, Any]) -> tuple[str, str]:
         return d["kind"], d["metadata"]["name"]
@@ -182,14 +197,29 @@ def test_configmaps_are_mounted_whole_folders(
         assert mounts[volume]["readOnly"] is True
 
 
-def test_generators_ship_exactly_the_files_the_config_is_built_from() -> None:
-    table = load(SHIPPED_CONFIG)
-    shipped = [f for files in generator_files().values() for f in files]
-    assert len(shipped) == len(set(shipped))
-    assert set(shipped) == {Path(f).resolve() for f in table.files}
-    # One ConfigMap per folder: their keys become file names in one mount each.
-    for name, files in generator_files().items():
-        assert len({f.parent for f in files}) == 1, f"{name} mixes folders"
+def test_configmaps_are_generated_from_config_and_schemas() -> None:
+    # The ConfigMaps are a generated file (kustomize may not read outside k8s/): it must be
+    # what the script makes of today's config/ and schemas/.
+    script = configmap_script()
+    assert (KUBE / "base" / "configmaps.yaml").read_text() == script.render(), (
+        "k8s/base/configmaps.yaml is out of date: run .venv/bin/python scripts/k8s_configmaps.py"
+    )
+    maps = {d["metadata"]["name"]: d["data"] for d in render(KUBE) if d["kind"] == "ConfigMap"}
+    shipped = {
+        (folder / key).resolve() for name, folder in script.FOLDERS.items() for key in maps[name]
+    }
+    # Every file the shipped route table is built from, and every file of schemas/.
+    assert {Path(f).resolve() for f in load(SHIPPED_CONFIG).files} <= shipped
+    assert {p.resolve() for p in (ROOT / "schemas").iterdir() if p.is_file()} <= shipped
+    # The keys become file names in one mount each: no two files may share a name.
+    assert sum(map(len, maps.values())) == len(shipped)
+
+
+def test_configmap_script_check_mode() -> None:
+    result = subprocess.run(
+        [sys.executable, str(CONFIGMAP_SCRIPT), "--check"], capture_output=True, text=True
+    )
+    assert (result.returncode, result.stdout) == (0, "")
 
 
 def mount_layout(root: Path, docs: list[dict[str, Any]], pod: dict[str, Any]) -> dict[str, Path]:
@@ -294,9 +324,59 @@ def test_grace_period_outlasts_the_graceful_stop(
 def test_environment_is_routerd_settings(container: dict[str, Any]) -> None:
     names = {e["name"] for e in container["env"]}
     assert names <= KNOWN_VARS, f"unknown to routerd: {names - KNOWN_VARS}"
-    (secret,) = [e for e in container["env"] if "valueFrom" in e]
-    assert secret["name"] == "ROUTERD_AMQP_URL"
+    # The broker URL comes from the Secret as a file, never as a variable.
+    assert not [e for e in container["env"] if "valueFrom" in e]
+    assert "ROUTERD_AMQP_URL" not in names
     settings_of(container)  # raises SettingsError on a value routerd would refuse
+
+
+def amqp_secret_file(pod: Mapping[str, Any], container: Mapping[str, Any]) -> tuple[str, str]:
+    """(Secret name, key) of the file ROUTERD_AMQP_URL_FILE names, through the pod's mounts."""
+    path = Path(plain_env(container)[AMQP_URL_FILE])
+    (mount,) = [m for m in container["volumeMounts"] if path.is_relative_to(m["mountPath"])]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    secret = volume["secret"]
+    (item,) = [i for i in secret["items"] if i["path"] == str(path.relative_to(mount["mountPath"]))]
+    return secret["secretName"], item["key"]
+
+
+def test_amqp_url_is_a_secret_file_only_routerd_reads(
+    pod: dict[str, Any], container: dict[str, Any]
+) -> None:
+    assert amqp_secret_file(pod, container) == ("routerd-amqp", "url")
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    # Group-readable by the pod's fsGroup only, which is routerd's own group.
+    assert volume["secret"]["defaultMode"] == 0o440
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
+
+
+def test_replicas_spread_across_zones_and_nodes(pod: dict[str, Any]) -> None:
+    labels = {"app.kubernetes.io/name": "routerd"}
+    spread = {c["topologyKey"]: c for c in pod["topologySpreadConstraints"]}
+    assert set(spread) == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    for constraint in spread.values():
+        assert constraint["labelSelector"]["matchLabels"] == labels
+        assert constraint["maxSkew"] == 1
+        # A replica a spike needs must not wait for a balanced spot.
+        assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"
+
+
+def test_network_policy_admits_broker_dns_and_scrapes_only(
+    docs: list[dict[str, Any]], container: dict[str, Any]
+) -> None:
+    policy = one(docs, "NetworkPolicy")["spec"]
+    pods = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pods.items()
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
+    (ingress,) = policy["ingress"]
+    metrics = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert [(p["port"], p["protocol"]) for p in ingress["ports"]] == [("metrics", "TCP")]
+    assert set(metrics) == {"metrics"}
+    egress = {(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]}
+    assert egress == {(5672, "TCP"), (5671, "TCP"), (53, "UDP"), (53, "TCP")}
+    # Every rule names where it may go: no rule opens a port to the whole world.
+    assert all(rule.get("to") for rule in policy["egress"])
 
 
 def test_pods_run_unprivileged(pod: dict[str, Any], container: dict[str, Any]) -> None:
@@ -350,9 +430,253 @@ def test_autoscalers_scale_on_the_source_queue(
     assert trigger["metadata"]["value"] == external["target"]["averageValue"]
     auth = one(keda, "TriggerAuthentication")
     assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
-    (secret,) = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e]
+    # KEDA reads the same Secret routerd mounts, through the API.
+    name, key = amqp_secret_file(one(docs, "Deployment")["spec"]["template"]["spec"], container)
     (ref,) = auth["spec"]["secretTargetRef"]
-    assert (ref["parameter"], ref["name"], ref["key"]) == ("host", secret["name"], secret["key"])
+    assert (ref["parameter"], ref["name"], ref["key"]) == ("host", name, key)
+
+
+def builtin(doc: Mapping[str, Any]) -> bool:
+    """A Kubernetes API kind (core, apps, policy, *.k8s.io), as opposed to a CRD's."""
+    group = doc["apiVersion"].rpartition("/")[0]
+    return "." not in group or group.endswith(".k8s.io")
+
+
+def custom_resources() -> list[dict[str, Any]]:
+    """Every object of a custom resource kind in what ops apply (KEDA, Prometheus Operator)."""
+    docs = render(ENTRY_POINTS["keda"]) + render(MONITORING)
+    return [d for d in docs if not builtin(d)]
+
+
+def crd_problems(doc: Mapping[str, Any]) -> list[str]:
+    schema = operator_crds.SCHEMAS[(doc["apiVersion"], doc["kind"])]
+    validator = jsonschema.Draft202012Validator(schema)
+    return [
+        f"{doc['kind']}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(doc)
+    ]
+
+
+def test_custom_resources_match_their_crds() -> None:
+    kinds = []
+    for doc in custom_resources():
+        assert (doc["apiVersion"], doc["kind"]) in operator_crds.SCHEMAS, "no schema for it"
+        assert crd_problems(doc) == []
+        kinds.append(doc["kind"])
+    assert sorted(kinds) == [
+        "PodMonitor",
+        "PrometheusRule",
+        "ScaledObject",
+        "TriggerAuthentication",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "key", "value"),
+    [
+        ("ScaledObject", ["spec"], "minReplicas", 2),  # the HPA's name, not KEDA's
+        ("ScaledObject", ["spec"], "pollingInterval", "15s"),
+        ("ScaledObject", ["spec", "advanced", "horizontalPodAutoscalerConfig"], "scaleUp", {}),
+        ("TriggerAuthentication", ["spec"], "secretRef", []),
+        ("PodMonitor", ["spec"], "endpoints", []),  # a ServiceMonitor's field
+        ("PodMonitor", ["spec", "podMetricsEndpoints", 0], "interval", "15 seconds"),
+        ("PrometheusRule", ["spec", "groups", 0, "rules", 0], "for", "5 min"),
+        ("PrometheusRule", ["spec", "groups", 0, "rules", 0], "severity", "critical"),
+    ],
+)
+def test_crd_schemas_catch_mistakes(kind: str, path: list[str | int], key: str, value: Any) -> None:
+    (doc,) = deepcopy([d for d in custom_resources() if d["kind"] == kind])
+    node = doc
+    for step in path:
+        node = node[step]
+    node[key] = value
+    assert crd_problems(doc) != []
+
+
+def test_keda_rabbitmq_trigger_uses_the_scalers_parameters() -> None:
+    scaled = one(render(ENTRY_POINTS["keda"]), "ScaledObject")["spec"]
+    (trigger,) = [t for t in scaled["triggers"] if t["type"] == "rabbitmq"]
+    assert set(trigger["metadata"]) <= set(operator_crds.RABBITMQ_METADATA_KEYS)
+    assert trigger["metadata"]["mode"] in ("QueueLength", "MessageRate")
+
+
+def test_pod_monitor_scrapes_routerd_metrics_port(
+    docs: list[dict[str, Any]], container: dict[str, Any]
+) -> None:
+    monitor = one(render(MONITORING), "PodMonitor")["spec"]
+    labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert monitor["selector"]["matchLabels"].items() <= labels.items()
+    (endpoint,) = monitor["podMetricsEndpoints"]
+    assert endpoint["port"] in {p["name"] for p in container["ports"]}
+    assert endpoint["path"] == "/metrics"
+
+
+# Queue series of RabbitMQ's rabbitmq_prometheus plugin (per object, `rabbitmq_` prefix),
+# from deps/rabbitmq_prometheus/src/collectors/prometheus_rabbitmq_core_metrics_collector.erl
+# (rabbitmq/rabbitmq-server 4bb2262140663b186c8d7beb57d10e3d86ef52ea), and the one
+# kube-state-metrics series the rules use.
+RABBITMQ_QUEUE_SERIES = {
+    "rabbitmq_queue_messages_ready",
+    "rabbitmq_queue_messages_unacked",
+    "rabbitmq_queue_messages",
+    "rabbitmq_queue_consumers",
+    "rabbitmq_queue_messages_published_total",
+}
+KUBE_STATE_SERIES = {"kube_pod_status_ready"}
+
+
+def alert_rules() -> dict[str, dict[str, Any]]:
+    rule = one(render(MONITORING), "PrometheusRule")
+    return {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+
+
+def test_alerts_cover_the_failure_modes() -> None:
+    assert set(alert_rules()) == {
+        "RouterdNoConsumer",
+        "RouterdBacklogGrowing",
+        "RouterdRejectedRateHigh",
+        "RouterdReloadRefused",
+        "RouterdPublishFailures",
+        "RouterdNotReady",
+    }
+
+
+def test_alerts_use_series_that_exist() -> None:
+    metrics = Metrics()
+    metrics.rejected.labels(reason="x").inc()
+    metrics.publish_failures.labels(target="t", cause="nack").inc()
+    routerd_series = {
+        sample.name for family in metrics.registry.collect() for sample in family.samples
+    }
+    source = load(SHIPPED_CONFIG).source.queue
+    for name, rule in alert_rules().items():
+        for series in re.findall(r"\b((?:routerd|rabbitmq|kube)_\w+)\b", rule["expr"]):
+            known = routerd_series | RABBITMQ_QUEUE_SERIES | KUBE_STATE_SERIES
+            assert series in known, f"{name}: {series} is exported by nobody"
+        for queue in re.findall(r'queue="([^"]*)"', rule["expr"]):
+            assert queue == source, f"{name}: watches {queue}, the source queue is {source}"
+        assert rule["labels"]["severity"] in ("critical", "warning")
+        assert rule["annotations"]["summary"]
+
+
+PROMTOOL = shutil.which("promtool")
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool (apt: prometheus) is not installed")
+def test_promtool_checks_the_rules(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump(one(render(MONITORING), "PrometheusRule")["spec"]))
+    result = subprocess.run(
+        [str(PROMTOOL), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def rendered(template: str, labels: Mapping[str, str], value: str = "") -> str:
+    """An alert annotation as Prometheus renders it: $labels.X, $value, humanizePercentage
+    (the only template parts routerd's rules use; a value is given already formatted)."""
+    text = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], template)
+    return re.sub(r"\{\{ \$value( \| humanizePercentage)? \}\}", value, text)
+
+
+# A routerd replica's name: Deployment, ReplicaSet's template hash, 5 random characters.
+POD = "routerd-5f8d7c9b6d-x2k4p"
+OTHER = "routerd-api-5f8d7c9b6d-x2k4p"  # a replica of a Deployment named routerd-api
+# Each alert: input series (promtool's expanding notation, one sample a minute), when it
+# must not fire yet, when it must, its labels then, and $value as rendered.
+ALERT_CASES: dict[str, dict[str, Any]] = {
+    "RouterdNoConsumer": {
+        "series": {'rabbitmq_queue_consumers{queue="email.send",vhost="/"}': "2x5 0x20"},
+        "quiet": "9m",  # 0 since minute 6: 3 of the 5 minutes
+        "fires": "12m",
+        "labels": {"queue": "email.send", "vhost": "/", "severity": "critical"},
+    },
+    "RouterdBacklogGrowing": {
+        # +1,000 ready a minute from 0: above 10,000 from minute 11, rising throughout.
+        "series": {'rabbitmq_queue_messages_ready{queue="email.send",vhost="/"}': "0+1000x40"},
+        "quiet": "20m",
+        "fires": "27m",
+        "labels": {"queue": "email.send", "vhost": "/", "severity": "warning"},
+        "value": "27000",
+    },
+    "RouterdRejectedRateHigh": {
+        # 100/s consumed for a day; rejected 0.5 % of it, then 5 % in the last hour.
+        "series": {
+            "routerd_requests_consumed_total": "0+6000x1500",
+            "routerd_requests_rejected_total": "0+30x1380 41400+300x120",
+        },
+        "quiet": "1380m",
+        "fires": "1440m",
+        "labels": {"severity": "warning"},
+        "value": "5%",
+    },
+    "RouterdReloadRefused": {
+        "series": {f'routerd_reloads_total{{result="refused",pod="{POD}"}}': "0x10 1x30"},
+        "quiet": "9m",
+        "fires": "12m",
+        "labels": {"result": "refused", "pod": POD, "severity": "warning"},
+    },
+    "RouterdPublishFailures": {
+        "series": {'routerd_publish_failures_total{target="bulk",cause="nack"}': "0x5 0+60x30"},
+        "quiet": "12m",
+        "fires": "18m",
+        "labels": {"target": "bulk", "cause": "nack", "severity": "warning"},
+    },
+    "RouterdNotReady": {
+        "series": {
+            f'kube_pod_status_ready{{condition="false",namespace="routerd",pod="{POD}"}}': (
+                "0x5 1x30"
+            ),
+            # Another workload whose name starts with routerd-: not a routerd replica.
+            'kube_pod_status_ready{condition="false",namespace="x",pod="routerd-api-0"}': "1x40",
+            f'kube_pod_status_ready{{condition="false",namespace="x",pod="{OTHER}"}}': "1x40",
+        },
+        "quiet": "14m",
+        "fires": "17m",
+        "labels": {"namespace": "routerd", "pod": POD, "severity": "warning"},
+    },
+}
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool (apt: prometheus) is not installed")
+def test_alerts_fire_when_they_should(tmp_path: Path) -> None:
+    rules = alert_rules()
+    assert set(ALERT_CASES) == set(rules)
+    (tmp_path / "rules.yaml").write_text(
+        yaml.safe_dump(one(render(MONITORING), "PrometheusRule")["spec"])
+    )
+    tests = []
+    for name, case in ALERT_CASES.items():
+        annotations = {
+            k: rendered(v, case["labels"], case.get("value", ""))
+            for k, v in rules[name]["annotations"].items()
+        }
+        tests.append(
+            {
+                "interval": "1m",
+                "input_series": [{"series": k, "values": v} for k, v in case["series"].items()],
+                "alert_rule_test": [
+                    {"eval_time": case["quiet"], "alertname": name, "exp_alerts": []},
+                    {
+                        "eval_time": case["fires"],
+                        "alertname": name,
+                        "exp_alerts": [
+                            {"exp_labels": case["labels"], "exp_annotations": annotations}
+                        ],
+                    },
+                ],
+            }
+        )
+    spec = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests}
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(spec))
+    result = subprocess.run(
+        [str(PROMTOOL), "test", "rules", "tests.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # --- container image ---------------------------------------------------------------------
@@ -414,6 +738,9 @@ def env_file(path: Path, *, commented: bool) -> dict[str, str]:
 
 
 UNIT = SYSTEMD / "routerd.service"
+TEMPLATE = SYSTEMD / "routerd@.service"
+# What the template may set differently from routerd.service: the instance is the port.
+TEMPLATE_ONLY = {"Description", "Environment", "EnvironmentFile", "DefaultInstance"}
 ENV_EXAMPLE = SYSTEMD / "routerd.env.example"
 
 
@@ -432,9 +759,20 @@ def test_systemd_environment_is_routerd_settings() -> None:
 
 def test_systemd_unit_stops_gracefully_and_reloads() -> None:
     unit = unit_settings(UNIT)
-    assert unit["Type"] == ["exec"]
+    # systemd 252 (Debian 12) has no notify-reload; ExecReload waits for the result itself.
+    assert unit["Type"] == ["notify"] and unit["NotifyAccess"] == ["main"]
     assert unit["ExecStart"] == ["/opt/routerd/.venv/bin/routerd serve"]
-    assert unit["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    python, flag, module, verb, pid = unit["ExecReload"][0].split()
+    assert (python, flag, verb, pid) == (
+        "/opt/routerd/.venv/bin/python",
+        "-m",
+        "reload",
+        "$MAINPID",
+    )
+    assert module == systemd_notify.__name__ and callable(systemd_notify._main)
+    # Pings at half the period, checked for each tick of the link.
+    watchdog = float(unit["WatchdogSec"][0].removesuffix("s"))
+    assert watchdog / 2 > 10 * systemd_notify.TICK
     # SIGTERM to routerd alone; SIGKILL to what is left only after TimeoutStopSec.
     assert (unit["KillMode"], unit["KillSignal"]) == (["mixed"], ["SIGTERM"])
     settings = Settings.from_sources({}, unit_environment())
@@ -453,11 +791,52 @@ def test_systemd_unit_stops_gracefully_and_reloads() -> None:
     assert config.is_relative_to(unit["WorkingDirectory"][0])
 
 
-def stub_root(root: Path) -> None:
+def test_template_unit_is_routerd_service_per_port() -> None:
+    unit, template = unit_settings(UNIT), unit_settings(TEMPLATE)
+    assert {k: v for k, v in unit.items() if k not in TEMPLATE_ONLY} == {
+        k: v for k, v in template.items() if k not in TEMPLATE_ONLY
+    }
+    instance = template["DefaultInstance"][0]
+    env = dict(v.replace("%i", instance).split("=", 1) for v in template["Environment"])
+    assert env == {**dict(v.split("=", 1) for v in unit["Environment"]), **env}
+    settings = Settings.from_sources({}, env)
+    assert settings.http_port == int(instance) and settings.http_host == "127.0.0.1"
+    # The shared file first, then the instance's own (optional: '-'), which wins.
+    assert template["EnvironmentFile"] == [*unit["EnvironmentFile"], "-/etc/routerd/routerd@%i.env"]
+    # The shared env file must not set the port for every instance.
+    assert "ROUTERD_HTTP_ADDR" not in env_file(ENV_EXAMPLE, commented=False)
+
+
+def exposure(unit: Path, tmp_path: Path) -> str:
+    """`systemd-analyze security --offline` of a unit file: its overall exposure line."""
+    copy = tmp_path / unit.name.replace("@.", "@9464.")
+    shutil.copy(unit, copy)
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    (line,) = [x for x in result.stdout.splitlines() if "Overall exposure level" in x]
+    return line
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
+@pytest.mark.parametrize("unit", [UNIT, TEMPLATE], ids=["service", "template"])
+def test_exposure_score_is_the_documented_one(unit: Path, tmp_path: Path) -> None:
+    match = re.search(r": (\d+\.\d) (\w+)", exposure(unit, tmp_path))
+    assert match is not None
+    score, verdict = match.groups()
+    assert verdict == "OK"
+    # docs/deploy.md quotes the score; the tool's own figure must match it.
+    assert f"exposure **{score}**" in DEPLOY_DOC.read_text()
+
+
+def stub_root(root: Path, unit_file: Path = UNIT) -> None:
     """A filesystem root holding the unit, its binary and stubs of the units it names."""
-    unit = unit_settings(UNIT)
+    unit = unit_settings(unit_file)
     (root / "etc/systemd/system").mkdir(parents=True)
-    shutil.copy(UNIT, root / "etc/systemd/system/routerd.service")
+    shutil.copy(unit_file, root / "etc/systemd/system" / unit_file.name)
     # verify checks that every Exec*= command is an executable file under the root.
     for key in [k for k in unit if k.startswith("Exec")]:
         for command in unit[key]:
@@ -476,10 +855,13 @@ def stub_root(root: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
-def test_systemd_analyze_verify(tmp_path: Path) -> None:
-    stub_root(tmp_path)
+@pytest.mark.parametrize(
+    ("unit", "name"), [(UNIT, "routerd.service"), (TEMPLATE, "routerd@9464.service")]
+)
+def test_systemd_analyze_verify(unit: Path, name: str, tmp_path: Path) -> None:
+    stub_root(tmp_path, unit)
     result = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", f"--root={tmp_path}", "routerd.service"],
+        ["systemd-analyze", "verify", "--man=no", f"--root={tmp_path}", name],
         capture_output=True,
         text=True,
         timeout=60,
@@ -523,7 +905,7 @@ def test_deploy_doc_lists_every_deployment_file() -> None:
 def test_paths_in_docs_and_deployment_files_exist() -> None:
     # Install and render commands name repository paths; a move must carry them along.
     # deploy/ held these files until the layout moved them to the root: a path there is stale.
-    pattern = r"(?<![\w./-])((?:deploy|systemd|k8s|config|schemas|docs)/[\w./*-]*)"
+    pattern = r"(?<![\w./-])((?:deploy|systemd|k8s|config|schemas|docs)/[\w./*@-]*)"
     missing = {
         f"{source.relative_to(ROOT)}: {path}"
         for source in [DEPLOY_DOC, *deployment_files()]
