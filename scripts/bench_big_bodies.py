@@ -5,9 +5,12 @@ loaded into the source, then one `routerd serve` drains it with the config's pre
 Two kinds of body: `text` (a valid request whose text is one big string) and `objects` (a
 request whose `tags` list holds ~350,000 empty objects: the JSON that costs the most memory
 once parsed; it is rejected). Prints the daemon's peak RSS (VmHWM) and the time taken for
-each kind; asserts nothing. Cleans up its queues.
+each kind; asserts nothing. Cleans up its queues. `--decide` instead times the pipeline's
+`decide()` on one body of each kind, in this process, with its peak of traced memory: where
+a hostile body's cost lies (no broker needed).
 
     .venv/bin/python scripts/bench_big_bodies.py [--count 600] [--kind text|objects|both]
+    .venv/bin/python scripts/bench_big_bodies.py --decide
 """
 
 from __future__ import annotations
@@ -104,7 +107,33 @@ async def run(url: str, kind: str, count: int, extra: list[str]) -> str:
     )
 
 
+def time_decide() -> None:
+    import tracemalloc
+
+    from routerd.config.loader import load
+    from routerd.pipeline.decide import decide
+    from routerd.pipeline.envelope import Envelope
+
+    table = load(SHIPPED_CONFIG)
+    for kind, make in (("text", big_text), ("objects", big_objects)):
+        body = make(1)
+        tracemalloc.start()
+        started = time.perf_counter()
+        decision = decide(table, Envelope(body, {}, {"content_type": "application/json"}))
+        seconds = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        print(
+            f"decide() {kind:<8} {len(body)} bytes: {seconds:.3f} s, peak traced "
+            f"{peak:.0f} MiB -> {decision.target.name}",
+            flush=True,
+        )
+
+
 async def main(args: argparse.Namespace) -> None:
+    if args.decide:
+        time_decide()
+        return
     kinds = ["text", "objects"] if args.kind == "both" else [args.kind]
     for kind in kinds:
         print(await run(args.amqp_url, kind, args.count, args.serve_arg or []), flush=True)
@@ -116,4 +145,5 @@ if __name__ == "__main__":
     parser.add_argument("--kind", choices=["text", "objects", "both"], default="both")
     parser.add_argument("--amqp-url", default=DEFAULT_URL)
     parser.add_argument("--serve-arg", action="append", help="extra `routerd serve` argument")
+    parser.add_argument("--decide", action="store_true", help="time decide() on one body each")
     asyncio.run(main(parser.parse_args()))
