@@ -48,8 +48,9 @@ class BlockWatch:
 
     def __init__(self, on_change: Callable[[bool], None] | None = None) -> None:
         self._on_change = on_change
-        # One future for every waiter of the next change, made when first asked for.
-        self._next_change: asyncio.Future[None] | None = None
+        # The confirm deadlines of publishes awaiting their confirm, with their timeout:
+        # none while blocked, a whole timeout again from the moment of the unblock.
+        self.deadlines: dict[asyncio.Timeout, float] = {}
         self._event = _ReportingEvent(self._changed)
         self._event.set()
 
@@ -75,15 +76,10 @@ class BlockWatch:
     async def unblocked(self) -> None:
         await self._event.wait()
 
-    def next_change(self) -> asyncio.Future[None]:
-        """Done at the next change of the blocked state; shared, so never cancel it."""
-        if self._next_change is None:
-            self._next_change = asyncio.get_running_loop().create_future()
-        return self._next_change
-
     def _changed(self, blocked: bool) -> None:
-        change, self._next_change = self._next_change, None
-        if change is not None and not change.done():
-            change.set_result(None)
+        if self.deadlines:
+            now = asyncio.get_running_loop().time()
+            for deadline, timeout in self.deadlines.items():
+                deadline.reschedule(None if blocked else now + timeout)
         if self._on_change is not None:
             self._on_change(blocked)

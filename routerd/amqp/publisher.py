@@ -289,35 +289,19 @@ class Publisher:
                     waiting.set_result(None)
 
     async def _confirmed(self, blocks: BlockWatch, publish: Awaitable[Any]) -> None:
-        """Await the publish's confirm within the timeout, not counting blocked time.
+        """Await the publish's confirm within the timeout, the clock stopped while blocked.
 
         A broker that blocks the connection (a memory or disk alarm) reads nothing from it,
         so no confirm can come; timing the publish out would requeue every request in flight
-        and publish each twice once the alarm clears. The clock only runs while unblocked.
+        and publish each twice once the alarm clears. While blocked there is no deadline;
+        once unblocked, the publish gets its whole timeout again (`BlockWatch` reschedules).
         """
-        loop = asyncio.get_running_loop()
-        confirm = asyncio.ensure_future(publish)
-        remaining = self.timeout
-        try:
-            while not confirm.done():
-                was_blocked = blocks.blocked
-                started = loop.time()
-                await asyncio.wait(
-                    {confirm, blocks.next_change()},
-                    timeout=None if was_blocked else max(remaining, 0.0),
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if not was_blocked:
-                    remaining -= loop.time() - started
-                if not confirm.done() and not blocks.blocked and remaining <= 0:
-                    raise TimeoutError
-            confirm.result()
-        finally:
-            if not confirm.done():
-                # Cancelled mid-send, aiormq may still end it with the connection's error,
-                # which nobody awaits any more.
-                confirm.add_done_callback(_retrieve)
-                confirm.cancel()
+        async with asyncio.timeout(None if blocks.blocked else self.timeout) as deadline:
+            blocks.deadlines[deadline] = self.timeout
+            try:
+                await publish
+            finally:
+                del blocks.deadlines[deadline]
 
     async def _wait_turn(self, message_id: str) -> None:
         """Wait until no publish of `message_id` is in flight (rare: a duplicate request)."""
