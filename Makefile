@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint check bench clean broker build up down logs faults
+.PHONY: run test lint check bench clean broker postgres build up down logs cluster-up cluster-down test-cluster faults
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 
 broker:
 	scripts/ensure-rabbitmq.sh
+
+# The rejections tests use the PostgreSQL server on 127.0.0.1:5432 (a database each).
+postgres:
+	scripts/ensure-postgres.sh
 
 run: $(STAMP) broker
 	$(BIN)/routerd lint config/routes.yaml
@@ -29,7 +33,7 @@ check: $(STAMP)
 	$(BIN)/ruff format --check routerd tests scripts
 	$(BIN)/mypy
 
-test: $(STAMP) broker check lint
+test: $(STAMP) broker postgres check lint
 	$(BIN)/pytest
 
 bench: $(STAMP) broker
@@ -57,3 +61,14 @@ down:
 
 logs:
 	$(BIN)/python scripts/stack.py logs
+
+# A 3-node RabbitMQ cluster of its own on loopback (ports from 46001), for trying routerd's
+# failover by hand; `test-cluster` runs the node-loss tests, which start their own.
+cluster-up: $(STAMP)
+	$(BIN)/python scripts/rabbit-cluster.py up
+
+cluster-down: $(STAMP)
+	$(BIN)/python scripts/rabbit-cluster.py down
+
+test-cluster: $(STAMP)
+	$(BIN)/pytest -s tests/cluster
