@@ -53,7 +53,7 @@ routed again) and are counted here. The same tests run in `make test`.
 | slow link | `test_network.py` | the proxy holds each chunk 0.2 s and passes 64 KiB/s; 1 s publish timeout | publish timeouts requeue, nothing lost |
 | memory alarm | `test_alarm.py` | `rabbitmqctl set_vm_memory_high_watermark 0.0000001` for 3 publish timeouts, then the old value | `connection.blocked`: no publish timeout or requeue while blocked; `/readyz` 503 "the broker blocks publishing"; `routerd_broker_blocked` 1; resume by itself |
 | broker restart | `test_broker_restart.py` | `rabbitmqctl stop_app` / `start_app` during a 20,000 backlog | `/readyz` 503 while away; reconnect; nothing lost |
-| queue full | `test_queue_full.py` | a target with `x-max-length: 100`, `x-overflow: reject-publish` (from the config), and the rejected queue refusing by policy for 4 s, then consumed | bounded retries with a pause (0.1 s doubling to 5 s), then rejected; while rejected refuses too, the request stays in the source; nacks on `/metrics`, errors in the log |
+| queue full | `test_queue_full.py` | a target with `x-max-length: 100`, `x-overflow: reject-publish` (from the config), and the rejected queue refusing by policy for 4 s, then consumed | each nack retried for the nack patience (2 s), then requeued after a pause (0.1 s doubling to 5 s), `max_redeliveries` (2 in this test) times, then rejected; while rejected refuses too, the request stays in the source; nacks on `/metrics`, errors in the log |
 | reload storm | `test_reload_storm.py` | the config rewritten and SIGHUP'd every 0.2 s while the broker restarts | stay up, come back ready, lose nothing |
 
 What these scenarios found and what was changed:
@@ -63,7 +63,7 @@ What these scenarios found and what was changed:
   stops while the connection is blocked (`routerd/amqp/flow.py`, `publisher.py`).
 - **A full or refusing queue**: a nacked request was requeued at once and came straight back,
   ~420 publish-nack-requeue rounds a second on this machine; it is now held 0.1 s (doubling
-  to 5 s) before its requeue, ~85-120 a second (`routerd/delivery/handler.py`, `retry_pause`).
+  to 5 s) before its requeue, 64-120 a second in the runs so far (`routerd/delivery/handler.py`, `retry_pause`).
 - **RabbitMQ 3.10 quorum queues keep nacking a channel they once refused** with
   `reject-publish`, even after the limit is lifted and the queue emptied; a new channel is
   accepted at once. routerd stayed stuck until a reconnect; it now renews its confirm
