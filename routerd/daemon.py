@@ -198,6 +198,8 @@ async def serve_async(
     if table is None:
         return ServeExit.STARTUP
     log.info("routerd starting", extra=settings.describe())
+    for warning in settings.warnings:
+        log.warning(warning)
     log_warnings(table)
     if own_process:
         tune_gc()

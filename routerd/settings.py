@@ -30,6 +30,9 @@ DEFAULT_HTTP_PORT = 9464
 ENV_VARS: Mapping[str, str] = {
     "config": "ROUTERD_CONFIG",
     "amqp_url": "ROUTERD_AMQP_URL",
+    # A file holding the URL, as Kubernetes mounts a secret: the password stays out of the
+    # environment (readable in /proc/PID/environ and in `kubectl describe`) and out of argv.
+    "amqp_url_file": "ROUTERD_AMQP_URL_FILE",
     "http_addr": "ROUTERD_HTTP_ADDR",
     "log_format": "ROUTERD_LOG_FORMAT",
     "log_level": "ROUTERD_LOG_LEVEL",
@@ -59,6 +62,9 @@ class Settings:
     config_path: Path = DEFAULT_CONFIG
     # Kept out of repr: a Settings object printed in a traceback must not leak the password.
     amqp_url: str = field(default=DEFAULT_AMQP_URL, repr=False)
+    # Where the URL came from ("default", "option --amqp-url", "file /run/...": never the
+    # URL itself), so a startup log line can say which of several sources won.
+    amqp_url_from: str = "default"
     http_host: str = DEFAULT_HTTP_HOST
     http_port: int = DEFAULT_HTTP_PORT
     log_format: LogFormat = "text"
@@ -88,6 +94,17 @@ class Settings:
     def redacted_url(self) -> str:
         """The AMQP URL(s) as they may appear in logs and output: passwords replaced by ***."""
         return redact_urls(self.amqp_url)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What a long-running process should log at start: settings that work but leak."""
+        if self.amqp_url_from.startswith("option") and urlsplit(self.amqp_url).password:
+            return (
+                f"the broker password is on the command line, where `ps` shows it to every "
+                f"user of this host: give the URL in {ENV_VARS['amqp_url_file']} (a file) "
+                f"or {ENV_VARS['amqp_url']} instead",
+            )
+        return ()
 
     @property
     def http_addr(self) -> str:
@@ -146,6 +163,8 @@ def _gather(
 
 def env_help(name: str) -> str:
     """ "(env ROUTERD_X)" for a setting's help text: `--help` names every variable."""
+    if name == "amqp_url":
+        return f"(env {ENV_VARS[name]}, or the file named by {ENV_VARS['amqp_url_file']})"
     return f"(env {ENV_VARS[name]})"
 
 
@@ -155,8 +174,10 @@ def _parse(raw: Mapping[str, tuple[str, str]]) -> Settings:
     if "config" in raw:
         value, _ = raw["config"]
         changes["config_path"] = Path(value)
-    if "amqp_url" in raw:
-        changes["amqp_url"] = _amqp_url(*raw["amqp_url"])
+    given = _amqp_url_given(raw)
+    if given is not None:
+        value, origin = given
+        changes["amqp_url"], changes["amqp_url_from"] = _amqp_url(value, origin), origin
     if "http_addr" in raw:
         changes["http_host"], changes["http_port"] = host_port(*raw["http_addr"])
     if "log_format" in raw:
@@ -185,35 +206,81 @@ def _parse(raw: Mapping[str, tuple[str, str]]) -> Settings:
     return settings
 
 
+def _amqp_url_given(raw: Mapping[str, tuple[str, str]]) -> tuple[str, str] | None:
+    """The AMQP URL's text and origin: the flag, else the variable or the file it names."""
+    url, from_file = raw.get("amqp_url"), raw.get("amqp_url_file")
+    if url is not None and url[1].startswith("option"):
+        return url
+    if from_file is None:
+        return url
+    path, origin = from_file
+    if url is not None:
+        raise SettingsError(
+            "AMQP URL file",
+            origin,
+            path,
+            f"{ENV_VARS['amqp_url']} is set too; set only one of them",
+        )
+    try:
+        # A secret file written by `echo` or kubectl ends with a newline that is no part
+        # of the URL.
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise SettingsError(
+            "AMQP URL file",
+            origin,
+            path,
+            f"cannot read it ({why}): check the path and that this user may read it",
+        ) from None
+    if not text:
+        raise SettingsError(
+            "AMQP URL file", origin, path, "it is empty: write amqp://user:password@host/vhost"
+        )
+    return text, f"file {path} named by {origin}"
+
+
 def _amqp_url(value: str, origin: str) -> str:
     """One broker URL, or several separated by commas (the nodes of a cluster)."""
+    # Text without a scheme may be a bare password pasted into the wrong place: never echo it.
+    shown = redact_urls(value) if "://" in value else f"({len(value)} characters, not a URL)"
     urls = split_urls(value)
     if not urls:
-        raise SettingsError("AMQP URL", origin, value, "use amqp://user:password@host:port/vhost")
+        raise SettingsError("AMQP URL", origin, shown, "use amqp://user:password@host:port/vhost")
     for position, url in enumerate(urls, 1):
         which = "AMQP URL" if len(urls) == 1 else f"AMQP URL #{position}"
         _one_amqp_url(url, origin, which)
     try:
         options = BrokerOptions.from_url(value)
     except BrokerOptionsError as exc:
-        raise SettingsError("AMQP URL", origin, redact_urls(value), str(exc)) from None
+        raise SettingsError("AMQP URL", origin, shown, str(exc)) from None
     # Checked at start, so that a mistyped path stops the process with its name rather
     # than failing every reconnect attempt.
     for key, path in options.tls_files.items():
         if not Path(path).is_file():
-            raise SettingsError(
-                "AMQP URL", origin, redact_urls(value), f"{key}={path}: no such file"
-            )
+            raise SettingsError("AMQP URL", origin, shown, f"{key}={path}: no such file")
+    try:
+        # Files that exist but are no certificates would fail every connection attempt.
+        options.ssl_context()
+    except BrokerOptionsError as exc:
+        raise SettingsError("AMQP URL", origin, shown, str(exc)) from None
     return value
 
 
 def _one_amqp_url(value: str, origin: str, which: str) -> None:
-    shown = redact_urls(value)
+    shown = redact_urls(value) if "://" in value else f"({len(value)} characters, not a URL)"
     try:
         parts = urlsplit(value)
         port = parts.port
-    except ValueError as exc:
-        raise SettingsError(which, origin, shown, str(exc)) from None
+    except ValueError:
+        # Not the parser's message: it quotes the text it choked on, the password perhaps.
+        raise SettingsError(
+            which,
+            origin,
+            shown,
+            "it is not a valid URL; percent-encode the user and password (%40 for @, "
+            "%2F for /, %3A for :)",
+        ) from None
     if parts.scheme not in ("amqp", "amqps"):
         raise SettingsError(
             which,

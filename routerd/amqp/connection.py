@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import aiormq
 from aiormq.abc import AbstractConnection
 
-from routerd.amqp.options import BrokerOptions, redact_urls
+from routerd.amqp.options import BrokerOptions, BrokerOptionsError, redact_urls, tls_failure
 from routerd.observe.logs import redact_url
 
 log = logging.getLogger(__name__)
@@ -99,14 +99,19 @@ async def _connect_one(options: BrokerOptions, url: str) -> AbstractConnection:
     try:
         async with asyncio.timeout(options.connect_timeout):
             # The heartbeat and TLS files travel in the URL's query, where aiormq reads them.
+            # Built per attempt (it reads the TLS files): a rotated certificate is picked up.
+            context = await asyncio.to_thread(options.ssl_context)
             connection: AbstractConnection = await aiormq.connect(
                 options.client_url(url),
+                context=context,
                 client_properties={"connection_name": options.connection_name},
             )
     except TimeoutError:
         raise BrokerUnavailable(url, f"no answer within {options.connect_timeout:g}s") from None
+    except BrokerOptionsError as exc:
+        raise BrokerUnavailable(url, str(exc)) from None
     except (aiormq.exceptions.AMQPError, OSError) as exc:
-        raise BrokerUnavailable(url, exc) from None
+        raise BrokerUnavailable(url, tls_failure(exc, options, url) or exc) from None
     return connection
 
 

@@ -18,14 +18,23 @@ Each connection attempt tries them all, in a fresh random order (so that replica
 over the nodes and a dead node is skipped), before the reconnect backoff. The query keys
 routerd owns must say the same in every URL: one process has one heartbeat and one TLS
 identity, whichever node it reaches.
+
+TLS: `ssl_context()` builds the context exactly as aiormq would from those keys (the system's
+CAs unless `cafile`/`capath`/`cadata` name others; the broker's certificate and host name
+verified), plus routerd's own `verify_hostname=0`, which skips only the name check (aiormq's
+`no_verify_ssl=1` skips all verification). It is built anew for each connection attempt, so
+a certificate rotated on disk is used at the next reconnect; `tls_failure` turns a failed
+handshake into what to do about it.
 """
 
 from __future__ import annotations
 
+import base64
 import math
 import os
 import re
 import socket
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
@@ -49,7 +58,13 @@ DEFAULT_RECONNECT_MAX = 30.0
 # `client_url`. `timeout` is aio-pika's and aiormq's name for the connection timeout.
 HEARTBEAT, TIMEOUT, NAME = "heartbeat", "timeout", "name"
 CAFILE, CERTFILE, KEYFILE = "cafile", "certfile", "keyfile"
-_OWNED = frozenset({HEARTBEAT, TIMEOUT, NAME, CAFILE, CERTFILE, KEYFILE})
+# routerd's own key (aiormq has none): 0 keeps verifying the certificate but not that it
+# names the host, for a broker reached by an address its certificate does not hold.
+VERIFY_HOSTNAME = "verify_hostname"
+_OWNED = frozenset({HEARTBEAT, TIMEOUT, NAME, CAFILE, CERTFILE, KEYFILE, VERIFY_HOSTNAME})
+_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH.
+_NAME_MISMATCH = frozenset({62, 64})
 # The AMQP frame's heartbeat field is 16 bits; aiormq takes 0..65534.
 _MAX_HEARTBEAT = 65534
 
@@ -105,6 +120,7 @@ class BrokerOptions:
     cafile: str | None = None
     certfile: str | None = None
     keyfile: str | None = None
+    verify_hostname: bool = True
 
     @classmethod
     def from_url(
@@ -174,6 +190,8 @@ class BrokerOptions:
             options["connect_timeout"] = _timeout(query[TIMEOUT])
         if query.get(NAME):
             options["connection_name"] = query[NAME]
+        if VERIFY_HOSTNAME in query:
+            options["verify_hostname"] = _verify_hostname(query[VERIFY_HOSTNAME], parts.scheme)
         return cls(**options)
 
     @property
@@ -195,6 +213,46 @@ class BrokerOptions:
         """The TLS files named, by their query key."""
         named = {CAFILE: self.cafile, CERTFILE: self.certfile, KEYFILE: self.keyfile}
         return {key: path for key, path in named.items() if path}
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of one connection attempt (None for amqp://), as aiormq builds it
+        from the URL, with `verify_hostname` applied; `BrokerOptionsError` names a TLS file
+        that cannot be read or used."""
+        if not self.tls:
+            return None
+        query = _query(urlsplit(self.urls[0]).query)
+        cadata = query.get("cadata")
+        try:
+            context = ssl.create_default_context(
+                ssl.Purpose.SERVER_AUTH,
+                cafile=self.cafile,
+                capath=query.get("capath") or None,
+                cadata=base64.b64decode(cadata) if cadata else None,
+            )
+        except (OSError, ValueError) as exc:
+            key = CAFILE if self.cafile else "capath" if query.get("capath") else "cadata"
+            raise BrokerOptionsError(
+                key,
+                self.cafile or query.get("capath") or "...",
+                f"cannot be read as CA certificates ({_why(exc)}); give PEM CA certificates",
+            ) from None
+        if self.certfile:
+            try:
+                context.load_cert_chain(self.certfile, self.keyfile)
+            except (OSError, ValueError) as exc:
+                key = f"{KEYFILE}={self.keyfile}" if self.keyfile else f"no {KEYFILE}="
+                raise BrokerOptionsError(
+                    CERTFILE,
+                    self.certfile,
+                    f"cannot be used with {key} ({_why(exc)}); certfile= takes a PEM "
+                    f"certificate (chain) and keyfile= its unencrypted private key",
+                ) from None
+        if query.get("no_verify_ssl", "0") != "0":
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        elif not self.verify_hostname:
+            context.check_hostname = False
+        return context
 
     def client_url(self, url: str | None = None) -> str:
         """The URL aiormq connects with: the given one (by default the first of `urls`), its
@@ -225,6 +283,7 @@ class BrokerOptions:
             "reconnect_max": self.reconnect_max,
             "tls": self.tls,
             **self.tls_files,
+            **({} if self.verify_hostname else {VERIFY_HOSTNAME: False}),
         }
 
 
@@ -248,6 +307,43 @@ def _differences(first: BrokerOptions, other: BrokerOptions) -> list[tuple[str, 
 
 def _fields(options: BrokerOptions) -> dict[str, Any]:
     return {name: getattr(options, name) for name in BrokerOptions.__dataclass_fields__}
+
+
+def tls_failure(exc: BaseException, options: BrokerOptions, url: str | None = None) -> str | None:
+    """What a failed TLS handshake with `url` (by default the first of the options' URLs)
+    means and what to do, or None when `exc` is no TLS error.
+
+    aiormq re-raises an OSError as its own error with the first as the cause: look down
+    the chain.
+    """
+    seen = _ssl_error_in(exc)
+    if seen is None:
+        return None
+    host = urlsplit(url or options.urls[0]).hostname or "?"
+    if isinstance(seen, ssl.SSLCertVerificationError):
+        if seen.verify_code in _NAME_MISMATCH:
+            return (
+                f"TLS: the broker's certificate does not name {host} ({seen.verify_message}); "
+                f"connect by a host name the certificate holds, or add {VERIFY_HOSTNAME}=0 to "
+                f"the URL to skip only the name check"
+            )
+        trusted = f"{CAFILE}={options.cafile}" if options.cafile else "the system's CA store"
+        return (
+            f"TLS: the broker's certificate is not trusted ({seen.verify_message}) by "
+            f"{trusted}; set {CAFILE}= in the URL to the CA that signed the broker's certificate"
+        )
+    reason = seen.reason or str(seen)
+    if "CERTIFICATE_REQUIRED" in reason.upper() and not options.certfile:
+        return (
+            f"TLS: the broker asks for a client certificate ({reason}); add {CERTFILE}= and "
+            f"{KEYFILE}= to the URL"
+        )
+    if options.certfile and ("UNKNOWN_CA" in reason.upper() or "BAD_CERTIFICATE" in reason.upper()):
+        return (
+            f"TLS: the broker refused the client certificate {CERTFILE}={options.certfile} "
+            f"({reason}); use one signed by a CA the broker trusts"
+        )
+    return f"TLS handshake failed: {reason}; is the port the broker's TLS port (5671)?"
 
 
 def _query(text: str) -> dict[str, str]:
@@ -274,6 +370,37 @@ def _heartbeat(value: str) -> int:
             f"routerd's default is {DEFAULT_HEARTBEAT})",
         )
     return seconds
+
+
+def _ssl_error_in(exc: BaseException) -> ssl.SSLError | None:
+    """The first ssl.SSLError in `exc`'s chain of causes and contexts. The chain can loop
+    (an exception raised while handling itself): each one is looked at once."""
+    visited: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if id(current) in visited:
+            continue
+        visited.add(id(current))
+        if isinstance(current, ssl.SSLError):
+            return current
+        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+    return None
+
+
+def _why(exc: BaseException) -> str:
+    # ssl.SSLError's reason is OpenSSL's short name (NO_CERTIFICATE_OR_CRL_FOUND); an
+    # OSError's strerror is the errno's text.
+    return str(getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc)
+
+
+def _verify_hostname(value: str, scheme: str) -> bool:
+    verify = _BOOLEANS.get(value.strip().lower())
+    if verify is None:
+        raise BrokerOptionsError(VERIFY_HOSTNAME, value, "use 1 (the default) or 0")
+    if not verify and scheme != "amqps":
+        raise BrokerOptionsError(VERIFY_HOSTNAME, value, "only an amqps:// URL verifies names")
+    return verify
 
 
 def _timeout(value: str) -> float:

@@ -74,6 +74,8 @@ def run(settings: ApiSettings) -> ApiExit:
             "customers": len(set(keys.store.customers.values())),
         },
     )
+    for warning in common.warnings:
+        log.warning(warning)
     app = create_app(publisher, keys, rejections, watch_config=True)
     config = uvicorn.Config(
         app,

@@ -29,6 +29,13 @@ from routerd.config.paths import FieldPath
 
 # Aliases let a few lines of YAML expand into billions of nodes; a config never needs this many.
 MAX_NODES = 200_000
+# Bytes of one file. The largest shipped file is a few KB; a config generated for thousands
+# of customers stays far below this. A bigger file is a mistake (or /dev/zero), not a config.
+MAX_FILE_BYTES = 8 * 1024 * 1024
+# Levels of nesting. A route config nests about 8 deep and a schema rarely 20; parsers
+# recurse per level (Python's limit is 1,000), so a deeper file is refused before it can
+# make one fail with a RecursionError.
+MAX_DEPTH = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +69,22 @@ class Document:
 def read_document(path: Path) -> Document:
     """Parse one YAML/JSON file; raise ConfigError naming the file and position on failure."""
     try:
-        text = path.read_bytes()
+        with path.open("rb") as file:
+            # One byte over the limit is enough to know; a huge file is never read whole.
+            text = file.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise _single(path, "file not found", "file-not-found") from None
     except IsADirectoryError:
         raise _single(path, "is a directory, expected a YAML file", "file-unreadable") from None
     except OSError as exc:
         raise _single(path, f"cannot read file: {exc.strerror}", "file-unreadable") from None
+    if len(text) > MAX_FILE_BYTES:
+        raise _single(
+            path,
+            f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB, more than a config or schema "
+            f"can need; is it the right file?",
+            "yaml-too-large",
+        )
     try:
         decoded = text.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -117,6 +133,8 @@ def _read_json(path: Path, text: bytes, decoded: str) -> Document:
     each value was written."""
     try:
         data = json.loads(decoded, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except RecursionError:
+        raise _single(path, _too_deep(), "yaml-too-deep") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(
             (
@@ -132,7 +150,10 @@ def _read_json(path: Path, text: bytes, decoded: str) -> Document:
         raise _single(path, str(exc), exc.code) from None
     try:
         located = _read_yaml(path, text, decoded)
-    except ConfigError:
+    except ConfigError as exc:
+        if any(p.code == "yaml-too-deep" for p in exc.problems):
+            # json.loads manages a few hundred levels more than the bound: hold JSON to it too.
+            raise
         return Document(path, text, data, {}, {})
     return Document(path, text, data, located.positions, located.keys)
 
@@ -167,9 +188,29 @@ _FLOAT = "tag:routerd:yaml12:float"
 
 
 class Yaml12Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2's core schema for plain scalars."""
+    """PyYAML's safe loader with YAML 1.2's core schema for plain scalars, and a bound on
+    nesting (its composer recurses once per level)."""
 
     yaml_implicit_resolvers: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                event = self.peek_event()  # type: ignore[no-untyped-call]
+                raise _Invalid(event.start_mark, _too_deep(), "yaml-too-deep")
+            node: yaml.Node | None = super().compose_node(parent, index)
+            return node
+        finally:
+            self._depth -= 1
+
+
+def _too_deep() -> str:
+    return (
+        f"nested more than {MAX_DEPTH} levels deep, more than a config or schema needs; "
+        f"write it flatter"
+    )
 
 
 def _resolver(tag: str, regex: str, first: str) -> None:
@@ -241,6 +282,20 @@ class _Builder:
         return Location(self.file, mark.line + 1, mark.column + 1)
 
     def construct(self, node: yaml.Node, path: FieldPath) -> Any:
+        if len(path) >= MAX_DEPTH:  # the root is level 1
+            # libyaml composed it (its own limit is 1,000 levels), building it must not recurse.
+            raise _Invalid(node.start_mark, _too_deep(), "yaml-too-deep")
+        # YAML's own types (`!!str 0777`; `!!timestamp`, which lint explains later) have a
+        # safe constructor. Any other tag (`!!python/object`, `!custom`) asks for an object
+        # a config cannot be: PyYAML's safe loader refuses it on a scalar and would
+        # silently drop it on a mapping or list.
+        if node.tag not in self.loader.yaml_constructors:
+            raise _Invalid(
+                node.start_mark,
+                f"the tag {_shown_tag(node.tag)} is not allowed: a config is plain data "
+                f"(text, numbers, true/false, null, lists, mappings); remove the tag",
+                "yaml-tag",
+            )
         self.count += 1
         if self.count > MAX_NODES:
             raise _Invalid(
@@ -336,6 +391,11 @@ class _Builder:
                 self.merged.discard((*path, child))
             result[key] = self.construct(value_node, (*path, child))
         return result
+
+
+def _shown_tag(tag: str) -> str:
+    # As it was written: !!python/object:os.system, not tag:yaml.org,2002:python/...
+    return "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml") else tag
 
 
 class _Invalid(Exception):

@@ -26,7 +26,8 @@ _RECORD_ATTRS = frozenset(
 )
 # user:password@ inside any URL. Applied to every finished line as a last line of defence:
 # a URL can reach a log line through an exception message that no call site controls.
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)[^\s@]*@")
+# Up to the last @ before a space or quote: a password may hold an unescaped @ or /.
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@\"']*:)[^\s\"']*@")
 _PLAIN_VALUE = re.compile(r"[^\s\"'=\\]+")
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -48,7 +49,8 @@ def redact_url(url: str) -> str:
     except ValueError:
         return _scrub(url)
     if password is None:
-        return url
+        # No password as a URL parser reads it, but an unescaped / # ? in one hides it.
+        return _scrub(url)
     userinfo, _, hostport = parts.netloc.rpartition("@")
     user = userinfo.split(":", 1)[0]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))

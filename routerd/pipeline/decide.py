@@ -7,11 +7,12 @@ raise.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from routerd.config.model import MatchContext, RouteTable, Rule, Target
 from routerd.pipeline.categorize import categorize
-from routerd.pipeline.decode import DecodeError, decode
+from routerd.pipeline.decode import MAX_HEADER_BYTES, DecodeError, decode, header_bytes
 from routerd.pipeline.envelope import Decision, Envelope, Reason, ReasonCode, RuleTrace
 from routerd.pipeline.render import RenderError, render_routing_key
 from routerd.pipeline.validate import schema_version, validate
@@ -22,6 +23,12 @@ VERSION_HEADER = "x-schema-version"
 REASON_HEADER = "x-rejected-reason"
 REASONS_HEADER = "x-rejected-reasons"
 UNMATCHED_CATEGORY = "unmatched"
+
+# Bytes of x-rejected-reasons: with the request's headers (MAX_HEADER_BYTES) it must fit in
+# one frame of the broker's (128 KiB); max_reasons alone does not bound it.
+MAX_REASONS_BYTES = 32 * 1024
+
+_REJECTION_HEADERS = frozenset({REASON_HEADER, REASONS_HEADER})
 
 # Properties the publisher owns; the rest travel on unchanged.
 _OWN_PROPERTIES = ("headers", "delivery_mode")
@@ -52,11 +59,14 @@ def reject(
     schema_version: str | None = None,
     trace: tuple[RuleTrace, ...] = (),
 ) -> Decision:
-    """A decision for the rejected target; the body travels unchanged so nothing is lost."""
+    """A decision for the rejected target; the body travels unchanged so nothing is lost.
+
+    Headers too large to travel (refused by decode) are cut to what fits, in their order.
+    """
     headers = {
-        **envelope.headers,
+        **_fitting(envelope.headers),
         REASON_HEADER: reasons[0].code,
-        REASONS_HEADER: [r.as_dict() for r in reasons],
+        REASONS_HEADER: _listed(reasons),
     }
     target = table.rejected
     return Decision(
@@ -113,7 +123,9 @@ def _route(
     except RenderError as exc:
         return Reason(ReasonCode.ROUTING_KEY_UNRENDERABLE, str(exc))
     headers = {
-        **envelope.headers,
+        # routerd's own headers say what routerd decided: a publisher's copies of them
+        # (a spoofed reason, a request replayed from rejected) do not travel on.
+        **{k: v for k, v in envelope.headers.items() if k not in _REJECTION_HEADERS},
         CATEGORY_HEADER: category,
         RULE_HEADER: rule_name,
         VERSION_HEADER: version,
@@ -140,6 +152,39 @@ def _properties(envelope: Envelope, priority: int | None) -> dict[str, Any]:
     if priority is not None:
         properties["priority"] = priority
     return properties
+
+
+def _fitting(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """The headers, or when too large to travel, as many of them as fit: the smallest
+    first (the largest is what made them too large), in their order."""
+    if header_bytes(headers) <= MAX_HEADER_BYTES:
+        return dict(headers)
+    sizes = sorted((header_bytes({key: value}), key) for key, value in headers.items())
+    kept: set[str] = set()
+    total = 0
+    for size, key in sizes:
+        if total + size > MAX_HEADER_BYTES:
+            break
+        kept.add(key)
+        total += size
+    return {key: value for key, value in headers.items() if key in kept}
+
+
+def _listed(reasons: tuple[Reason, ...]) -> list[dict[str, str]]:
+    listed: list[dict[str, str]] = []
+    total = 0
+    for reason in reasons:
+        item = reason.as_dict()
+        total += header_bytes(item)
+        if total > MAX_REASONS_BYTES:
+            rest = Reason(
+                ReasonCode.TOO_MANY_ERRORS,
+                f"{len(reasons) - len(listed)} more reasons not listed",
+            )
+            listed.append(rest.as_dict())
+            break
+        listed.append(item)
+    return listed
 
 
 def _static_key(target: Target) -> str:

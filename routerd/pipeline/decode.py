@@ -1,7 +1,9 @@
-"""Decoding a send request's body: content type, size, UTF-8, JSON, nesting depth."""
+"""Decoding a send request: the size of its headers; its body's content type, size, UTF-8,
+JSON, nesting depth."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -10,6 +12,12 @@ from routerd.config.model import Limits
 from routerd.pipeline.envelope import Envelope, Reason, ReasonCode
 
 JSON_TYPES = frozenset({"application/json", "text/json"})
+# A request's headers travel on with its decision, rejected ones with routerd's reasons
+# added, and the broker takes a message's properties in one frame only (RabbitMQ's
+# frame_max: 128 KiB): one byte over, and it closes the whole connection, every request in
+# flight with it, again at each redelivery. Half of it for the request's own headers
+# leaves room for routerd's.
+MAX_HEADER_BYTES = 64 * 1024
 IDENTITY_ENCODINGS = frozenset({"", "identity", "utf-8", "utf8"})
 
 
@@ -21,6 +29,15 @@ class DecodeError(Exception):
 
 def decode(envelope: Envelope, limits: Limits) -> dict[str, Any]:
     """The body as a JSON object, or DecodeError with the reason it cannot be one."""
+    size = header_bytes(envelope.headers)
+    if size > MAX_HEADER_BYTES:
+        raise DecodeError(
+            Reason(
+                ReasonCode.TOO_LARGE,
+                f"headers are about {size} bytes, the limit is {MAX_HEADER_BYTES}; "
+                f"send large data in the body",
+            )
+        )
     body = envelope.body
     if len(body) > limits.max_body_bytes:
         raise DecodeError(
@@ -73,6 +90,32 @@ def decode(envelope: Envelope, limits: Limits) -> dict[str, Any]:
             )
         )
     return data
+
+
+def header_bytes(headers: Mapping[str, Any]) -> int:
+    """About how many bytes a header table takes on the wire (AMQP 0-9-1 field table
+    encoding: a key's length byte and text, a value's type byte and data), counted without
+    recursion: a table may nest as deep as a client cared to."""
+    total = 0
+    stack: list[Any] = [headers]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, Mapping):
+            total += 4
+            for key, item in value.items():
+                total += 2 + len(str(key).encode("utf-8", "replace"))
+                stack.append(item)
+        elif isinstance(value, list | tuple):
+            total += 4 + len(value)
+            stack.extend(value)
+        elif isinstance(value, str):
+            total += 4 + len(value.encode("utf-8", "replace"))
+        elif isinstance(value, bytes | bytearray | memoryview):
+            total += 4 + len(value)
+        else:
+            # Numbers, booleans, timestamps, decimals, void: at most 8 bytes each.
+            total += 8
+    return total
 
 
 def _why_not_json(body: bytes, exc: orjson.JSONDecodeError) -> Reason:

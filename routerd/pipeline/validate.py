@@ -61,7 +61,13 @@ def validate(schema: Schema, body: dict[str, Any], max_reasons: int) -> tuple[Re
         return ()
     errors = schema.errors(body)
     reasons = [
-        Reason(ReasonCode.SCHEMA_VIOLATION, _brief(e.message), pointer=e.pointer, keyword=e.keyword)
+        Reason(
+            ReasonCode.SCHEMA_VIOLATION,
+            _brief(e.message),
+            # A key of the body may be long; its pointer, like a message, is for reading.
+            pointer=_brief(e.pointer) if e.pointer is not None else None,
+            keyword=e.keyword,
+        )
         for e in errors[:max_reasons]
     ]
     if len(errors) > max_reasons:

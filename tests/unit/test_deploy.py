@@ -17,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Mapping
@@ -125,7 +126,13 @@ def plain_env(container: Mapping[str, Any]) -> dict[str, str]:
 
 
 def settings_of(container: Mapping[str, Any]) -> Settings:
-    return Settings.from_sources({}, plain_env(container))
+    env = plain_env(container)
+    if AMQP_URL_FILE in env:
+        # routerd reads the mounted Secret's file at start; it exists only in the pod.
+        stand_in = Path(tempfile.mkdtemp()) / "amqp-url"
+        stand_in.write_text("amqp://routerd:secret@rabbitmq:5672/\n")
+        env[AMQP_URL_FILE] = str(stand_in)
+    return Settings.from_sources({}, env)
 
 
 # --- Kubernetes --------------------------------------------------------------------------
