@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint check bench clean broker postgres build up down logs cluster-up cluster-down test-cluster
+.PHONY: run test lint check bench clean broker postgres build up down logs cluster-up cluster-down test-cluster faults
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ test: $(STAMP) broker postgres check lint
 bench: $(STAMP) broker
 	$(BIN)/python scripts/bench_pipeline.py
 	$(BIN)/python scripts/bench_serve.py
+
+# The fault scenarios, and docs/reliability.md written from their figures. Raises the
+# broker's memory alarm and restarts it (both undone): not against a shared production broker.
+faults: $(STAMP) broker
+	$(BIN)/python scripts/reliability.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -20,11 +20,12 @@ from aiormq.exceptions import AMQPChannelError, AMQPError, ChannelInvalidStateEr
 
 from routerd.amqp.connection import Backoff, BrokerUnavailable, connect
 from routerd.amqp.consumer import Consumer
+from routerd.amqp.flow import BlockWatch
 from routerd.amqp.options import BrokerOptions
 from routerd.amqp.publisher import Publisher
 from routerd.amqp.topology import TopologyError, declare_topology
 from routerd.config.model import RouteTable
-from routerd.delivery import AttemptCounter, RequestHandler, Sinks, TableSource
+from routerd.delivery import AttemptCounter, RequestHandler, Sinks, TableSource, retry_pause
 from routerd.delivery.errors import PublishFailed, PublishFailure
 from routerd.delivery.handler import Publish
 from routerd.observe.health import Health
@@ -158,6 +159,7 @@ class BrokerLink:
         connection = await connect(self.broker)
         self._connection = connection
         self._health.connected = True
+        blocks = BlockWatch.of(connection, self._blocked)
         consumer: Consumer | None = None
         try:
             # 2. declare the running table's topology: a restarted or new broker may lack it.
@@ -165,12 +167,13 @@ class BrokerLink:
             await declare_topology(connection, table)
             # 3. the publisher's confirm channel before consuming, so that the first
             #    delivery can be routed at once.
-            publisher = await Publisher.open(connection, self.broker.publish_timeout)
+            publisher = await Publisher.open(connection, self.broker.publish_timeout, blocks)
             handler = RequestHandler(
                 self._tables,
                 self._patient(publisher.publish),
                 sinks=self._sinks,
                 attempts=self._attempts,
+                pause=retry_pause,
             )
             channel = await connection.channel(publisher_confirms=False)
             consumer = Consumer(
@@ -198,11 +201,28 @@ class BrokerLink:
             self._consuming = False
             self._health.consuming = False
             self._health.connected = False
+            self._blocked(False, quiet=True)
             self._connection = None
             if consumer is not None:
                 consumer.abandon()
             # Closing returns every unacked delivery to the source queue.
             await _close(connection)
+
+    def _blocked(self, blocked: bool, *, quiet: bool = False) -> None:
+        """connection.blocked or unblocked: tell /readyz, /metrics and the log."""
+        if self._health.blocked == blocked:
+            return
+        self._health.blocked = blocked
+        self._metrics.broker_blocked.set(int(blocked))
+        if quiet:
+            return
+        if blocked:
+            log.warning(
+                "the broker blocks publishing (a memory or disk alarm): routing waits for it, "
+                "publish timeouts are paused"
+            )
+        else:
+            log.info("the broker unblocked publishing: routing resumes")
 
     def _patient(self, publish: Publish) -> Publish:
         """`publish`, with a nack tried again (backoff with jitter) for `NACK_PATIENCE` s.
@@ -236,7 +256,7 @@ class BrokerLink:
         """Wait for a stop request (None) or for the loss of anything the session needs."""
         watched: dict[asyncio.Future[Any], str] = {
             connection.closing: "connection closed",
-            publisher.channel.closing: "publisher channel closed",
+            publisher.closing(): "publisher channel closed",
             consumer.channel.closing: "consumer channel closed",
             asyncio.ensure_future(consumer.cancelled_by_broker.wait()): "consumer cancelled",
             asyncio.ensure_future(self._stopping.wait()): "",

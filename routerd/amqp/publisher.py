@@ -6,8 +6,8 @@ as basic.return: no queue was bound for it; the broker returns it before its ack
 `DeliveryError` (basic.nack), `TimeoutError`, or the channel's close exception set on every
 pending confirm when the channel or connection closes. `Publisher` maps those onto two
 domain errors the request handler understands (`routerd.delivery.errors`): `Unroutable`
-and `PublishFailed` with its `PublishFailure` cause. The daemon publishes through a
-`ConfirmWindow`, which gives the same answers for less CPU per publish.
+and `PublishFailed` with its `PublishFailure` cause. `Publisher.open` publishes through a
+`ConfirmWindow` per channel, which gives the same answers for less CPU per publish.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import asyncio
 import logging
 import struct
 from collections import deque
+from collections.abc import Awaitable
 from random import getrandbits
 from typing import Any
 
@@ -33,6 +34,7 @@ from pamqp.commands import Basic
 from pamqp.constants import FRAME_BODY, FRAME_END
 from pamqp.header import ContentHeader
 
+from routerd.amqp.flow import BlockWatch
 from routerd.delivery.errors import PublishFailed, PublishFailure, Unroutable
 from routerd.pipeline.envelope import AMQP_PROPERTIES, Decision
 
@@ -135,7 +137,7 @@ class ConfirmWindow:
     the channel goes through here, and the frames leave in that order.
     """
 
-    def __init__(self, channel: Channel, timeout: float) -> None:
+    def __init__(self, channel: Channel, timeout: float | None) -> None:
         self.channel = channel
         self.timeout = timeout
         self._loop = asyncio.get_running_loop()
@@ -256,14 +258,17 @@ class ConfirmWindow:
         self._flush()
 
     def _watch(self, confirmation: asyncio.Future[Any]) -> None:
+        if self.timeout is None:
+            return  # the caller times the confirm (Publisher: with the clock stopped while blocked)
         deadlines = self._deadlines
         # Confirms arrive about in order: dropping the settled head keeps this about as
         # long as the publishes in flight.
         while deadlines and deadlines[0][1].done():
             deadlines.popleft()
-        deadlines.append((self._loop.time() + self.timeout, confirmation))
+        timeout = self.timeout
+        deadlines.append((self._loop.time() + timeout, confirmation))
         if self._watchdog is None:
-            self._watchdog = self._loop.call_later(self.timeout, self._expire)
+            self._watchdog = self._loop.call_later(timeout, self._expire)
 
     def _expire(self) -> None:
         self._watchdog = None
@@ -277,16 +282,52 @@ class ConfirmWindow:
             self._watchdog = self._loop.call_at(deadlines[0][0], self._expire)
 
 
+# Seconds between two renewals of the confirm channel while the broker keeps nacking.
+RENEW_AFTER = 5.0
+CLOSE_TIMEOUT = 5.0
+
+
 class Publisher:
-    """Publishes decisions on one confirm channel; one Publisher per channel."""
+    """Publishes decisions on a confirm channel, renewed after nacks when it has the connection.
+
+    Why renew: RabbitMQ 3.10's quorum queues remember, per channel, that they refused it with
+    `overflow: reject-publish`, and keep nacking that channel's publishes after the queue has
+    room again (its limit lifted, its messages consumed); a new channel is accepted at once
+    (tests/faults/test_queue_full.py). So after a nack, at most every RENEW_AFTER seconds, new
+    publishes go to a new channel; the old one is closed once its publishes are settled.
+    """
 
     def __init__(
-        self, channel: Channel, timeout: float, window: ConfirmWindow | None = None
+        self,
+        channel: Channel,
+        timeout: float,
+        blocks: BlockWatch | None = None,
+        connection: AbstractConnection | None = None,
     ) -> None:
         self.channel = channel
         self.timeout = timeout
-        # Without a window, each publish goes through aiormq's basic_publish.
-        self._window = window
+        # The connection's connection.blocked state: while the broker blocks it, the
+        # confirm clock stands still (see `_confirmed`).
+        self.blocks = blocks
+        # With the connection (`open`), publishes go through a ConfirmWindow per channel;
+        # without, through aiormq's basic_publish.
+        self._windows: dict[int, ConfirmWindow] = {}
+        if connection is not None:
+            self._windows[id(channel)] = self._window_for(channel)
+        # Renewals need the connection; without it the first channel is the only one.
+        self._connection = connection
+        self._opened = asyncio.get_running_loop().time()
+        self._renewing = False
+        self.renewals = 0
+        # Publishes awaiting their confirm, by channel; retired channels close at zero.
+        self._pending: dict[int, int] = {}
+        self._retired: dict[int, Channel] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Done (with the close reason) when the channel in use closed other than by renewal.
+        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._lost.add_done_callback(_retrieve)
+        if connection is not None:
+            self._watch(channel)
         # aiormq matches a basic.return to its publish by message_id, so two publishes
         # in flight with the same message_id could swap outcomes: the returned one
         # confirmed, the routed one reported unroutable. Publishes sharing a message_id
@@ -295,11 +336,79 @@ class Publisher:
         self._busy: dict[str, asyncio.Future[None] | None] = {}
 
     @classmethod
-    async def open(cls, connection: AbstractConnection, confirm_timeout: float) -> Publisher:
+    async def open(
+        cls,
+        connection: AbstractConnection,
+        confirm_timeout: float,
+        blocks: BlockWatch | None = None,
+    ) -> Publisher:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         # The concrete class: its basic_publish takes `wait`, the abstract one does not.
         assert isinstance(channel, Channel)
-        return cls(channel, confirm_timeout, ConfirmWindow(channel, confirm_timeout))
+        return cls(channel, confirm_timeout, blocks, connection)
+
+    def _window_for(self, channel: Channel) -> ConfirmWindow:
+        # With a BlockWatch the confirm is timed by `_confirmed`, whose clock stops while
+        # the broker blocks the connection; without, by the window's one watchdog.
+        return ConfirmWindow(channel, None if self.blocks is not None else self.timeout)
+
+    def closing(self) -> asyncio.Future[None]:
+        """An observer of the loss of the channel in use (a renewal is not a loss)."""
+        if self._connection is None:
+            return self.channel.closing
+        return asyncio.ensure_future(asyncio.shield(self._lost))
+
+    def _watch(self, channel: Channel) -> None:
+        def closed(future: asyncio.Future[Any]) -> None:
+            if channel is not self.channel or self._lost.done():
+                return
+            exc = None if future.cancelled() else future.exception()
+            if exc is None:
+                self._lost.set_result(None)
+            else:
+                self._lost.set_exception(exc)
+
+        channel.closing.add_done_callback(closed)
+
+    def _nacked(self) -> None:
+        """After a nack: start a renewal unless one ran within RENEW_AFTER seconds."""
+        now = asyncio.get_running_loop().time()
+        if self._connection is None or self._renewing or now - self._opened < RENEW_AFTER:
+            return
+        self._renewing = True
+        self._spawn(self._renew())
+
+    async def _renew(self) -> None:
+        assert self._connection is not None
+        try:
+            channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+        except Exception as exc:
+            # The connection is failing: the link notices and starts a new session.
+            log.debug("cannot renew the confirm channel", extra={"error": repr(exc)})
+            return
+        finally:
+            self._renewing = False
+        assert isinstance(channel, Channel)
+        self._windows[id(channel)] = self._window_for(channel)
+        old, self.channel = self.channel, channel
+        self._opened = asyncio.get_running_loop().time()
+        self._watch(channel)
+        self.renewals += 1
+        log.info("renewed the confirm channel after a nack", extra={"renewals": self.renewals})
+        self._retired[id(old)] = old
+        if not self._pending.get(id(old)):
+            self._retire(old)
+
+    def _retire(self, channel: Channel) -> None:
+        self._windows.pop(id(channel), None)
+        self._retired.pop(id(channel), None)
+        self._pending.pop(id(channel), None)
+        self._spawn(_close_channel(channel))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def publish(self, decision: Decision) -> None:
         """Return once the broker confirmed the decision; raise Unroutable or PublishFailed."""
@@ -313,27 +422,51 @@ class Publisher:
             busy[message_id] = None
         exchange = decision.target.exchange
         key = decision.routing_key
+        channel = self.channel
+        pending = self._pending
+        pending[id(channel)] = pending.get(id(channel), 0) + 1
         try:
-            window = self._window
+            window = self._windows.get(id(channel))
             if window is not None:
                 if window.full:
                     await window.room()
-                await window.publish(decision.body, exchange, key, properties)
-                return
-            await self.channel.basic_publish(
-                decision.body,
-                exchange=exchange,
-                routing_key=key,
-                properties=properties,
-                mandatory=True,
-                timeout=self.timeout,
-                # Do not wait for the socket drain: aiormq holds the channel lock while it
-                # drains, which would serialize every publish behind the network.
-                wait=False,
-            )
+                confirmation = window.publish(decision.body, exchange, key, properties)
+                confirmation.add_done_callback(_retrieve)
+                if self.blocks is None:
+                    await confirmation
+                else:
+                    # Shielded: a timed-out confirm stays in aiormq's table until the
+                    # broker answers it or the channel closes.
+                    await self._confirmed(self.blocks, asyncio.shield(confirmation))
+            elif self.blocks is None:
+                await channel.basic_publish(
+                    decision.body,
+                    exchange=exchange,
+                    routing_key=key,
+                    properties=properties,
+                    mandatory=True,
+                    timeout=self.timeout,
+                    # Do not wait for the socket drain: aiormq holds the channel lock while
+                    # it drains, which would serialize every publish behind the network.
+                    wait=False,
+                )
+            else:
+                await self._confirmed(
+                    self.blocks,
+                    channel.basic_publish(
+                        decision.body,
+                        exchange=exchange,
+                        routing_key=key,
+                        properties=properties,
+                        mandatory=True,
+                        timeout=None,
+                        wait=False,
+                    ),
+                )
         except PublishError as exc:
             raise Unroutable(exchange, key, str(exc.args[0]) if exc.args else "NO_ROUTE") from None
         except DeliveryError as exc:
+            self._nacked()
             raise PublishFailed(PublishFailure.NACK, exchange, key, str(exc)) from None
         except TimeoutError:
             raise PublishFailed(
@@ -360,10 +493,28 @@ class Publisher:
             # request goes back to the source and its redelivery bound ends the loop.
             raise PublishFailed(PublishFailure.ERROR, exchange, key, repr(exc)) from None
         finally:
+            left = pending[id(channel)] = pending[id(channel)] - 1
+            if not left and id(channel) in self._retired:
+                self._retire(channel)
             if message_id:
                 waiting = busy.pop(message_id)
                 if waiting is not None:
                     waiting.set_result(None)
+
+    async def _confirmed(self, blocks: BlockWatch, publish: Awaitable[Any]) -> None:
+        """Await the publish's confirm within the timeout, the clock stopped while blocked.
+
+        A broker that blocks the connection (a memory or disk alarm) reads nothing from it,
+        so no confirm can come; timing the publish out would requeue every request in flight
+        and publish each twice once the alarm clears. While blocked there is no deadline;
+        once unblocked, the publish gets its whole timeout again (`BlockWatch` reschedules).
+        """
+        async with asyncio.timeout(None if blocks.blocked else self.timeout) as deadline:
+            blocks.deadlines[deadline] = self.timeout
+            try:
+                await publish
+            finally:
+                del blocks.deadlines[deadline]
 
     async def _wait_turn(self, message_id: str) -> None:
         """Wait until no publish of `message_id` is in flight (rare: a duplicate request)."""
@@ -374,3 +525,18 @@ class Publisher:
                 # The first to wait makes the future the publish in flight resolves.
                 waiting = busy[message_id] = asyncio.get_running_loop().create_future()
             await asyncio.shield(waiting)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+async def _close_channel(channel: Channel) -> None:
+    if channel.is_closed:
+        return
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await channel.close()
+    except Exception as exc:
+        log.debug("closing a retired confirm channel failed", extra={"error": repr(exc)})

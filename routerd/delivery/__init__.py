@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from routerd.delivery.attempts import AttemptCounter
 from routerd.delivery.errors import NotConfirmed, PublishFailed, PublishFailure, Unroutable
-from routerd.delivery.handler import Publish, RequestHandler, TableSource
+from routerd.delivery.handler import Publish, RequestHandler, TableSource, retry_pause
 from routerd.delivery.outcome import Delivery, Outcome, Published, Settlement
 from routerd.delivery.sinks import DecisionSink, Sinks, sink_name
 
@@ -29,5 +29,6 @@ __all__ = [
     "Sinks",
     "TableSource",
     "Unroutable",
+    "retry_pause",
     "sink_name",
 ]

@@ -14,6 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+import anyio
+
 from routerd.config.model import RouteTable
 from routerd.delivery.attempts import AttemptCounter
 from routerd.delivery.errors import NotConfirmed, PublishFailed, PublishFailure
@@ -26,6 +28,22 @@ log = logging.getLogger(__name__)
 
 # Returns once the broker confirmed the decision; raises `NotConfirmed` otherwise.
 Publish = Callable[[Decision], Awaitable[None]]
+# Seconds to hold a refused request before it goes back to the source, by its prior failures.
+Pause = Callable[[int], float]
+
+RETRY_PAUSE_MIN = 0.1
+RETRY_PAUSE_MAX = 5.0
+
+
+def retry_pause(prior: int) -> float:
+    """0.1 s after the first refusal, doubling up to 5 s.
+
+    A requeued request comes straight back: without a pause, a full queue or a refusing
+    rejected queue turns every prefetched request into thousands of publish-nack-requeue
+    rounds a second, burning CPU on both sides and the redelivery bound in milliseconds.
+    Held, the request keeps its prefetch slot, so consumption slows down by itself.
+    """
+    return min(RETRY_PAUSE_MAX, RETRY_PAUSE_MIN * 2.0 ** min(prior, 16))
 
 
 class TableSource(Protocol):
@@ -45,9 +63,12 @@ class RequestHandler:
         *,
         sinks: Sinks | None = None,
         attempts: AttemptCounter | None = None,
+        pause: Pause | None = None,
     ) -> None:
         self._tables = tables
         self._publish = publish
+        # None: requeue at once (tests of the decision logic); the daemon passes retry_pause.
+        self._pause = pause
         self._sinks = sinks if sinks is not None else Sinks()
         self.attempts = attempts if attempts is not None else AttemptCounter()
 
@@ -136,6 +157,7 @@ class RequestHandler:
                     "error": str(failure),
                 },
             )
+            await self._hold(failure, prior)
             return Outcome.REQUEUE
         reason = Reason(
             ReasonCode.REDELIVERY_LIMIT,
@@ -149,6 +171,7 @@ class RequestHandler:
                 "send request reached its redelivery limit and rejected refused it too; requeueing",
                 extra={"message_id": delivery.message_id, "error": str(refused)},
             )
+            await self._hold(refused, prior)
             return Outcome.REQUEUE
         self.attempts.forget(delivery)
         log.warning(
@@ -156,6 +179,11 @@ class RequestHandler:
             extra={"message_id": delivery.message_id, "error": str(failure)},
         )
         return Outcome.ACK
+
+    async def _hold(self, failure: NotConfirmed, prior: int) -> None:
+        """Pause before a requeue, unless the publish timeout already made the request wait."""
+        if self._pause is not None and failure.cause is not PublishFailure.TIMEOUT:
+            await anyio.sleep(self._pause(prior))
 
     async def _send_rejected(
         self, table: RouteTable, delivery: Delivery, reason: Reason, publishes: list[Published]

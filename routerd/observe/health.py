@@ -17,10 +17,13 @@ class Health:
     connected: bool = False
     consuming: bool = False
     table_loaded: bool = False
+    # The broker blocks publishing (connection.blocked: a memory or disk alarm); routing
+    # waits for it, and the operator must learn why nothing moves.
+    blocked: bool = False
 
     @property
     def ready(self) -> bool:
-        return self.connected and self.consuming and self.table_loaded
+        return self.connected and self.consuming and self.table_loaded and not self.blocked
 
     def reasons(self) -> list[str]:
         """Why the process is not ready, one phrase per unmet condition; empty when ready."""
@@ -31,4 +34,6 @@ class Health:
             reasons.append("not connected to the broker")
         if not self.consuming:
             reasons.append("not consuming the source")
+        if self.blocked:
+            reasons.append("the broker blocks publishing (a memory or disk alarm)")
         return reasons

@@ -136,6 +136,12 @@ class Metrics(TableMetrics):
             "Send requests consumed whose source delivery is not yet acked or nacked.",
             registry=r,
         )
+        self.broker_blocked = Gauge(
+            "routerd_broker_blocked",
+            "1 while the broker blocks routerd's publishes (connection.blocked: a memory or "
+            "disk alarm), else 0.",
+            registry=r,
+        )
         self.processing_seconds = Histogram(
             "routerd_processing_seconds",
             "Time from consuming a send request to its source ack or nack.",

@@ -184,6 +184,8 @@ class SystemdLink:
             return "stopping: finishing in-flight send requests"
         if self.health.ready:
             return f"routing {self.source_queue}"
+        if self.health.blocked:
+            return "waiting: the broker blocks publishing (a memory or disk alarm)"
         if self.health.connected:
             return "connected, not consuming yet"
         return "connecting to the broker"

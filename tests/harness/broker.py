@@ -124,6 +124,12 @@ class Broker:
             with suppress(Exception):
                 await self._conn.close()
 
+    async def reconnect(self) -> None:
+        """A fresh connection, after the broker was restarted under the old one."""
+        with suppress(Exception):
+            await self._conn.close()
+        await self.__aenter__()
+
     def track(self, queues: Iterable[str] = (), exchanges: Iterable[str] = ()) -> None:
         self.queues.update(queues)
         self.exchanges.update(exchanges)

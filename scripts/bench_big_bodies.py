@@ -1,0 +1,149 @@
+"""Peak memory of `routerd serve` routing bodies at the size limit, at full rate.
+
+A backlog of bodies just under `limits.max_body_bytes` (1 MiB in the shipped config) is
+loaded into the source, then one `routerd serve` drains it with the config's prefetch (256).
+Two kinds of body: `text` (a valid request whose text is one big string) and `objects` (a
+request whose `tags` list holds ~350,000 empty objects: the JSON that costs the most memory
+once parsed; it is rejected). Prints the daemon's peak RSS (VmHWM) and the time taken for
+each kind; asserts nothing. Cleans up its queues. `--decide` instead times the pipeline's
+`decide()` on one body of each kind, in this process, with its peak of traced memory: where
+a hostile body's cost lies (no broker needed).
+
+    .venv/bin/python scripts/bench_big_bodies.py [--count 600] [--kind text|objects|both]
+    .venv/bin/python scripts/bench_big_bodies.py --decide
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
+import yaml  # noqa: E402
+
+from tests.conftest import SHIPPED_CONFIG, SHIPPED_SCHEMAS, isolate_config  # noqa: E402
+from tests.factories import valid_v1  # noqa: E402
+from tests.harness import Broker, start_daemon, topology  # noqa: E402
+
+DEFAULT_URL = os.environ.get("ROUTERD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+LIMIT = 1_048_576
+
+
+def big_text(i: int) -> bytes:
+    request = valid_v1(i)
+    request["text"] = ""
+    room = LIMIT - len(orjson.dumps(request)) - 16
+    request["text"] = "x" * room
+    body = orjson.dumps(request)
+    assert len(body) <= LIMIT
+    return body
+
+
+def big_objects(i: int) -> bytes:
+    head = b'{"schema_version":1,"message_id":"m-%d","tags":[' % i
+    count = (LIMIT - len(head) - 16) // 3
+    body = head + b",".join([b"{}"] * count) + b"]}"
+    assert len(body) <= LIMIT
+    return body
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def run(url: str, kind: str, count: int, extra: list[str]) -> str:
+    make = big_text if kind == "text" else big_objects
+    suffix = uuid.uuid4().hex[:8]
+    with tempfile.TemporaryDirectory(prefix="bench-big-") as tmp:
+        work = Path(tmp)
+        (work / "config").mkdir()
+        shutil.copytree(SHIPPED_SCHEMAS, work / "schemas")
+        data = isolate_config(yaml.safe_load(SHIPPED_CONFIG.read_text()), f"big.{suffix}")
+        config = work / "config" / "routes.yaml"
+        config.write_text(yaml.safe_dump(data, sort_keys=False))
+        queues, exchanges = topology(config)
+        source = data["source"]["queue"]
+        targets = [q for q in queues if q != source]
+        async with Broker(url) as broker:
+            broker.track(queues, exchanges)
+            daemon = start_daemon(config, url, work / "logs", name="declare", extra_args=extra)
+            try:
+                await daemon.wait_ready(60)
+                await daemon.stop(30)
+            finally:
+                daemon.kill()
+            await broker.publish(source, (make(i) for i in range(count)), window=50)
+            daemon = start_daemon(config, url, work / "logs", name="bench", extra_args=extra)
+            try:
+                started = time.monotonic()
+                peak = 0.0
+                while sum((await broker.depths(targets)).values()) < count:
+                    peak = max(peak, peak_rss_mib(daemon.pid))
+                    if time.monotonic() - started > 300:
+                        return f"{kind}: gave up after 300 s\n{daemon.log_tail()}"
+                    await asyncio.sleep(0.05)
+                seconds = time.monotonic() - started
+                peak = max(peak, peak_rss_mib(daemon.pid))
+                await daemon.stop(30)
+            finally:
+                daemon.kill()
+    mib = count * LIMIT / 2**20
+    return (
+        f"{kind:<8} {count} bodies of 1 MiB ({mib:.0f} MiB) in {seconds:.1f} s: "
+        f"{count / seconds:.0f} msg/s, peak RSS {peak:.0f} MiB"
+    )
+
+
+def time_decide() -> None:
+    import tracemalloc
+
+    from routerd.config.loader import load
+    from routerd.pipeline.decide import decide
+    from routerd.pipeline.envelope import Envelope
+
+    table = load(SHIPPED_CONFIG)
+    for kind, make in (("text", big_text), ("objects", big_objects)):
+        body = make(1)
+        tracemalloc.start()
+        started = time.perf_counter()
+        decision = decide(table, Envelope(body, {}, {"content_type": "application/json"}))
+        seconds = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        print(
+            f"decide() {kind:<8} {len(body)} bytes: {seconds:.3f} s, peak traced "
+            f"{peak:.0f} MiB -> {decision.target.name}",
+            flush=True,
+        )
+
+
+async def main(args: argparse.Namespace) -> None:
+    if args.decide:
+        time_decide()
+        return
+    kinds = ["text", "objects"] if args.kind == "both" else [args.kind]
+    for kind in kinds:
+        print(await run(args.amqp_url, kind, args.count, args.serve_arg or []), flush=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=600)
+    parser.add_argument("--kind", choices=["text", "objects", "both"], default="both")
+    parser.add_argument("--amqp-url", default=DEFAULT_URL)
+    parser.add_argument("--serve-arg", action="append", help="extra `routerd serve` argument")
+    parser.add_argument("--decide", action="store_true", help="time decide() on one body each")
+    asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,70 @@
+"""The broker restarted (`rabbitmqctl stop_app` / `start_app`) while routerd routes a backlog.
+
+Every connection drops; the quorum queues and their persistent messages come back with the
+node. routerd must say not ready while the broker is away, reconnect by itself once it is
+back, and lose nothing: requests whose decision was confirmed but whose ack died with the
+connection arrive twice, and are counted.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.factories import mixed
+from tests.harness.accounting import Accounting, QueueNames, drain_all, numbered, settle
+from tests.harness.alarms import broker_stopped
+from tests.harness.broker import Broker
+from tests.harness.daemon import running_daemon
+from tests.harness.figures import record
+from tests.harness.wait import wait_for
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.broker,
+    pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl"),
+]
+
+COUNT = 20_000
+FAST_RETRY = ["--reconnect-min", "0.2", "--reconnect-max", "2"]
+
+
+async def test_broker_restart_during_a_backlog_recovers_and_loses_nothing(
+    broker: Broker, names: QueueNames, isolated_config: Path, amqp_url: str, log_dir: Path
+) -> None:
+    requests = mixed(COUNT, seed=59)
+    async with running_daemon(isolated_config, amqp_url, log_dir, extra_args=FAST_RETRY) as daemon:
+        # The whole backlog is confirmed before the stop: the test's connection dies with it.
+        await broker.publish(names.source, numbered(b for _, b in requests))
+        at_stop = sum((await broker.depths(names.targets)).values())
+        async with broker_stopped():
+            await wait_for(
+                daemon.ready_status,
+                lambda status: status == 503,
+                within=15,
+                what="/readyz 503 while the broker is stopped",
+                interval=0.1,
+            )
+        started = time.monotonic()
+        await daemon.wait_ready(within=60)
+        recovered = time.monotonic() - started
+        await broker.reconnect()
+        timed_out = await settle(broker, names, COUNT, within=90)
+        assert await daemon.stop(within=30) == 0
+
+    accounting = Accounting.of(requests, await drain_all(broker, names), names)
+    record(
+        "broker restarted (stop_app, start_app) during a backlog",
+        requests=COUNT,
+        routed_at_stop=at_stop,
+        lost=sum(accounting.lost().values()),
+        duplicates=accounting.duplicates(),
+        broker_up_to_ready_s=round(recovered, 2),
+    )
+    assert at_stop < COUNT, "routing was over before the stop; raise COUNT"
+    assert not accounting.lost(), accounting.describe()
+    assert not accounting.misrouted(), accounting.describe()
+    assert timed_out is None, timed_out
