@@ -215,7 +215,7 @@ def main() -> None:
         )
 
         t_fast_valid = micros(lambda: schema.is_valid(body))  # noqa: B023
-        t_fast_errors = micros(lambda: schema.errors(body))  # noqa: B023
+        t_fast_errors = micros(lambda: schema.errors(body, 50))  # noqa: B023
         t_ref_valid = micros(lambda: reference.is_valid(body))  # noqa: B023
         t_ref_errors = micros(lambda: list(reference.iter_errors(body)))  # noqa: B023
         validator_rows.append(

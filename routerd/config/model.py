@@ -299,7 +299,8 @@ class Schema:
     location: Location
     # is_valid is the hot path; errors() only runs for requests that failed it.
     is_valid: Callable[[Any], bool]
-    errors: Callable[[Any], tuple[ErrorDetail, ...]]
+    # (body, limit) -> (its first `limit` errors, how many it has in all)
+    errors: Callable[[Any, int], tuple[tuple[ErrorDetail, ...], int]]
 
 
 @dataclass(frozen=True, slots=True)

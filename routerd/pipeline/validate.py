@@ -59,7 +59,7 @@ def validate(schema: Schema, body: dict[str, Any], max_reasons: int) -> tuple[Re
     """Every validation error as a reason with its JSON pointer and keyword; () when valid."""
     if schema.is_valid(body):
         return ()
-    errors = schema.errors(body)
+    errors, total = schema.errors(body, max_reasons)
     reasons = [
         Reason(
             ReasonCode.SCHEMA_VIOLATION,
@@ -68,13 +68,13 @@ def validate(schema: Schema, body: dict[str, Any], max_reasons: int) -> tuple[Re
             pointer=_brief(e.pointer) if e.pointer is not None else None,
             keyword=e.keyword,
         )
-        for e in errors[:max_reasons]
+        for e in errors
     ]
-    if len(errors) > max_reasons:
+    if total > max_reasons:
         reasons.append(
             Reason(
                 ReasonCode.TOO_MANY_ERRORS,
-                f"{len(errors) - max_reasons} more validation errors not listed",
+                f"{total - max_reasons} more validation errors not listed",
             )
         )
     if not reasons:

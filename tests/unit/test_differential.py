@@ -69,7 +69,7 @@ def assert_same(validators: Validators, value: Any) -> Pairs:
         (pointer(e.absolute_path), str(e.validator)) for e in reference.iter_errors(instance)
     }
     assert schema.is_valid(instance) is reference.is_valid(instance), expected
-    fast = {(e.pointer, e.keyword) for e in schema.errors(instance)}
+    fast = {(e.pointer, e.keyword) for e in schema.errors(instance, 10_000)[0]}
     assert fast == expected
     # What the pipeline reports, under a cap that does not bite.
     reasons = validate(schema, instance, 10_000)
