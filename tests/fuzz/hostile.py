@@ -95,7 +95,10 @@ CONTENT_ENCODINGS = ("gzip", "identity", "UTF-8", "utf-16", "base64", "", "defla
 
 _SHORT = st.text(max_size=40).filter(lambda t: len(t.encode()) <= 255)
 _KEYS = st.one_of(
-    _SHORT,
+    # RabbitMQ reads "CC" and "BCC" as sender-selected routing keys and closes the
+    # publisher's channel (PRECONDITION_FAILED) when they are not lists of text: such a
+    # request never reaches routerd, so none is generated.
+    _SHORT.filter(lambda key: key not in ("CC", "BCC")),
     st.sampled_from(
         ["x-schema-version", "x-category", "x-rule", "x-rejected-reason", "x-rejected-reasons"]
     ),
