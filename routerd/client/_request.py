@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 
 from routerd.client.errors import RequestInvalid
-from routerd.config.model import RouteTable
+from routerd.config.model import MatchContext, RouteTable
 from routerd.config.paths import MISSING, FieldPath, resolve
 from routerd.pipeline.decide import decide
-from routerd.pipeline.envelope import Envelope, Reason, ReasonCode
+from routerd.pipeline.envelope import Decision, Envelope, Reason, ReasonCode
 
 CONTENT_TYPE = "application/json"
 # Without a route table: the names the shipped config uses.
@@ -31,6 +31,8 @@ class Prepared:
     body: bytes
     headers: Mapping[str, Any]
     properties: Mapping[str, Any]
+    # The source queue the route table puts it on; None without a table.
+    queue: str | None = None
 
 
 def prepare(
@@ -39,8 +41,11 @@ def prepare(
     *,
     headers: Mapping[str, Any] | None = None,
     app_id: str | None = None,
+    check: bool = True,
 ) -> Prepared:
-    """The request ready to publish; raises RequestInvalid when `table` rejects it.
+    """The request ready to publish, and the table's source for it; raises RequestInvalid
+    when `table` rejects it (with `check=False` such a request goes to the catch-all source,
+    where routerd rejects it with its reasons).
 
     The caller's mapping is not changed: a missing message_id is filled in a copy.
     """
@@ -70,10 +75,12 @@ def prepare(
     version = _version_text(resolve(body_fields, field)) if field is not None else None
     if header is not None and version is not None:
         all_headers[header] = version
+    queue = None
     if table is not None:
         decision = decide(table, Envelope(body, all_headers, properties))
-        if decision.rejected:
+        if decision.rejected and check:
             raise RequestInvalid(message_id, decision.reasons)
+        queue = source_queue(table, decision, body, all_headers, properties)
     if message_id is None:
         # Only reached without a table, or with schemas that let any message_id through.
         reason = Reason(
@@ -83,7 +90,22 @@ def prepare(
             keyword="type",
         )
         raise RequestInvalid(None, (reason,))
-    return Prepared(message_id, body, all_headers, properties)
+    return Prepared(message_id, body, all_headers, properties, queue)
+
+
+def source_queue(
+    table: RouteTable,
+    decision: Decision,
+    body: bytes,
+    headers: Mapping[str, Any],
+    properties: Mapping[str, Any],
+) -> str:
+    """The queue of the first source whose `accepts` holds for this request; the catch-all
+    for a request routerd rejects (it has no valid body to test)."""
+    if len(table.sources) == 1 or decision.rejected or decision.schema_version is None:
+        return table.source.queue
+    ctx = MatchContext(orjson.loads(body), headers, properties, decision.schema_version)
+    return table.source_for(ctx).queue
 
 
 def _version_source(table: RouteTable | None) -> tuple[str | None, FieldPath | None]:

@@ -73,6 +73,7 @@ def run_checks(table: RouteTable, doc: Document, schemas: SchemaSet) -> list[Pro
     else:
         problems.extend(coverage.problems)
         checks += [
+            ("unreachable_sources", lambda: unreachable_sources(ctx, analysis)),
             ("condition_fields", lambda: condition_fields(ctx, coverage)),
             ("unrouted_versions", lambda: unrouted_versions(ctx, coverage)),
             ("routing_key_fields", lambda: routing_key_fields(ctx, coverage)),
@@ -119,6 +120,40 @@ def unknown_versions(ctx: Context) -> Iterator[Problem]:
                         f"requests of an unknown version are rejected before rules run",
                         "schema-version-unknown",
                     )
+
+
+def unreachable_sources(ctx: Context, analysis: Analysis) -> Iterator[Problem]:
+    """A source no request can reach: its `accepts` never holds for any schema version, or
+    an earlier source accepts every request. Publishers would never use its queue, and its
+    consumers would wait forever."""
+    taken_by: str | None = None
+    for i, source in enumerate(ctx.table.sources):
+        location = ctx.doc.locate(("sources", i))
+        if taken_by is not None:
+            yield Problem(
+                location,
+                "error",
+                f"source {source.queue!r} gets no request: source {taken_by!r} before it "
+                f"accepts every request; move it up or remove it",
+                "source-unreachable",
+            )
+            continue
+        if source.accepts is None:
+            continue
+        verdicts = [analysis.verdict(source.accepts, v) for v in ctx.versions]
+        if verdicts and all(v is False for v in verdicts):
+            reasons = "; ".join(
+                f"for schema version {v}, {analysis.why_false(source.accepts, v)}"
+                for v in ctx.versions
+            )
+            yield Problem(
+                location,
+                "error",
+                f"source {source.queue!r} gets no request, its `accepts` never holds: {reasons}",
+                "source-unreachable",
+            )
+        elif verdicts and all(v is True for v in verdicts):
+            taken_by = source.queue
 
 
 def condition_fields(ctx: Context, coverage: Coverage) -> Iterator[Problem]:

@@ -45,8 +45,11 @@ class RequestHandler:
         *,
         sinks: Sinks | None = None,
         attempts: AttemptCounter | None = None,
+        source: str = "",
     ) -> None:
         self._tables = tables
+        # The source queue whose deliveries this handler settles: its redelivery bound.
+        self.source = source
         self._publish = publish
         self._sinks = sinks if sinks is not None else Sinks()
         self.attempts = attempts if attempts is not None else AttemptCounter()
@@ -124,7 +127,7 @@ class RequestHandler:
         publishes: list[Published],
     ) -> Outcome:
         prior = self.attempts.prior(delivery)
-        limit = table.source.max_redeliveries
+        limit = table.source_named(self.source).max_redeliveries
         if prior < limit:
             self.attempts.failed(delivery)
             log.warning(

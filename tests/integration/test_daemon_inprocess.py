@@ -24,7 +24,7 @@ from routerd.settings import Settings
 from tests.factories import encode, mixed, valid_v1
 from tests.harness.accounting import Accounting, QueueNames, SteadyPublisher, drain_all
 from tests.harness.broker import Broker
-from tests.harness.config import dump_config, read_config
+from tests.harness.config import catch_all_source, dump_config, read_config
 from tests.harness.connections import tcp_local_ports
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
@@ -176,8 +176,8 @@ async def test_a_publish_that_keeps_failing_is_bounded(
     limit = 2
 
     def refusing_transactional_queue(data: dict[str, Any]) -> None:
-        data["source"]["type"] = source_type
-        data["source"]["max_redeliveries"] = limit
+        catch_all_source(data)["type"] = source_type
+        catch_all_source(data)["max_redeliveries"] = limit
         # A queue that takes nothing: the broker nacks every publish routed to it.
         queue = data["targets"]["transactional"]["queues"][0]
         queue["type"] = "classic"
