@@ -11,10 +11,11 @@ from typing import Any
 import orjson
 
 from routerd.client.errors import RequestInvalid
-from routerd.config.model import MatchContext, RouteTable
+from routerd.config.model import RouteTable
 from routerd.config.paths import MISSING, FieldPath, resolve
 from routerd.pipeline.decide import decide
-from routerd.pipeline.envelope import Decision, Envelope, Reason, ReasonCode
+from routerd.pipeline.envelope import Envelope, Reason, ReasonCode
+from routerd.pipeline.sources import source_queue
 
 CONTENT_TYPE = "application/json"
 # Without a route table: the names the shipped config uses.
@@ -77,10 +78,11 @@ def prepare(
         all_headers[header] = version
     queue = None
     if table is not None:
-        decision = decide(table, Envelope(body, all_headers, properties))
+        envelope = Envelope(body, all_headers, properties)
+        decision = decide(table, envelope)
         if decision.rejected and check:
             raise RequestInvalid(message_id, decision.reasons)
-        queue = source_queue(table, decision, body, all_headers, properties)
+        queue = source_queue(table, envelope, decision)
     if message_id is None:
         # Only reached without a table, or with schemas that let any message_id through.
         reason = Reason(
@@ -91,21 +93,6 @@ def prepare(
         )
         raise RequestInvalid(None, (reason,))
     return Prepared(message_id, body, all_headers, properties, queue)
-
-
-def source_queue(
-    table: RouteTable,
-    decision: Decision,
-    body: bytes,
-    headers: Mapping[str, Any],
-    properties: Mapping[str, Any],
-) -> str:
-    """The queue of the first source whose `accepts` holds for this request; the catch-all
-    for a request routerd rejects (it has no valid body to test)."""
-    if len(table.sources) == 1 or decision.rejected or decision.schema_version is None:
-        return table.source.queue
-    ctx = MatchContext(orjson.loads(body), headers, properties, decision.schema_version)
-    return table.source_for(ctx).queue
 
 
 def _version_source(table: RouteTable | None) -> tuple[str | None, FieldPath | None]:
