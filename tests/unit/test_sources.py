@@ -143,3 +143,14 @@ def test_a_change_of_sources_needs_a_restart(tmp_path: Path) -> None:
     (tmp_path / "b").mkdir()
     (problem,) = restart_needed(running, load(config(tmp_path / "b", "source: {queue: in}\n")))
     assert problem.message.startswith("the sources changed from [in.eu, in] to [in]")
+
+
+def test_a_misspelt_key_of_a_source_names_the_source(tmp_path: Path) -> None:
+    head = """\
+    sources:
+      - {queue: in.eu, prefech: 3, accepts: {field: region, equals: eu}}
+      - queue: in
+    """
+    (problem,) = build(config(tmp_path, head)).problems
+    assert problem.message.startswith("/sources/0 (source 'in.eu'): unknown key 'prefech'")
+    assert "did you mean 'prefetch'?" in problem.message
