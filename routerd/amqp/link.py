@@ -1,8 +1,8 @@
 """The broker link: connect, declare, consume, and do it again whenever the broker goes away.
 
-One session is one connection with three channels: a short-lived one for declarations,
-the publisher's confirm channel and the consumer's channel. Losing any of them ends the
-session: its delivery tags are dead, the broker requeues what was not acked, and a fresh
+One session is one connection with these channels: a short-lived one for declarations, the
+publisher's confirm channel and one consumer channel per source. Losing any of them ends
+the session: its delivery tags are dead, the broker requeues what was not acked, and a fresh
 session (after a backoff with jitter) picks the work up again. Restarting the whole session
 is simpler than healing single channels and costs little: losses are rare.
 """
