@@ -61,6 +61,7 @@ def run_checks(table: RouteTable, doc: Document, schemas: SchemaSet) -> list[Pro
         ("binding_keys", lambda: binding_keys(ctx)),
         ("unbound_routing_keys", lambda: unbound_routing_keys(ctx)),
         ("unused_targets", lambda: unused_targets(ctx)),
+        ("accepts_fields", lambda: accepts_fields(ctx)),
         ("unused_schema_files", lambda: unused_schema_files(ctx)),
         ("examples", lambda: examples(ctx)),
         ("yaml_ambiguous", lambda: yaml_ambiguous(doc, schemas)),
@@ -162,32 +163,51 @@ def condition_fields(ctx: Context, coverage: Coverage) -> Iterator[Problem]:
     for reach in coverage.reaches:
         if not reach.reachable or reach.raw_when is None:
             continue
-        offered = list(reach.offered)
-        # A version whose schema did not load could declare anything: no claim then.
-        if not offered or any(ctx.oracles.get(v) is None for v in offered):
-            continue
         base = ("rules", reach.index, "when")
-        for leaf in leaves(reach.rule.when, base):
-            subject = "field" if "field" in leaf.raw else "count" if "count" in leaf.raw else None
-            if subject is None:
+        yield from _unknown_fields(
+            ctx, reach.rule.when, base, reach.offered, f"rule {reach.rule.name!r}"
+        )
+
+
+def accepts_fields(ctx: Context) -> Iterator[Problem]:
+    """The same for a source's `accepts`, which sees every version: a misspelt field there
+    sends every request it meant to pick out to the sources after it, silently."""
+    for i, source in enumerate(ctx.table.sources):
+        if source.accepts is not None:
+            base = ("sources", i, "accepts")
+            yield from _unknown_fields(
+                ctx, source.accepts, base, ctx.versions, f"source {source.queue!r}"
+            )
+
+
+def _unknown_fields(
+    ctx: Context, when: Condition, base: FieldPath, versions: Iterable[str], owner: str
+) -> Iterator[Problem]:
+    offered = list(versions)
+    # A version whose schema did not load could declare anything: no claim then.
+    if not offered or any(ctx.oracles.get(v) is None for v in offered):
+        return
+    for leaf in leaves(when, base):
+        subject = "field" if "field" in leaf.raw else "count" if "count" in leaf.raw else None
+        if subject is None:
+            continue
+        texts = [leaf.raw["field"]] if subject == "field" else list(leaf.raw["count"])
+        for i, text in enumerate(texts):
+            facts = [_facts(ctx, v, parse_path(text)) for v in offered]
+            if any(f.presence in ("required", "optional") for f in facts):
                 continue
-            texts = [leaf.raw["field"]] if subject == "field" else list(leaf.raw["count"])
-            for i, text in enumerate(texts):
-                facts = [_facts(ctx, v, parse_path(text)) for v in offered]
-                if any(f.presence in ("required", "optional") for f in facts):
-                    continue
-                names = ", ".join(ctx.schema_name(v) for v in offered)
-                where = (*leaf.path, subject, *((i,) if subject == "count" else ()))
-                never = all(f.presence == "forbidden" for f in facts)
-                yield Problem(
-                    ctx.doc.locate(where),
-                    "warning",
-                    f"rule {reach.rule.name!r}: field {text} is not declared by {names}"
-                    + ("; no valid request has it" if never else "")
-                    + "; check the spelling and the schema version"
-                    + _field_suggestion(ctx, offered, text),
-                    "condition-field-unknown",
-                )
+            names = ", ".join(ctx.schema_name(v) for v in offered)
+            where = (*leaf.path, subject, *((i,) if subject == "count" else ()))
+            never = all(f.presence == "forbidden" for f in facts)
+            yield Problem(
+                ctx.doc.locate(where),
+                "warning",
+                f"{owner}: field {text} is not declared by {names}"
+                + ("; no valid request has it" if never else "")
+                + "; check the spelling and the schema version"
+                + _field_suggestion(ctx, offered, text),
+                "condition-field-unknown",
+            )
 
 
 def unrouted_versions(ctx: Context, coverage: Coverage) -> Iterator[Problem]:

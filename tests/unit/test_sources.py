@@ -154,3 +154,18 @@ def test_a_misspelt_key_of_a_source_names_the_source(tmp_path: Path) -> None:
     (problem,) = build(config(tmp_path, head)).problems
     assert problem.message.startswith("/sources/0 (source 'in.eu'): unknown key 'prefech'")
     assert "did you mean 'prefetch'?" in problem.message
+
+
+def test_lint_warns_of_a_field_in_accepts_no_schema_declares(tmp_path: Path) -> None:
+    head = """\
+    sources:
+      - queue: in.eu
+        accepts: {field: regoin, equals: eu}
+      - queue: in
+    """
+    problems = build(config(tmp_path, head)).problems
+    assert [(p.severity, p.code, p.location.line) for p in problems] == [
+        ("warning", "condition-field-unknown", 4)
+    ]
+    assert problems[0].message.startswith("source 'in.eu': field regoin is not declared by")
+    assert "did you mean 'region'?" in problems[0].message
