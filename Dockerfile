@@ -22,6 +22,9 @@ RUN groupadd --system --gid 10001 routerd \
  && useradd --system --uid 10001 --gid routerd --no-create-home \
       --home-dir /nonexistent --shell /usr/sbin/nologin routerd
 COPY --from=build /opt/routerd/.venv /opt/routerd/.venv
+# Where `routerd rejections record` keeps its SQLite file by default in a container: a
+# volume mounted here takes this owner, so the non-root user can write it.
+RUN install -d -o 10001 -g 10001 /var/lib/routerd
 COPY config/routes.yaml /etc/routerd/config/routes.yaml
 COPY schemas/ /etc/routerd/schemas/
 WORKDIR /etc/routerd

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint check bench clean broker build up down logs
+.PHONY: run test lint check bench clean broker postgres build up down logs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 
 broker:
 	scripts/ensure-rabbitmq.sh
+
+# The rejections tests use the PostgreSQL server on 127.0.0.1:5432 (a database each).
+postgres:
+	scripts/ensure-postgres.sh
 
 run: $(STAMP) broker
 	$(BIN)/routerd lint config/routes.yaml
@@ -29,7 +33,7 @@ check: $(STAMP)
 	$(BIN)/ruff format --check routerd tests scripts
 	$(BIN)/mypy
 
-test: $(STAMP) broker check lint
+test: $(STAMP) broker postgres check lint
 	$(BIN)/pytest
 
 bench: $(STAMP) broker

@@ -248,6 +248,15 @@ def api(
             show_default=False,
         ),
     ] = None,
+    rejections_db: Annotated[
+        str | None,
+        typer.Option(
+            "--rejections-db",
+            help="The rejections recorder's database, for GET /v1/rejections "
+            "(env ROUTERD_REJECTIONS_DB); without it that endpoint answers 404.",
+            show_default=False,
+        ),
+    ] = None,
     log_format: LogFormatOption = None,
     log_level: LogLevelOption = None,
 ) -> None:
@@ -265,6 +274,7 @@ def api(
         "amqp_url": amqp_url,
         "listen": listen,
         "keys": keys,
+        "rejections_db": rejections_db,
         "log_format": log_format,
         "log_level": log_level,
     }
@@ -355,6 +365,158 @@ def serve(
         print(f"routerd serve: {exc}", file=sys.stderr)
         raise typer.Exit(ServeExit.STARTUP) from None
     raise typer.Exit(run_daemon(settings))
+
+
+rejections_app = typer.Typer(
+    no_args_is_help=True,
+    help="Rejected send requests kept in a database: record them, list them (docs/rejections.md).",
+)
+app.add_typer(rejections_app, name="rejections")
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="The rejections database: a file path or sqlite:///FILE (default "
+        "rejections.sqlite3), or postgresql://USER:PASSWORD@HOST:PORT/DB "
+        "(env ROUTERD_REJECTIONS_DB).",
+        show_default=False,
+    ),
+]
+
+
+@rejections_app.command("record")
+def rejections_record(
+    config: ConfigOption = None,
+    db: DbOption = None,
+    amqp_url: Annotated[
+        str | None, _setting("Broker URL, as for serve", "amqp_url", "--amqp-url")
+    ] = None,
+    http_addr: Annotated[
+        str | None,
+        _setting(
+            "HOST:PORT for /metrics, /healthz, /readyz, default 127.0.0.1:9465",
+            "http_addr",
+            "--http-addr",
+        ),
+    ] = None,
+    retention: Annotated[
+        str | None,
+        typer.Option(
+            "--retention",
+            help="Delete rows older than this (15m, 24h, 30d), default 30d "
+            "(env ROUTERD_REJECTIONS_RETENTION).",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        str | None,
+        typer.Option(
+            "--batch-size",
+            help="Rows per insert at most, default 256 (env ROUTERD_REJECTIONS_BATCH_SIZE).",
+            show_default=False,
+        ),
+    ] = None,
+    log_format: Annotated[
+        str | None, _setting("text or json, default text", "log_format", "--log-format")
+    ] = None,
+    log_level: Annotated[
+        str | None, _setting("debug, info, ... default info", "log_level", "--log-level")
+    ] = None,
+    shutdown_timeout: Annotated[
+        str | None,
+        _setting(
+            "Seconds to finish rows in flight on SIGTERM, default 30",
+            "shutdown_timeout",
+            "--shutdown-timeout",
+        ),
+    ] = None,
+    reconnect_min: Annotated[
+        str | None,
+        _setting(
+            "Seconds of the first reconnect backoff (broker and database), default 0.5",
+            "reconnect_min",
+            "--reconnect-min",
+        ),
+    ] = None,
+    reconnect_max: Annotated[
+        str | None,
+        _setting(
+            "Seconds the reconnect backoff grows to, default 30", "reconnect_max", "--reconnect-max"
+        ),
+    ] = None,
+) -> None:
+    """Consume the rejected queue and keep each rejection in the database until SIGTERM.
+
+    Each delivery is acked only once its row is committed. Exit 0 after a graceful stop,
+    1 when a second signal forced it, 2 when the settings, the config or the database URL
+    stop it from starting.
+    """
+    from routerd.rejections.recorder import RecorderExit, record
+    from routerd.rejections.settings import RecorderSettings
+    from routerd.settings import SettingsError
+
+    flags = {
+        "config": config,
+        "db": db,
+        "amqp_url": amqp_url,
+        "http_addr": http_addr,
+        "retention": retention,
+        "batch_size": batch_size,
+        "log_format": log_format,
+        "log_level": log_level,
+        "shutdown_timeout": shutdown_timeout,
+        "reconnect_min": reconnect_min,
+        "reconnect_max": reconnect_max,
+    }
+    try:
+        settings = RecorderSettings.from_sources(flags, os.environ)
+    except SettingsError as exc:
+        print(f"routerd rejections record: {exc}", file=sys.stderr)
+        raise typer.Exit(RecorderExit.STARTUP) from None
+    raise typer.Exit(record(settings))
+
+
+@rejections_app.command("list")
+def rejections_list(
+    db: DbOption = None,
+    customer: Annotated[
+        str | None, typer.Option("--customer", help="Only this customer's.", show_default=False)
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Only those recorded since: a duration back (90m, 24h, 7d) or a time "
+            "(2026-01-31T12:00:00Z).",
+            show_default=False,
+        ),
+    ] = None,
+    reason: Annotated[
+        str | None,
+        typer.Option(
+            "--reason",
+            help="Only those with this reason code (any of their reasons).",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many, newest first.")] = 50,
+    output: FormatOption = OutputFormat.TEXT,
+) -> None:
+    """List recorded rejections, newest first, as a table or --format json.
+
+    Exit 0 once the query ran (found or not), 2 when an option or the database must be
+    fixed first.
+    """
+    import anyio
+
+    from routerd.rejections.listing import ListRequest, list_rejections
+    from routerd.rejections.settings import database
+
+    asked = ListRequest(
+        db=database(db, os.environ), customer=customer, since=since, reason=reason, limit=limit
+    )
+    code = anyio.run(list_rejections, asked, output, sys.stdout, sys.stderr, backend="asyncio")
+    raise typer.Exit(code)
 
 
 def main() -> None:

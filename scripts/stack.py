@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The local stack: RabbitMQ, two `routerd serve` replicas and the reference public API.
+"""The local stack: RabbitMQ, two `routerd serve` replicas, the reference public API and
+the rejections recorder (its SQLite file in the state folder, read by the API).
 
     scripts/stack.py build | up | down | logs       (what `make build/up/down/logs` run)
 
@@ -58,6 +59,7 @@ class Options:
     amqp_url: str
     api_port: int
     metrics_ports: tuple[int, int]
+    recorder_port: int
     runner: str
     timeout: float
 
@@ -66,12 +68,14 @@ class Options:
         return f"http://127.0.0.1:{self.api_port}"
 
     def probes(self) -> dict[str, str]:
-        """Each service's own readiness probe: /readyz of a replica, /healthz of the API."""
+        """Each service's own readiness probe: /readyz of a replica and of the recorder,
+        /healthz of the API."""
         replicas = {
             f"routerd-{i}": f"http://127.0.0.1:{port}/readyz"
             for i, port in enumerate(self.metrics_ports, start=1)
         }
-        return {**replicas, "api": f"{self.api_url}/healthz"}
+        recorder = f"http://127.0.0.1:{self.recorder_port}/readyz"
+        return {**replicas, "api": f"{self.api_url}/healthz", "rejections": recorder}
 
 
 # --- state folder ----------------------------------------------------------------------
@@ -165,6 +169,7 @@ def stack_env(opts: Options) -> dict[str, str]:
         "STACK_API_PORT": str(opts.api_port),
         "STACK_METRICS_PORT_1": str(opts.metrics_ports[0]),
         "STACK_METRICS_PORT_2": str(opts.metrics_ports[1]),
+        "STACK_RECORDER_PORT": str(opts.recorder_port),
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -273,6 +278,9 @@ def where(opts: Options, runner: Runner, why: str, key: str) -> str:
         f"    -d '{body}'",
         "Where it went (each replica's routed requests, by target):",
         f"  curl -s {' '.join(metrics)} | grep ^routerd_requests_routed_total",
+        "Why a request was rejected (the recorder keeps each one):",
+        f"  curl -s {opts.api_url}/v1/rejections -H 'Authorization: Bearer {key}'",
+        f"  routerd rejections list --db {opts.state / 'rejections.sqlite3'}",
         "",
         "Follow the logs with `make logs`, stop the stack with `make down`.",
     ]
@@ -384,6 +392,7 @@ SETTINGS = (
     ("--amqp-url", "ROUTERD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/", "the broker"),
     ("--api-port", "STACK_API_PORT", "8080", "the API's port on 127.0.0.1"),
     ("--metrics-ports", "STACK_METRICS_PORTS", "9464,9465", "the two replicas' HTTP ports"),
+    ("--recorder-port", "STACK_RECORDER_PORT", "9466", "the rejections recorder's HTTP port"),
     ("--runner", "STACK_RUNNER", "auto", "auto, compose or processes"),
     ("--timeout", "STACK_TIMEOUT", "60", "seconds to wait for readiness, and for a stop"),
 )
@@ -401,6 +410,7 @@ def parse(argv: Sequence[str]) -> tuple[str, Options]:
     try:
         first, second = (int(p) for p in args.metrics_ports.split(","))
         api_port, timeout = int(args.api_port), float(args.timeout)
+        recorder_port = int(args.recorder_port)
     except ValueError as exc:
         parser.error(f"ports are whole numbers, two of them for --metrics-ports: {exc}")
     return args.command, Options(
@@ -409,6 +419,7 @@ def parse(argv: Sequence[str]) -> tuple[str, Options]:
         amqp_url=args.amqp_url,
         api_port=api_port,
         metrics_ports=(first, second),
+        recorder_port=recorder_port,
         runner=args.runner,
         timeout=timeout,
     )

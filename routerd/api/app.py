@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import orjson
@@ -38,6 +38,9 @@ from routerd.client import (
 from routerd.config.model import RouteTable
 from routerd.reload import Reloader, TableHolder
 
+if TYPE_CHECKING:
+    from routerd.rejections.store import RejectionStore
+
 log = logging.getLogger(__name__)
 
 # Seconds a client should wait before retrying a 503: a broker restart takes a few.
@@ -56,8 +59,15 @@ def error(
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
-def create_app(publisher: Publisher, keys: Customers, *, watch_config: bool = False) -> Starlette:
-    """The API over one `Publisher` (built with the route config) and the customers' keys.
+def create_app(
+    publisher: Publisher,
+    keys: Customers,
+    rejections: RejectionStore | None = None,
+    *,
+    watch_config: bool = False,
+) -> Starlette:
+    """The API over one `Publisher` (built with the route config) and the customers' keys,
+    and, when given, the rejections database `GET /v1/rejections` reads.
 
     The app's lifespan connects the publisher (a broker that is down is logged, and each
     send answers 503 until it is back) and closes it on shutdown. `/readyz` answers 503
@@ -121,6 +131,33 @@ def create_app(publisher: Publisher, keys: Customers, *, watch_config: bool = Fa
         log.debug("send request accepted", extra={"message_id": message_id, "customer": customer})
         return JSONResponse({"message_id": message_id}, status_code=202)
 
+    async def list_rejections(request: Request) -> Response:
+        customer = _customer(request, keys)
+        if customer is None:
+            return error(
+                401,
+                "missing or unknown API key: send Authorization: Bearer <api key>",
+                {"WWW-Authenticate": 'Bearer realm="routerd"'},
+            )
+        if rejections is None:
+            return error(
+                404, "rejections are not enabled on this API (routerd api --rejections-db)"
+            )
+        from routerd.rejections.api import RejectionsPageError, rejections_page
+
+        try:
+            page = await rejections_page(rejections, customer, request.query_params)
+        except RejectionsPageError as exc:
+            return error(400, str(exc), parameter=exc.parameter)
+        except Exception as exc:
+            log.warning("reading rejections failed: %s", str(exc).split("\n", 1)[0])
+            return error(
+                503,
+                "rejections cannot be read right now; retry later",
+                {"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        return JSONResponse(page)
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -164,10 +201,13 @@ def create_app(publisher: Publisher, keys: Customers, *, watch_config: bool = Fa
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await publisher.close()
+            if rejections is not None:
+                await rejections.close()
 
     app = Starlette(
         routes=[
             Route("/v1/send", send, methods=["POST"]),
+            Route("/v1/rejections", list_rejections, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_page, methods=["GET"]),

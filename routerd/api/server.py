@@ -56,6 +56,15 @@ def run(settings: ApiSettings) -> ApiExit:
     except (KeysError, ConfigError) as exc:
         log.error("routerd api cannot start: %s", exc)
         return ApiExit.STARTUP
+    rejections = None
+    if settings.rejections_db is not None:
+        from routerd.rejections.store import RejectionStore, StoreError
+
+        try:
+            rejections = RejectionStore.open(settings.rejections_db)
+        except StoreError as exc:
+            log.error("routerd api cannot start: %s", exc)
+            return ApiExit.STARTUP
     log.info(
         "routerd api starting",
         extra={
@@ -65,7 +74,7 @@ def run(settings: ApiSettings) -> ApiExit:
             "customers": len(set(keys.store.customers.values())),
         },
     )
-    app = create_app(publisher, keys, watch_config=True)
+    app = create_app(publisher, keys, rejections, watch_config=True)
     config = uvicorn.Config(
         app,
         host=settings.listen_host,

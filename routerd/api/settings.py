@@ -20,6 +20,8 @@ DEFAULT_LISTEN_PORT = 8080
 API_ENV_VARS: Mapping[str, str] = {
     "listen": "ROUTERD_API_ADDR",
     "keys": "ROUTERD_API_KEYS",
+    # The same variable as the recorder's: the API reads the database it writes.
+    "rejections_db": "ROUTERD_REJECTIONS_DB",
 }
 
 
@@ -30,6 +32,8 @@ class ApiSettings:
     keys_path: Path
     listen_host: str = DEFAULT_LISTEN_HOST
     listen_port: int = DEFAULT_LISTEN_PORT
+    # The rejections database `GET /v1/rejections` reads; None: the endpoint answers 404.
+    rejections_db: str | None = None
 
     @property
     def listen_addr(self) -> str:
@@ -44,8 +48,8 @@ class ApiSettings:
     ) -> ApiSettings:
         """Build settings from CLI flags (None = not given) over environment variables.
 
-        Keys of `flags`: config, amqp_url, log_format, log_level (as `serve`), listen, keys.
-        Raises `SettingsError` for the first bad or missing value.
+        Keys of `flags`: config, amqp_url, log_format, log_level (as `serve`), listen, keys,
+        rejections_db. Raises `SettingsError` for the first bad or missing value.
         """
         shared = ("config", "amqp_url", "log_format", "log_level")
         common = Settings.from_sources({name: flags.get(name) for name in shared}, environ)
@@ -61,7 +65,14 @@ class ApiSettings:
                 "",
                 f"give --keys FILE or {API_ENV_VARS['keys']} (docs/api.md: the keys file)",
             )
-        return cls(common=common, keys_path=Path(keys[0]), listen_host=host, listen_port=port)
+        rejections_db = _given("rejections_db", flags, environ)
+        return cls(
+            common=common,
+            keys_path=Path(keys[0]),
+            listen_host=host,
+            listen_port=port,
+            rejections_db=rejections_db[0] if rejections_db else None,
+        )
 
 
 def _given(
@@ -70,7 +81,7 @@ def _given(
     """(value, where it came from) of one API setting; the flag wins over the variable."""
     flag = flags.get(name)
     if flag is not None:
-        return str(flag), f"option --{name}"
+        return str(flag), f"option --{name.replace('_', '-')}"
     var = API_ENV_VARS[name]
     if environ.get(var, "") != "":
         return environ[var], f"environment variable {var}"

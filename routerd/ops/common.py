@@ -42,6 +42,7 @@ class Command(StrEnum):
     EXPLAIN = "explain"
     TEST = "test"
     SEND = "send"
+    REJECTIONS = "rejections"
 
 
 def display(path: Path | str) -> str:

@@ -30,6 +30,7 @@ from referencing.jsonschema import DRAFT202012
 from routerd.api.app import create_app
 from routerd.api.keys import KeyStore, hash_key
 from routerd.client import Publisher
+from routerd.rejections.store import RejectionStore
 from tests.factories import valid_v1, valid_v2
 from tests.harness import (
     ROOT,
@@ -72,11 +73,15 @@ def small_config(isolated_config: Path) -> Path:
 
 @asynccontextmanager
 async def running_api(
-    publisher: Publisher, keys: KeyStore = KEYS, *, watch_config: bool = False
+    publisher: Publisher,
+    keys: KeyStore = KEYS,
+    rejections: RejectionStore | None = None,
+    *,
+    watch_config: bool = False,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The API under uvicorn on a free port, and an HTTP client pointed at it."""
     port = free_port()
-    app = create_app(publisher, keys, watch_config=watch_config)
+    app = create_app(publisher, keys, rejections, watch_config=watch_config)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
     server = uvicorn.Server(config)
     async with anyio.create_task_group() as tg:
@@ -555,6 +560,9 @@ class Case:
     status: int
     kwargs: Callable[[], dict[str, Any]]
     publisher: str = "up"  # "up": the broker with the source declared; "down": a closed port
+    # "sqlite": GET /v1/rejections reads a SQLite file; "none": no database; "down": a
+    # PostgreSQL URL on a closed port.
+    rejections: str = "sqlite"
 
 
 CASES = [
@@ -568,6 +576,11 @@ CASES = [
         lambda: {"json": request_v1(14, text="x" * LIMIT), "headers": AUTH},
     ),
     Case("post", "/v1/send", 503, lambda: {"json": request_v1(15), "headers": AUTH}, "down"),
+    Case("get", "/v1/rejections", 200, lambda: {"headers": AUTH}),
+    Case("get", "/v1/rejections", 400, lambda: {"params": {"limit": "0"}, "headers": AUTH}),
+    Case("get", "/v1/rejections", 401, dict),
+    Case("get", "/v1/rejections", 404, lambda: {"headers": AUTH}, rejections="none"),
+    Case("get", "/v1/rejections", 503, lambda: {"headers": AUTH}, rejections="down"),
     Case("get", "/healthz", 200, dict),
     Case("get", "/readyz", 200, dict),
     Case("get", "/readyz", 503, dict, "down"),
@@ -601,12 +614,17 @@ def response_validator(document: dict[str, Any], case: Case, media_type: str) ->
 
 
 async def test_every_documented_response_is_produced_and_matches_its_schema(
-    amqp_url: str, small_config: Path, broker: Broker, names: QueueNames
+    amqp_url: str, small_config: Path, broker: Broker, names: QueueNames, tmp_path: Path
 ) -> None:
     await broker.declare_queue(names.source)
     closed = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    store = RejectionStore.open(str(tmp_path / "rejections.sqlite3"))
+    await store.migrate()
     with anyio.fail_after(60):
-        async with Publisher(amqp_url, config=small_config) as pub, running_api(pub) as http:
+        async with (
+            Publisher(amqp_url, config=small_config) as pub,
+            running_api(pub, rejections=store) as http,
+        ):
             served = await http.get("/openapi.yaml")
             document = yaml.safe_load(served.content)
             assert document["openapi"] == "3.1.0"
@@ -617,8 +635,19 @@ async def test_every_documented_response_is_produced_and_matches_its_schema(
             answers = {
                 case: await http.request(case.method.upper(), case.path, **case.kwargs())
                 for case in CASES
-                if case.publisher == "up"
+                if case.publisher == "up" and case.rejections == "sqlite"
             }
+        for kind in ("none", "down"):
+            down_db = RejectionStore.open(f"postgresql://postgres@127.0.0.1:{free_port()}/x")
+            async with (
+                Publisher(amqp_url, config=small_config) as pub,
+                running_api(pub, rejections=down_db if kind == "down" else None) as http,
+            ):
+                for case in CASES:
+                    if case.rejections == kind:
+                        answers[case] = await http.request(
+                            case.method.upper(), case.path, **case.kwargs()
+                        )
         down = Publisher(closed, config=small_config, connect_timeout=0.5)
         async with running_api(down) as http:
             for case in CASES:

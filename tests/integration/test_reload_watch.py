@@ -136,7 +136,8 @@ async def test_configmap_swap_of_the_schemas_is_picked_up(isolated_config: Path)
     # The loader resolves schema paths through the symlinks into the timestamped folder that
     # the next swap deletes; the reloader must keep watching the volume above it.
     schemas = isolated_config.parent.parent / "schemas"
-    files = {p.name: read(p) for p in schemas.iterdir()}
+    # Files only: schemas/rejections/ holds the rejections' JSON contract, not route schemas.
+    files = {p.name: read(p) for p in schemas.iterdir() if p.is_file()}
     shutil.rmtree(schemas)
     configmap(schemas, files, "2026_01_01_00_00_00.1")
     async with running(isolated_config) as (_, holder):

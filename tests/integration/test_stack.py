@@ -77,6 +77,7 @@ async def test_up_routes_an_api_request_through_a_replica_and_down_stops_every_p
     options = [
         *("--state-dir", str(state), "--config", str(isolated_config)),
         *("--amqp-url", amqp_url, "--api-port", str(api_port)),
+        *("--recorder-port", str(free_port())),
         *("--metrics-ports", f"{first},{second}", "--runner", "processes", "--timeout", "40"),
     ]
     pids: dict[str, int] = {}
@@ -130,12 +131,12 @@ async def test_up_routes_an_api_request_through_a_replica_and_down_stops_every_p
     assert await broker.depth(names.source) == 0
 
     assert down_code == 0, down_printed
-    assert set(pids) == {"honcho", "routerd-1", "routerd-2", "api"}, pids
+    assert set(pids) == {"honcho", "routerd-1", "routerd-2", "api", "rejections"}, pids
     assert [name for name, pid in pids.items() if not gone(pid)] == []
     assert not (state / "pids.json").exists()
     # Each service stopped on its own SIGTERM (rc=0), not killed after honcho's grace.
     log = (state / "stack.log").read_text()
-    for name in ("routerd-1", "routerd-2", "api"):
+    for name in ("routerd-1", "routerd-2", "api", "rejections"):
         assert f"{name}.1 stopped (rc=0)" in log, log[-3000:]
 
 
@@ -146,6 +147,7 @@ async def test_a_service_that_cannot_start_fails_up_and_leaves_nothing_running(
     options = [
         *("--state-dir", str(state), "--config", str(isolated_config), "--amqp-url", amqp_url),
         *("--metrics-ports", f"{free_port()},{free_port()}", "--runner", "processes"),
+        *("--recorder-port", str(free_port())),
     ]
     with socket.socket() as taken, anyio.fail_after(90):
         taken.bind(("127.0.0.1", 0))
@@ -158,7 +160,7 @@ async def test_a_service_that_cannot_start_fails_up_and_leaves_nothing_running(
     assert code == 1, printed
     assert "the stack stopped while starting" in printed
     assert "address already in use" in printed  # the API's own words, from the log's tail
-    assert set(pids) == {"routerd-1", "routerd-2", "api"}, log
+    assert set(pids) == {"routerd-1", "routerd-2", "api", "rejections"}, log
     assert [name for name, pid in pids.items() if not gone(pid)] == []
     assert down_code == 0
 

@@ -1,0 +1,110 @@
+"""A broker link that consumes one queue and publishes nothing: the rejections recorder's.
+
+It is `BrokerLink` with a simpler session: the same reconnect loop with backoff and jitter,
+the same graceful stop (`_drain`), the same `Consumer` and its one in-order `Acker`; only
+there is no publisher channel, and each delivery goes to the handle function given, whose
+`Outcome` settles it. The route table's topology is declared at every connect, so the
+queue exists even when the recorder starts before any `routerd serve`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiormq.abc import AbstractConnection
+
+from routerd.amqp.connection import connect
+from routerd.amqp.consumer import Consumer, Handle
+from routerd.amqp.link import SHUTDOWN_TIMEOUT, BrokerLink, _close, _failure
+from routerd.amqp.options import BrokerOptions
+from routerd.amqp.topology import declare_topology
+from routerd.delivery import TableSource
+from routerd.observe.health import Health
+from routerd.observe.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class QueueLink(BrokerLink):
+    """Keeps handing deliveries of `queue` to `handle` until `stop()`; reconnects after losses."""
+
+    def __init__(
+        self,
+        broker: BrokerOptions,
+        tables: TableSource,
+        queue: str,
+        handle: Handle,
+        metrics: Metrics,
+        health: Health,
+        *,
+        prefetch: int = 256,
+        shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+    ) -> None:
+        super().__init__(broker, tables, metrics, health, shutdown_timeout=shutdown_timeout)
+        self.queue = queue
+        self.prefetch = prefetch
+        self._handle = handle
+
+    async def _session(self) -> None:
+        # Why each step, in order:
+        # 1. connect; a failure here is the common case while the broker is down.
+        connection = await connect(self.broker)
+        self._connection = connection
+        self._health.connected = True
+        consumer: Consumer | None = None
+        try:
+            # 2. declare the table's topology: the queue may not exist yet.
+            await declare_topology(connection, self._tables.table)
+            channel = await connection.channel(publisher_confirms=False)
+            consumer = Consumer(channel, self.queue, self.prefetch, self._handle, self._metrics)
+            acker = asyncio.create_task(consumer.acker.run(), name="routerd-queue-acker")
+            try:
+                # 3. consume; deliveries are acked only once `handle` answered ACK.
+                await consumer.start()
+                self._consuming = True
+                self._health.consuming = True
+                self.sessions += 1
+                if self.sessions > 1:
+                    self._metrics.reconnects.inc()
+                lost = await self._watch_queue(connection, consumer, acker)
+                if lost is not None:
+                    log.warning("lost the broker", extra={"reason": lost})
+                    return
+                # 4. a stop: the same bounded drain as `routerd serve`.
+                await self._drain(consumer)
+            finally:
+                acker.cancel()
+                await asyncio.wait({acker})
+        finally:
+            self._consuming = False
+            self._health.consuming = False
+            self._health.connected = False
+            self._connection = None
+            if consumer is not None:
+                consumer.abandon()
+            # Closing returns every unacked delivery to the queue.
+            await _close(connection)
+
+    async def _watch_queue(
+        self, connection: AbstractConnection, consumer: Consumer, acker: asyncio.Task[None]
+    ) -> str | None:
+        """Wait for a stop request (None) or for the loss of the connection or channel."""
+        watched: dict[asyncio.Future[Any], str] = {
+            connection.closing: "connection closed",
+            consumer.channel.closing: "consumer channel closed",
+            asyncio.ensure_future(consumer.cancelled_by_broker.wait()): "consumer cancelled",
+            asyncio.ensure_future(self._stopping.wait()): "",
+            asyncio.ensure_future(asyncio.shield(acker)): "acks failed",
+        }
+        try:
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for future in watched:
+                future.cancel()
+        lost = [future for future in done if watched[future]]
+        if not lost:
+            return None
+        detail = _failure(lost[0])
+        return f"{watched[lost[0]]}: {detail}" if detail else watched[lost[0]]
