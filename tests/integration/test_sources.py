@@ -17,6 +17,7 @@ from tests.harness.broker import Broker
 from tests.harness.config import catch_all_source, read_config, source_entries
 from tests.harness.daemon import running_daemon
 from tests.harness.wait import wait_for
+from tests.integration.test_send import routerd_send
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 
@@ -95,3 +96,27 @@ async def test_a_transactional_request_does_not_wait_behind_a_bulk_backlog(
     (routed,) = await broker.drain(names.transactional)
     assert orjson.loads(routed.body)["message_id"] == "reset"
     assert routed.headers["x-rule"] == "security-codes"
+
+
+async def test_routerd_send_without_the_check_still_picks_the_source(
+    broker: Broker, isolated_config: Path, amqp_url: str
+) -> None:
+    transactional, catch_all = (s["queue"] for s in source_entries(read_config(isolated_config)))
+    for queue in (transactional, catch_all):
+        await broker.declare_queue(queue)
+    requests = (
+        valid_v1(1, tags=["2fa"], message_id="code"),
+        bulk(2),
+        # routerd rejects it (no recipients): the catch-all, where routerd says why.
+        {**valid_v1(3, tags=["2fa"]), "to": [], "message_id": "invalid"},
+    )
+    stdin = b"\n".join(orjson.dumps(r) for r in requests)
+    args = ["-", "--no-check", "--config", str(isolated_config), "--amqp-url", amqp_url]
+    result = await routerd_send(args, stdin=stdin)
+    assert result.returncode == 0, result.stdout.decode()
+    assert f"3 requests sent to {transactional}, {catch_all}: 3 confirmed" in result.stdout.decode()
+    got = {
+        queue: [orjson.loads(m.body)["message_id"] for m in await broker.drain(queue)]
+        for queue in (transactional, catch_all)
+    }
+    assert got == {transactional: ["code"], catch_all: ["bulk-2", "invalid"]}
