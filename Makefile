@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint check bench clean broker postgres build up down logs
+.PHONY: run test lint check bench clean broker postgres build up down logs cluster-up cluster-down test-cluster
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,3 +56,14 @@ down:
 
 logs:
 	$(BIN)/python scripts/stack.py logs
+
+# A 3-node RabbitMQ cluster of its own on loopback (ports from 46001), for trying routerd's
+# failover by hand; `test-cluster` runs the node-loss tests, which start their own.
+cluster-up: $(STAMP)
+	$(BIN)/python scripts/rabbit-cluster.py up
+
+cluster-down: $(STAMP)
+	$(BIN)/python scripts/rabbit-cluster.py down
+
+test-cluster: $(STAMP)
+	$(BIN)/pytest -s tests/cluster

@@ -293,7 +293,8 @@ def serve(
         str | None,
         _setting(
             "Broker URL, default amqp://guest:***@127.0.0.1:5672/; query keys heartbeat, "
-            "timeout, name, and with amqps:// cafile, certfile, keyfile",
+            "timeout, name, and with amqps:// cafile, certfile, keyfile; for a cluster, "
+            "one URL per node separated by commas",
             "amqp_url",
             "--amqp-url",
         ),

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from routerd.amqp.options import BrokerOptions, BrokerOptionsError
-from routerd.observe.logs import LogFormat, parse_level, redact_url
+from routerd.amqp.options import BrokerOptions, BrokerOptionsError, redact_urls, split_urls
+from routerd.observe.logs import LogFormat, parse_level
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,8 @@ class Settings:
 
     @property
     def redacted_url(self) -> str:
-        """The AMQP URL as it may appear in logs and output: the password replaced by ***."""
-        return redact_url(self.amqp_url)
+        """The AMQP URL(s) as they may appear in logs and output: passwords replaced by ***."""
+        return redact_urls(self.amqp_url)
 
     @property
     def http_addr(self) -> str:
@@ -186,30 +186,50 @@ def _parse(raw: Mapping[str, tuple[str, str]]) -> Settings:
 
 
 def _amqp_url(value: str, origin: str) -> str:
-    shown = redact_url(value)
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError as exc:
-        raise SettingsError("AMQP URL", origin, shown, str(exc)) from None
-    if parts.scheme not in ("amqp", "amqps"):
-        raise SettingsError(
-            "AMQP URL", origin, shown, "use amqp://user:password@host:port/vhost or amqps://..."
-        )
-    if not parts.hostname:
-        raise SettingsError("AMQP URL", origin, shown, "it names no host")
-    if port == 0:
-        raise SettingsError("AMQP URL", origin, shown, "port 0 is not a broker port")
+    """One broker URL, or several separated by commas (the nodes of a cluster)."""
+    urls = split_urls(value)
+    if not urls:
+        raise SettingsError("AMQP URL", origin, value, "use amqp://user:password@host:port/vhost")
+    for position, url in enumerate(urls, 1):
+        which = "AMQP URL" if len(urls) == 1 else f"AMQP URL #{position}"
+        _one_amqp_url(url, origin, which)
     try:
         options = BrokerOptions.from_url(value)
     except BrokerOptionsError as exc:
-        raise SettingsError("AMQP URL", origin, shown, str(exc)) from None
+        raise SettingsError("AMQP URL", origin, redact_urls(value), str(exc)) from None
     # Checked at start, so that a mistyped path stops the process with its name rather
     # than failing every reconnect attempt.
     for key, path in options.tls_files.items():
         if not Path(path).is_file():
-            raise SettingsError("AMQP URL", origin, shown, f"{key}={path}: no such file")
+            raise SettingsError(
+                "AMQP URL", origin, redact_urls(value), f"{key}={path}: no such file"
+            )
     return value
+
+
+def _one_amqp_url(value: str, origin: str, which: str) -> None:
+    shown = redact_urls(value)
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise SettingsError(which, origin, shown, str(exc)) from None
+    if parts.scheme not in ("amqp", "amqps"):
+        raise SettingsError(
+            which,
+            origin,
+            shown,
+            "use amqp://user:password@host:port/vhost or amqps://...; "
+            "separate the URLs of a cluster's nodes with commas",
+        )
+    if not parts.hostname:
+        raise SettingsError(which, origin, shown, "it names no host")
+    if port == 0:
+        raise SettingsError(which, origin, shown, "port 0 is not a broker port")
+    try:
+        BrokerOptions.from_url(value)
+    except BrokerOptionsError as exc:
+        raise SettingsError(which, origin, shown, str(exc)) from None
 
 
 def host_port(

@@ -25,8 +25,11 @@ from routerd.amqp.publisher import Publisher
 from routerd.amqp.topology import TopologyError, declare_topology
 from routerd.config.model import RouteTable
 from routerd.delivery import AttemptCounter, RequestHandler, Sinks, TableSource
+from routerd.delivery.errors import PublishFailed, PublishFailure
+from routerd.delivery.handler import Publish
 from routerd.observe.health import Health
 from routerd.observe.metrics import Metrics
+from routerd.pipeline.envelope import Decision
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,16 @@ log = logging.getLogger(__name__)
 STABLE_AFTER = 10.0
 CLOSE_TIMEOUT = 5.0
 SHUTDOWN_TIMEOUT = 30.0
+# Seconds a nacked publish is tried again before the handler hears of it. On a RabbitMQ
+# cluster, a quorum queue nacks publishes while it elects a new leader (its leader's node
+# died); requeued at once, a request went round its whole redelivery budget within 0.1 s
+# and ended in rejected, a good request refused. Seen in tests/cluster/test_node_loss.py.
+# Each delivery gets the patience anew, so with max_redeliveries 5 a request rides out
+# about 12 s of nacks; more would hold prefetch slots for long while a target refuses for
+# good (a full queue with reject-publish: tests/faults/test_publish_refused.py).
+NACK_PATIENCE = 2.0
+NACK_RETRY_MIN = 0.05
+NACK_RETRY_MAX = 1.0
 
 
 class BrokerLink:
@@ -159,7 +172,7 @@ class BrokerLink:
             for source in table.sources:
                 handler = RequestHandler(
                     self._tables,
-                    publisher.publish,
+                    self._patient(publisher.publish),
                     sinks=self._sinks,
                     attempts=self._attempts,
                     source=source.queue,
@@ -200,6 +213,28 @@ class BrokerLink:
                 consumer.abandon()
             # Closing returns every unacked delivery to the source queue.
             await _close(connection)
+
+    def _patient(self, publish: Publish) -> Publish:
+        """`publish`, with a nack tried again (backoff with jitter) for `NACK_PATIENCE` s.
+
+        Only the nack it gives up on reaches the handler, and so the publish failure
+        metric: that counts one failure per delivery, as before.
+        """
+
+        async def publish_patiently(decision: Decision) -> None:
+            deadline = time.monotonic() + NACK_PATIENCE
+            backoff = Backoff(NACK_RETRY_MIN, NACK_RETRY_MAX)
+            while True:
+                try:
+                    await publish(decision)
+                    return
+                except PublishFailed as exc:
+                    left = deadline - time.monotonic()
+                    if exc.cause is not PublishFailure.NACK or left <= 0 or self.stopping:
+                        raise
+                await asyncio.sleep(min(backoff.next(), left))
+
+        return publish_patiently
 
     async def _watch(
         self,

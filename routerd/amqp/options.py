@@ -9,12 +9,22 @@ cannot parse into "no heartbeat", and ignores TLS files on an `amqp://` URL), an
 `client_url()` writes the options back into the URL aiormq connects with, so the options
 object is the one truth. Keys routerd does not own (`capath`, `cadata`, `no_verify_ssl`,
 `auth`) reach aiormq as they were written.
+
+A RabbitMQ cluster is several such URLs, one per node, separated by commas::
+
+    amqp://routerd:secret@rabbit-1:5672/,amqp://routerd:secret@rabbit-2:5672/
+
+Each connection attempt tries them all, in a fresh random order (so that replicas spread
+over the nodes and a dead node is skipped), before the reconnect backoff. The query keys
+routerd owns must say the same in every URL: one process has one heartbeat and one TLS
+identity, whichever node it reaches.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +67,21 @@ class BrokerOptionsError(ValueError):
         return f"{self.key}={self.value}: {self.problem}"
 
 
+# A comma starts the next URL only where a scheme follows: a comma in a password stays put,
+# and a mistyped scheme is still split off, to be reported as such.
+_NEXT_URL = re.compile(r"\s*,\s*(?=[a-z][a-z0-9+.-]*://)", re.IGNORECASE)
+
+
+def split_urls(text: str) -> list[str]:
+    """`amqp://a/,amqp://b/` -> each broker URL, in the order given."""
+    return [piece for piece in _NEXT_URL.split(text.strip()) if piece]
+
+
+def redact_urls(text: str) -> str:
+    """Every URL of a (comma-separated) list with its password replaced by ***."""
+    return ",".join(redact_url(url) for url in split_urls(text)) or redact_url(text)
+
+
 def default_connection_name() -> str:
     # Shown by the broker's management UI and rabbitmqctl: which replica a connection is.
     return f"routerd {socket.gethostname()} pid {os.getpid()}"
@@ -66,7 +91,8 @@ def default_connection_name() -> str:
 class BrokerOptions:
     """Everything that decides how routerd connects to the broker and talks to it."""
 
-    # As given, query included. Kept out of repr: it may carry the password.
+    # As given (one URL, or one per cluster node separated by commas), queries included.
+    # Kept out of repr: it may carry the password.
     url: str = field(repr=False)
     connection_name: str = field(default_factory=default_connection_name)
     heartbeat: int = DEFAULT_HEARTBEAT
@@ -89,7 +115,38 @@ class BrokerOptions:
         reconnect_min: float = DEFAULT_RECONNECT_MIN,
         reconnect_max: float = DEFAULT_RECONNECT_MAX,
     ) -> BrokerOptions:
-        """The options an AMQP URL states; raises `BrokerOptionsError` for a bad query value."""
+        """The options an AMQP URL (or a comma-separated list of them) states; raises
+        `BrokerOptionsError` for a bad query value or URLs that disagree on one."""
+        urls = split_urls(url)
+        each = [
+            cls._from_one(
+                one,
+                publish_timeout=publish_timeout,
+                reconnect_min=reconnect_min,
+                reconnect_max=reconnect_max,
+            )
+            for one in urls or [url]
+        ]
+        first = each[0]
+        for other in each[1:]:
+            for key, mine, theirs in _differences(first, other):
+                raise BrokerOptionsError(
+                    key,
+                    str(theirs),
+                    f"{redact_url(other.url)} says {theirs} but {redact_url(first.url)} says "
+                    f"{mine}: give every broker URL the same {key}",
+                )
+        return cls(**{**_fields(first), "url": url})
+
+    @classmethod
+    def _from_one(
+        cls,
+        url: str,
+        *,
+        publish_timeout: float,
+        reconnect_min: float,
+        reconnect_max: float,
+    ) -> BrokerOptions:
         parts = urlsplit(url)
         query = _query(parts.query)
         files = {key: query[key] or None for key in (CAFILE, CERTFILE, KEYFILE) if key in query}
@@ -120,13 +177,18 @@ class BrokerOptions:
         return cls(**options)
 
     @property
+    def urls(self) -> tuple[str, ...]:
+        """One URL per broker (cluster node), in the order given."""
+        return tuple(split_urls(self.url)) or (self.url,)
+
+    @property
     def tls(self) -> bool:
-        return urlsplit(self.url).scheme == "amqps"
+        return urlsplit(self.urls[0]).scheme == "amqps"
 
     @property
     def redacted_url(self) -> str:
-        """The URL as it may appear in logs and errors: the password replaced by ***."""
-        return redact_url(self.url)
+        """The URL(s) as they may appear in logs and errors: each password replaced by ***."""
+        return redact_urls(self.url)
 
     @property
     def tls_files(self) -> dict[str, str]:
@@ -134,12 +196,13 @@ class BrokerOptions:
         named = {CAFILE: self.cafile, CERTFILE: self.certfile, KEYFILE: self.keyfile}
         return {key: path for key, path in named.items() if path}
 
-    def client_url(self) -> str:
-        """The URL aiormq connects with: the given one, its owned query keys from these options.
+    def client_url(self, url: str | None = None) -> str:
+        """The URL aiormq connects with: the given one (by default the first of `urls`), its
+        owned query keys from these options.
 
         The connection name is not in it: it goes to the broker as a client property.
         """
-        parts = urlsplit(self.url)
+        parts = urlsplit(self.urls[0] if url is None else url)
         # Unowned pieces are kept byte for byte: re-encoding could change what aiormq reads.
         kept = [
             piece
@@ -163,6 +226,28 @@ class BrokerOptions:
             "tls": self.tls,
             **self.tls_files,
         }
+
+
+def _stated(options: BrokerOptions) -> dict[str, Any]:
+    # What two URLs of one list must agree on: the options their queries state.
+    return {
+        "scheme": urlsplit(options.url).scheme,
+        HEARTBEAT: options.heartbeat,
+        TIMEOUT: options.connect_timeout,
+        NAME: options.connection_name,
+        CAFILE: options.cafile,
+        CERTFILE: options.certfile,
+        KEYFILE: options.keyfile,
+    }
+
+
+def _differences(first: BrokerOptions, other: BrokerOptions) -> list[tuple[str, Any, Any]]:
+    mine, theirs = _stated(first), _stated(other)
+    return [(key, mine[key], theirs[key]) for key in mine if mine[key] != theirs[key]]
+
+
+def _fields(options: BrokerOptions) -> dict[str, Any]:
+    return {name: getattr(options, name) for name in BrokerOptions.__dataclass_fields__}
 
 
 def _query(text: str) -> dict[str, str]:

@@ -30,6 +30,8 @@ from routerd.pipeline.envelope import Decision
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 5.0
+# Publish failures worth one more try on a fresh session.
+_SEND_AGAIN = frozenset({PublishFailure.CHANNEL_CLOSED, PublishFailure.NACK})
 
 
 def source_target(queue: str) -> Target:
@@ -87,9 +89,9 @@ class SourceSender:
     ) -> None:
         """Return once the broker confirmed; raise Unroutable, PublishFailed or BrokerUnavailable.
 
-        A publish whose channel closed before the confirm is sent once more on a fresh
-        session: the broker may have taken the first copy, so the request can arrive twice
-        (at-least-once; the message_id tells the copies apart).
+        A publish whose channel closed before the confirm, or that the broker nacked, is
+        sent once more on a fresh session: the broker may have taken the first copy, so the
+        request can arrive twice (at-least-once; the message_id tells the copies apart).
         """
         queue = queue or self.queue
         target = self._targets.get(queue)
@@ -108,9 +110,22 @@ class SourceSender:
                 await publisher.publish(decision)
                 return
             except PublishFailed as exc:
-                if exc.cause is not PublishFailure.CHANNEL_CLOSED or attempt == 2:
+                if exc.cause not in _SEND_AGAIN or attempt == 2:
                     raise
-                log.warning("lost the broker during a publish, sending it again")
+                if exc.cause is PublishFailure.NACK:
+                    # RabbitMQ 3.10 can leave a channel opened while a quorum queue elected
+                    # a new leader nacking every publish for as long as the dead node stays
+                    # away; a fresh channel is acked. A nack that persists is still raised.
+                    await self._renew(publisher)
+                    log.warning("the broker nacked a publish, sending it again on a new session")
+                else:
+                    log.warning("lost the broker during a publish, sending it again")
+
+    async def _renew(self, publisher: Publisher) -> None:
+        """Drop the session `publisher` belongs to, unless another caller already did."""
+        async with self._lock:
+            if self._publisher is publisher:
+                await self._drop()
 
     async def close(self) -> None:
         self._closed = True

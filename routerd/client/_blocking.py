@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -31,7 +31,7 @@ class BlockingPublisher:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         config: str | Path | None = None,
         queue: str | None = None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -39,6 +39,10 @@ class Publisher:
     first of the config's sources whose `accepts` holds for it. Without it, `queue` names
     the queue and requests are only published.
 
+    `url` is one broker URL, or for a RabbitMQ cluster one per node (a list, or one string
+    separated by commas): each connection goes to the first node that answers, tried in a
+    random order, and a lost node is replaced by another at the next send.
+
     `connect_timeout` bounds how long a send waits for a connection (attempts are retried
     with backoff and jitter within it) before `BrokerUnavailable`; `publish_timeout` how long
     it waits for the broker's confirm before `NotConfirmed`. Use it as an async context
@@ -47,7 +51,7 @@ class Publisher:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         config: str | Path | None = None,
         queue: str | None = None,
@@ -72,7 +76,8 @@ class Publisher:
         # False: requests routerd would reject are published anyway (to the catch-all).
         self.check = check
         self.app_id = app_id
-        options = BrokerOptions.from_url(url, publish_timeout=publish_timeout)
+        urls = url if isinstance(url, str) else ",".join(url)
+        options = BrokerOptions.from_url(urls, publish_timeout=publish_timeout)
         self._options = options
         self._sender = SourceSender(options, queue, ready_timeout=connect_timeout)
 
