@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 
 from tests.harness.broker import Broker, Outgoing, Received
-from tests.harness.config import read_config, source_entries
+from tests.harness.config import catch_all_source, read_config, source_entries
 from tests.harness.wait import wait_for
 
 
@@ -21,9 +21,9 @@ from tests.harness.wait import wait_for
 class QueueNames:
     """The queues of a (shipped-shape) routes.yaml, by the category that ends in each."""
 
-    # The first source: where the shipped config's publishers put transactional requests
-    # (most test requests), and where tests publishing straight to the broker put theirs
-    # (routerd consumes every source alike). `sources` is every one, in order.
+    # The catch-all source (the last; email.send, prefetch 256 in the shipped config), where
+    # tests publishing straight to the broker put their requests: routerd routes a request
+    # the same from any source. `sources` is every one, in order.
     source: str
     sources: tuple[str, ...]
     transactional: str
@@ -34,7 +34,7 @@ class QueueNames:
     def of(cls, config: Path) -> QueueNames:
         data = read_config(config)
         return cls(
-            source=source_entries(data)[0]["queue"],
+            source=catch_all_source(data)["queue"],
             sources=tuple(source["queue"] for source in source_entries(data)),
             transactional=data["targets"]["transactional"]["queues"][0]["name"],
             bulk=data["targets"]["bulk"]["queues"][0]["name"],
