@@ -73,7 +73,7 @@ class Daemon:
             notifier if notifier is not None else Notifier(None),
             self.health,
             table.content_hash,
-            table.source.queue,
+            ", ".join(source.queue for source in table.sources),
         )
         self.reloader = Reloader(
             settings.config_path,
@@ -122,7 +122,7 @@ class Daemon:
                 "rules": len(table.rules),
                 "schemas": len(table.schemas),
                 "hash": table.content_hash,
-                "source": table.source.queue,
+                "source": ", ".join(source.queue for source in table.sources),
             },
         )
         async with anyio.create_task_group() as tg:

@@ -123,38 +123,69 @@ def _fingerprint(dirs: Iterable[Path]) -> tuple[tuple[str, int], ...]:
 def restart_needed(running: RouteTable, new: RouteTable) -> tuple[Problem, ...]:
     """Settings of `new` that differ from `running` but only take effect at start.
 
-    The source queue's name, type, arguments and prefetch are fixed when the daemon starts
-    consuming; applying them silently later would leave the daemon consuming something
-    other than what its config says.
+    The source queues' names, types, arguments, prefetch and what each accepts are fixed
+    when the daemon starts consuming; applying them silently later would leave the daemon
+    consuming something other than what its config says.
     """
-    if running.source == new.source:
+    if running.sources == new.sources:
         return ()
-    old_raw: dict[str, Any] = dict(running.raw.get("source") or {})
-    new_raw: dict[str, Any] = dict(new.raw.get("source") or {})
-    changed: list[tuple[str, Any, Any]] = [
-        (key, old_raw.get(key), new_raw.get(key))
-        for key in sorted(old_raw.keys() | new_raw.keys())
-        if old_raw.get(key) != new_raw.get(key)
-    ]
-    if not changed:
-        changed = [
-            (f.name, getattr(running.source, f.name), getattr(new.source, f.name))
-            for f in dataclasses.fields(new.source)
-            if getattr(running.source, f.name) != getattr(new.source, f.name)
-        ]
+    if len(running.sources) != len(new.sources):
+        return (_sources_changed(running, new),)
     problems = []
-    for key, old, value in changed:
-        where = new.positions.get(("source", key)) or new.positions.get(("source",))
-        problems.append(
-            Problem(
-                where or Location(new.path),
-                "error",
-                f"source.{key} changed from {old!r} to {value!r}; source settings only "
-                "take effect at start: restart routerd to apply them",
-                "restart-required",
+    for i, (old_source, new_source) in enumerate(zip(running.sources, new.sources, strict=True)):
+        if old_source == new_source:
+            continue
+        old_path, new_path = _source_path(running, i), _source_path(new, i)
+        old_raw: dict[str, Any] = dict(_raw_at(running.raw, old_path) or {})
+        new_raw: dict[str, Any] = dict(_raw_at(new.raw, new_path) or {})
+        changed: list[tuple[str, Any, Any]] = [
+            (key, old_raw.get(key), new_raw.get(key))
+            for key in sorted(old_raw.keys() | new_raw.keys())
+            if old_raw.get(key) != new_raw.get(key)
+        ]
+        if not changed:
+            changed = [
+                (f.name, getattr(old_source, f.name), getattr(new_source, f.name))
+                for f in dataclasses.fields(new_source)
+                if f.compare and getattr(old_source, f.name) != getattr(new_source, f.name)
+            ]
+        label = "source" if len(new_path) == 1 else f"sources[{i}]"
+        for key, old, value in changed:
+            where = new.positions.get((*new_path, key)) or new.positions.get(new_path)
+            problems.append(
+                Problem(
+                    where or Location(new.path),
+                    "error",
+                    f"{label}.{key} changed from {old!r} to {value!r}; source settings only "
+                    "take effect at start: restart routerd to apply them",
+                    "restart-required",
+                )
             )
-        )
     return tuple(problems)
+
+
+def _source_path(table: RouteTable, index: int) -> tuple[str | int, ...]:
+    return ("sources", index) if "sources" in table.raw else ("source",)
+
+
+def _raw_at(raw: Any, path: tuple[str | int, ...]) -> Any:
+    for key in path:
+        raw = raw[key]
+    return raw
+
+
+def _sources_changed(running: RouteTable, new: RouteTable) -> Problem:
+    def shown(table: RouteTable) -> str:
+        return ", ".join(source.queue for source in table.sources)
+
+    where = new.positions.get(("sources",)) or new.positions.get(("source",))
+    return Problem(
+        where or Location(new.path),
+        "error",
+        f"the sources changed from [{shown(running)}] to [{shown(new)}]; sources only "
+        "take effect at start: restart routerd to apply them",
+        "restart-required",
+    )
 
 
 class Reloader:

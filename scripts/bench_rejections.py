@@ -37,12 +37,18 @@ AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
+def _sources(data: dict[str, Any]) -> list[dict[str, Any]]:
+    # `source:` (one) or `sources:` (several; the shipped config has two).
+    return list(data["sources"]) if "sources" in data else [data["source"]]
+
+
 def isolated_config(folder: Path, suffix: str) -> tuple[Path, str, str, str]:
     """A copy of the shipped config whose queue and exchange names end in `suffix`."""
     shutil.copytree(ROOT / "schemas", folder / "schemas")
     (folder / "config").mkdir()
     data = yaml.safe_load((ROOT / "config" / "routes.yaml").read_text())
-    data["source"]["queue"] += f".{suffix}"
+    for source in _sources(data):
+        source["queue"] += f".{suffix}"
     for target in [*data["targets"].values(), data["rejected"]]:
         target["exchange"] += f".{suffix}"
         for queue in target.get("queues", []):
@@ -89,7 +95,7 @@ async def fill(exchange: str, key: str, queue: str, count: int, tag: str) -> Non
 async def cleanup(data: dict[str, Any]) -> None:
     connection = await aiormq.connect(AMQP_URL)
     channel = await connection.channel()
-    queues = {data["source"]["queue"]}
+    queues = {source["queue"] for source in _sources(data)}
     exchanges = set()
     for target in [*data["targets"].values(), data["rejected"]]:
         exchanges.add(target["exchange"])

@@ -45,6 +45,7 @@ from pamqp.commands import Basic  # noqa: E402
 from tests.conftest import SHIPPED_CONFIG, SHIPPED_SCHEMAS, isolate_config  # noqa: E402
 from tests.factories import encode, invalid_v1, valid_v1  # noqa: E402
 from tests.harness import Broker, start_daemon, topology  # noqa: E402
+from tests.harness.config import catch_all_source, source_entries  # noqa: E402
 
 DEFAULT_URL = os.environ.get("ROUTERD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 BODY_BYTES = 1024
@@ -231,7 +232,7 @@ def isolated_copy(workdir: Path, suffix: str, prefetch: int | None) -> Path:
     shutil.copytree(SHIPPED_SCHEMAS, workdir / "schemas")
     data = isolate_config(yaml.safe_load(SHIPPED_CONFIG.read_text()), f"bench.{suffix}")
     if prefetch is not None:
-        data["source"]["prefetch"] = prefetch
+        catch_all_source(data)["prefetch"] = prefetch
     path = workdir / "config" / "routes.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -271,8 +272,9 @@ async def _bench_routerd(
         config = isolated_copy(Path(tmp), suffix, prefetch)
         queues, exchanges = topology(config)
         data = yaml.safe_load(config.read_text())
-        source = data["source"]["queue"]
-        targets = [q for q in queues if q != source]
+        source = catch_all_source(data)["queue"]
+        sources = {s["queue"] for s in source_entries(data)}
+        targets = [q for q in queues if q not in sources]
         async with Broker(url) as broker:
             broker.track(queues, exchanges)
             # A first run declares the topology exactly as routerd wants it, then stops.
@@ -297,7 +299,7 @@ async def _bench_routerd(
 
 async def main(args: argparse.Namespace) -> None:
     shipped = yaml.safe_load(SHIPPED_CONFIG.read_text())
-    prefetch = args.prefetch or int(shipped["source"]["prefetch"])
+    prefetch = args.prefetch or int(catch_all_source(shipped)["prefetch"])
     bodies = backlog(args.count, args.invalid)
     mean = sum(map(len, bodies)) / len(bodies)
     print(

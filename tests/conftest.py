@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.harness import Broker, QueueNames
+from tests.harness.config import source_entries
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_CONFIG = ROOT / "config" / "routes.yaml"
@@ -40,8 +41,8 @@ def unique() -> str:
 
 def isolate_config(data: dict[str, Any], suffix: str) -> dict[str, Any]:
     """Rename every queue and exchange of a parsed routes.yaml so tests never share them."""
-    source = data["source"]
-    source["queue"] = f"{source['queue']}.{suffix}"
+    for source in source_entries(data):
+        source["queue"] = f"{source['queue']}.{suffix}"
     for target in [*data.get("targets", {}).values(), data["rejected"]]:
         if target.get("exchange"):
             target["exchange"] = f"{target['exchange']}.{suffix}"

@@ -1,8 +1,8 @@
 """The broker link: connect, declare, consume, and do it again whenever the broker goes away.
 
-One session is one connection with three channels: a short-lived one for declarations,
-the publisher's confirm channel and the consumer's channel. Losing any of them ends the
-session: its delivery tags are dead, the broker requeues what was not acked, and a fresh
+One session is one connection with these channels: a short-lived one for declarations, the
+publisher's confirm channel and one consumer channel per source. Losing any of them ends
+the session: its delivery tags are dead, the broker requeues what was not acked, and a fresh
 session (after a backoff with jitter) picks the work up again. Restarting the whole session
 is simpler than healing single channels and costs little: losses are rare.
 """
@@ -160,7 +160,8 @@ class BrokerLink:
         self._connection = connection
         self._health.connected = True
         blocks = BlockWatch.of(connection, self._blocked)
-        consumer: Consumer | None = None
+        consumers: list[Consumer] = []
+        ackers: list[asyncio.Task[None]] = []
         try:
             # 2. declare the running table's topology: a restarted or new broker may lack it.
             table = self._tables.table
@@ -168,42 +169,51 @@ class BrokerLink:
             # 3. the publisher's confirm channel before consuming, so that the first
             #    delivery can be routed at once.
             publisher = await Publisher.open(connection, self.broker.publish_timeout, blocks)
-            handler = RequestHandler(
-                self._tables,
-                self._patient(publisher.publish),
-                sinks=self._sinks,
-                attempts=self._attempts,
-                pause=retry_pause,
-            )
-            channel = await connection.channel(publisher_confirms=False)
-            consumer = Consumer(
-                channel, table.source.queue, table.source.prefetch, handler, self._metrics
-            )
-            acker = asyncio.create_task(consumer.acker.run(), name="routerd-acker")
+            # One channel per source: each has its own prefetch, so a backlog on one source
+            # cannot take the in-flight slots of another.
+            for source in table.sources:
+                handler = RequestHandler(
+                    self._tables,
+                    self._patient(publisher.publish),
+                    sinks=self._sinks,
+                    attempts=self._attempts,
+                    pause=retry_pause,
+                    source=source.queue,
+                )
+                channel = await connection.channel(publisher_confirms=False)
+                consumers.append(
+                    Consumer(channel, source.queue, source.prefetch, handler, self._metrics)
+                )
+            for consumer in consumers:
+                ackers.append(asyncio.create_task(consumer.acker.run(), name="routerd-acker"))
             try:
                 # 4. consume; from here on the replica does useful work and says so.
-                await consumer.start()
+                for consumer in consumers:
+                    await consumer.start()
                 self._consuming = True
                 self._health.consuming = True
                 self.sessions += 1
                 if self.sessions > 1:
                     self._metrics.reconnects.inc()
-                log.info("routing", extra={"queue": table.source.queue, "session": self.sessions})
-                lost = await self._watch(connection, publisher, consumer, acker)
+                queues = ", ".join(source.queue for source in table.sources)
+                log.info("routing", extra={"queue": queues, "session": self.sessions})
+                lost = await self._watch(connection, publisher, consumers, ackers)
                 if lost is not None:
                     log.warning("lost the broker", extra={"reason": lost})
                     return
-                await self._drain(consumer)
+                await asyncio.gather(*(self._drain(consumer) for consumer in consumers))
             finally:
-                acker.cancel()
-                await asyncio.wait({acker})
+                for acker in ackers:
+                    acker.cancel()
+                if ackers:
+                    await asyncio.wait(ackers)
         finally:
             self._consuming = False
             self._health.consuming = False
             self._health.connected = False
             self._blocked(False, quiet=True)
             self._connection = None
-            if consumer is not None:
+            for consumer in consumers:
                 consumer.abandon()
             # Closing returns every unacked delivery to the source queue.
             await _close(connection)
@@ -250,19 +260,20 @@ class BrokerLink:
         self,
         connection: AbstractConnection,
         publisher: Publisher,
-        consumer: Consumer,
-        acker: asyncio.Task[None],
+        consumers: list[Consumer],
+        ackers: list[asyncio.Task[None]],
     ) -> str | None:
         """Wait for a stop request (None) or for the loss of anything the session needs."""
         watched: dict[asyncio.Future[Any], str] = {
             connection.closing: "connection closed",
             publisher.closing(): "publisher channel closed",
-            consumer.channel.closing: "consumer channel closed",
-            asyncio.ensure_future(consumer.cancelled_by_broker.wait()): "consumer cancelled",
             asyncio.ensure_future(self._stopping.wait()): "",
         }
-        acker_done = asyncio.ensure_future(asyncio.shield(acker))
-        watched[acker_done] = "acks failed"
+        for consumer, acker in zip(consumers, ackers, strict=True):
+            watched[consumer.channel.closing] = f"consumer channel of {consumer.queue} closed"
+            cancelled = asyncio.ensure_future(consumer.cancelled_by_broker.wait())
+            watched[cancelled] = f"consumer of {consumer.queue} cancelled"
+            watched[asyncio.ensure_future(asyncio.shield(acker))] = "acks failed"
         try:
             done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -49,7 +49,8 @@ def source_target(queue: str) -> Target:
 
 
 class SourceSender:
-    """Publishes bodies to one queue through the default exchange; reconnects when needed.
+    """Publishes bodies to queues through the default exchange (to `queue` unless a publish
+    names another: one session serves every source queue); reconnects when needed.
 
     Safe for many concurrent `publish` calls on one event loop: they share the session, and
     only one of them reconnects when it is lost.
@@ -61,7 +62,7 @@ class SourceSender:
         # How long a caller waits for a session (connecting, reconnecting) before
         # BrokerUnavailable: one connect attempt's timeout is options.connect_timeout.
         self.ready_timeout = ready_timeout
-        self._target = source_target(queue)
+        self._targets = {queue: source_target(queue)}
         self._backoff = Backoff(options.reconnect_min, options.reconnect_max)
         self._connection: AbstractConnection | None = None
         self._publisher: Publisher | None = None
@@ -79,7 +80,12 @@ class SourceSender:
         await self._ready()
 
     async def publish(
-        self, body: bytes, headers: Mapping[str, Any], properties: Mapping[str, Any]
+        self,
+        body: bytes,
+        headers: Mapping[str, Any],
+        properties: Mapping[str, Any],
+        *,
+        queue: str | None = None,
     ) -> None:
         """Return once the broker confirmed; raise Unroutable, PublishFailed or BrokerUnavailable.
 
@@ -87,9 +93,13 @@ class SourceSender:
         sent once more on a fresh session: the broker may have taken the first copy, so the
         request can arrive twice (at-least-once; the message_id tells the copies apart).
         """
+        queue = queue or self.queue
+        target = self._targets.get(queue)
+        if target is None:
+            target = self._targets.setdefault(queue, source_target(queue))
         decision = Decision(
-            target=self._target,
-            routing_key=self.queue,
+            target=target,
+            routing_key=queue,
             body=body,
             headers=headers,
             properties=properties,

@@ -81,10 +81,12 @@ async def declare_topology(connection: AbstractConnection, table: RouteTable) ->
 
 
 async def _declare(channel: AbstractChannel, table: RouteTable) -> None:
-    if table.source.declare:
-        await _queue(channel, table.source.queue_spec)
+    queues: set[str] = set()
+    for source in table.sources:
+        if source.declare:
+            await _queue(channel, source.queue_spec)
+            queues.add(source.queue)
     exchanges: set[str] = set()
-    queues: set[str] = {table.source.queue} if table.source.declare else set()
     for target in _targets(table):
         exchange = target.exchange
         if exchange and exchange not in exchanges:

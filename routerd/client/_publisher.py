@@ -30,13 +30,14 @@ DEFAULT_MAX_IN_FLIGHT = 64
 
 
 class Publisher:
-    """Publishes send requests to the source queue: persistent, mandatory, confirmed.
+    """Publishes send requests to routerd's source queues: persistent, mandatory, confirmed.
 
     With `config` (a routes.yaml, loaded as `routerd serve` loads it; a config `routerd lint`
     rejects raises `ConfigError`), every request is first run through routerd's own
-    `decide`, and one routerd would reject raises `RequestInvalid` without being sent; the
-    source queue is the config's. Without it, `queue` names the queue and requests are only
-    published.
+    `decide`, and one routerd would reject raises `RequestInvalid` without being sent
+    (`check=False` publishes it anyway, to the catch-all source); each request goes to the
+    first of the config's sources whose `accepts` holds for it. Without it, `queue` names
+    the queue and requests are only published.
 
     `url` is one broker URL, or for a RabbitMQ cluster one per node (a list, or one string
     separated by commas): each connection goes to the first node that answers, tried in a
@@ -57,18 +58,23 @@ class Publisher:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT,
         app_id: str | None = None,
+        check: bool = True,
     ) -> None:
         self.table: RouteTable | None = load(Path(config)) if config is not None else None
         if self.table is not None:
-            if queue is not None and queue != self.table.source.queue:
+            queues = _queues(self.table)
+            if queue is not None and queue not in queues:
                 raise ValueError(
-                    f"queue={queue!r} differs from the config's source "
-                    f"{self.table.source.queue!r}: give one of them"
+                    f"queue={queue!r} is not a source of the config ({', '.join(queues)}): "
+                    "give one of them"
                 )
+            # The catch-all: where a request goes that no earlier source accepts.
             queue = self.table.source.queue
         if not queue:
             raise ValueError("say where to publish: config=<routes.yaml> or queue=<name>")
         self.queue = queue
+        # False: requests routerd would reject are published anyway (to the catch-all).
+        self.check = check
         self.app_id = app_id
         urls = url if isinstance(url, str) else ",".join(url)
         options = BrokerOptions.from_url(urls, publish_timeout=publish_timeout)
@@ -99,13 +105,14 @@ class Publisher:
 
     def use_table(self, table: RouteTable) -> None:
         """Check requests against `table` from now on: a route config reloaded after a change.
-        Its source must be the queue this publisher sends to."""
+        Its sources must be the queues this publisher sends to (what each accepts may change)."""
         if self.table is None:
             raise ValueError("this Publisher was built without config=: it checks nothing")
-        if table.source.queue != self.queue:
+        if _queues(table) != _queues(self.table):
             raise ValueError(
-                f"the new route config's source {table.source.queue!r} is not {self.queue!r}, "
-                "where this publisher sends: restart it to change the source"
+                f"the new route config's sources ({', '.join(_queues(table))}) are not "
+                f"{', '.join(_queues(self.table))}, where this publisher sends: restart it "
+                "to change the sources"
             )
         self.table = table
 
@@ -123,11 +130,16 @@ class Publisher:
 
         Raises `RequestInvalid`, `Unroutable`, `NotConfirmed` or `BrokerUnavailable`.
         """
-        prepared = prepare(request, self.table, headers=headers, app_id=self.app_id)
+        prepared = prepare(
+            request, self.table, headers=headers, app_id=self.app_id, check=self.check
+        )
+        queue = prepared.queue or self.queue
         try:
-            await self._sender.publish(prepared.body, prepared.headers, prepared.properties)
+            await self._sender.publish(
+                prepared.body, prepared.headers, prepared.properties, queue=queue
+            )
         except Returned as exc:
-            raise Unroutable(prepared.message_id, self.queue, exc.reply) from None
+            raise Unroutable(prepared.message_id, queue, exc.reply) from None
         except PublishFailed as exc:
             cause = NotConfirmedCause(exc.cause.value)
             raise NotConfirmed(prepared.message_id, cause, exc.detail) from None
@@ -198,6 +210,10 @@ class Publisher:
                     break
                 group.create_task(one(index, request))
                 index += 1
+
+
+def _queues(table: RouteTable) -> tuple[str, ...]:
+    return tuple(source.queue for source in table.sources)
 
 
 async def _aiter(

@@ -15,6 +15,7 @@ from routerd.config.model import RouteTable
 from routerd.config.paths import MISSING, FieldPath, resolve
 from routerd.pipeline.decide import decide
 from routerd.pipeline.envelope import Envelope, Reason, ReasonCode
+from routerd.pipeline.sources import source_queue
 
 CONTENT_TYPE = "application/json"
 # Without a route table: the names the shipped config uses.
@@ -31,6 +32,8 @@ class Prepared:
     body: bytes
     headers: Mapping[str, Any]
     properties: Mapping[str, Any]
+    # The source queue the route table puts it on; None without a table.
+    queue: str | None = None
 
 
 def prepare(
@@ -39,8 +42,11 @@ def prepare(
     *,
     headers: Mapping[str, Any] | None = None,
     app_id: str | None = None,
+    check: bool = True,
 ) -> Prepared:
-    """The request ready to publish; raises RequestInvalid when `table` rejects it.
+    """The request ready to publish, and the table's source for it; raises RequestInvalid
+    when `table` rejects it (with `check=False` such a request goes to the catch-all source,
+    where routerd rejects it with its reasons).
 
     The caller's mapping is not changed: a missing message_id is filled in a copy.
     """
@@ -70,10 +76,13 @@ def prepare(
     version = _version_text(resolve(body_fields, field)) if field is not None else None
     if header is not None and version is not None:
         all_headers[header] = version
+    queue = None
     if table is not None:
-        decision = decide(table, Envelope(body, all_headers, properties))
-        if decision.rejected:
+        envelope = Envelope(body, all_headers, properties)
+        decision = decide(table, envelope)
+        if decision.rejected and check:
             raise RequestInvalid(message_id, decision.reasons)
+        queue = source_queue(table, envelope, decision)
     if message_id is None:
         # Only reached without a table, or with schemas that let any message_id through.
         reason = Reason(
@@ -83,7 +92,7 @@ def prepare(
             keyword="type",
         )
         raise RequestInvalid(None, (reason,))
-    return Prepared(message_id, body, all_headers, properties)
+    return Prepared(message_id, body, all_headers, properties, queue)
 
 
 def _version_source(table: RouteTable | None) -> tuple[str | None, FieldPath | None]:

@@ -61,6 +61,7 @@ def run_checks(table: RouteTable, doc: Document, schemas: SchemaSet) -> list[Pro
         ("binding_keys", lambda: binding_keys(ctx)),
         ("unbound_routing_keys", lambda: unbound_routing_keys(ctx)),
         ("unused_targets", lambda: unused_targets(ctx)),
+        ("accepts_fields", lambda: accepts_fields(ctx)),
         ("unused_schema_files", lambda: unused_schema_files(ctx)),
         ("examples", lambda: examples(ctx)),
         ("yaml_ambiguous", lambda: yaml_ambiguous(doc, schemas)),
@@ -73,6 +74,7 @@ def run_checks(table: RouteTable, doc: Document, schemas: SchemaSet) -> list[Pro
     else:
         problems.extend(coverage.problems)
         checks += [
+            ("unreachable_sources", lambda: unreachable_sources(ctx, analysis)),
             ("condition_fields", lambda: condition_fields(ctx, coverage)),
             ("unrouted_versions", lambda: unrouted_versions(ctx, coverage)),
             ("routing_key_fields", lambda: routing_key_fields(ctx, coverage)),
@@ -121,38 +123,91 @@ def unknown_versions(ctx: Context) -> Iterator[Problem]:
                     )
 
 
+def unreachable_sources(ctx: Context, analysis: Analysis) -> Iterator[Problem]:
+    """A source no request can reach: its `accepts` never holds for any schema version, or
+    an earlier source accepts every request. Publishers would never use its queue, and its
+    consumers would wait forever."""
+    taken_by: str | None = None
+    for i, source in enumerate(ctx.table.sources):
+        location = ctx.doc.locate(("sources", i))
+        if taken_by is not None:
+            yield Problem(
+                location,
+                "error",
+                f"source {source.queue!r} gets no request: source {taken_by!r} before it "
+                f"accepts every request; move it up or remove it",
+                "source-unreachable",
+            )
+            continue
+        if source.accepts is None:
+            continue
+        verdicts = [analysis.verdict(source.accepts, v) for v in ctx.versions]
+        if verdicts and all(v is False for v in verdicts):
+            reasons = "; ".join(
+                f"for schema version {v}, {analysis.why_false(source.accepts, v)}"
+                for v in ctx.versions
+            )
+            yield Problem(
+                location,
+                "error",
+                f"source {source.queue!r} gets no request, its `accepts` never holds: {reasons}",
+                "source-unreachable",
+            )
+        elif verdicts and all(v is True for v in verdicts):
+            taken_by = source.queue
+
+
 def condition_fields(ctx: Context, coverage: Coverage) -> Iterator[Problem]:
     """A condition on a field none of the schemas the rule can see declares: a typo, or a
     field of another version."""
     for reach in coverage.reaches:
         if not reach.reachable or reach.raw_when is None:
             continue
-        offered = list(reach.offered)
-        # A version whose schema did not load could declare anything: no claim then.
-        if not offered or any(ctx.oracles.get(v) is None for v in offered):
-            continue
         base = ("rules", reach.index, "when")
-        for leaf in leaves(reach.rule.when, base):
-            subject = "field" if "field" in leaf.raw else "count" if "count" in leaf.raw else None
-            if subject is None:
+        yield from _unknown_fields(
+            ctx, reach.rule.when, base, reach.offered, f"rule {reach.rule.name!r}"
+        )
+
+
+def accepts_fields(ctx: Context) -> Iterator[Problem]:
+    """The same for a source's `accepts`, which sees every version: a misspelt field there
+    sends every request it meant to pick out to the sources after it, silently."""
+    for i, source in enumerate(ctx.table.sources):
+        if source.accepts is not None:
+            base = ("sources", i, "accepts")
+            yield from _unknown_fields(
+                ctx, source.accepts, base, ctx.versions, f"source {source.queue!r}"
+            )
+
+
+def _unknown_fields(
+    ctx: Context, when: Condition, base: FieldPath, versions: Iterable[str], owner: str
+) -> Iterator[Problem]:
+    offered = list(versions)
+    # A version whose schema did not load could declare anything: no claim then.
+    if not offered or any(ctx.oracles.get(v) is None for v in offered):
+        return
+    for leaf in leaves(when, base):
+        subject = "field" if "field" in leaf.raw else "count" if "count" in leaf.raw else None
+        if subject is None:
+            continue
+        texts = [leaf.raw["field"]] if subject == "field" else list(leaf.raw["count"])
+        for i, text in enumerate(texts):
+            facts = [_facts(ctx, v, parse_path(text)) for v in offered]
+            if any(f.presence in ("required", "optional") for f in facts):
                 continue
-            texts = [leaf.raw["field"]] if subject == "field" else list(leaf.raw["count"])
-            for i, text in enumerate(texts):
-                facts = [_facts(ctx, v, parse_path(text)) for v in offered]
-                if any(f.presence in ("required", "optional") for f in facts):
-                    continue
-                names = ", ".join(ctx.schema_name(v) for v in offered)
-                where = (*leaf.path, subject, *((i,) if subject == "count" else ()))
-                never = all(f.presence == "forbidden" for f in facts)
-                yield Problem(
-                    ctx.doc.locate(where),
-                    "warning",
-                    f"rule {reach.rule.name!r}: field {text} is not declared by {names}"
-                    + ("; no valid request has it" if never else "")
-                    + "; check the spelling and the schema version"
-                    + _field_suggestion(ctx, offered, text),
-                    "condition-field-unknown",
-                )
+            names = ", ".join(ctx.schema_name(v) for v in offered)
+            where = (*leaf.path, subject, *((i,) if subject == "count" else ()))
+            never = all(f.presence == "forbidden" for f in facts)
+            yield Problem(
+                ctx.doc.locate(where),
+                "warning",
+                f"{owner}: field {text} is not declared by {names}"
+                + ("; no valid request has it" if never else "")
+                + "; check the spelling and the schema version"
+                + _field_suggestion(ctx, offered, text),
+                "condition-field-unknown",
+            )
 
 
 def unrouted_versions(ctx: Context, coverage: Coverage) -> Iterator[Problem]:

@@ -19,6 +19,7 @@ from routerd.config.checks import run_checks
 from routerd.config.conditions import always, compile_condition
 from routerd.config.hints import did_you_mean
 from routerd.config.model import (
+    Condition,
     ConfigError,
     Limits,
     Location,
@@ -95,7 +96,7 @@ def _parse_and_compile(path: Path) -> Build:
             "rejected and rules"
         )
         return Build((Problem(doc.locate(()), "error", message, "config-schema"),), document=doc)
-    problems = check_shape(doc)
+    problems = check_shape(doc) or _one_source_form(doc)
     if problems:
         # The rest of the loader relies on the shape; a wrong one would only add noise.
         return Build(tuple(problems), document=doc)
@@ -115,7 +116,7 @@ def _parse_and_compile(path: Path) -> Build:
 def _build(doc: Document, problems: list[Problem]) -> tuple[RouteTable, SchemaSet]:
     data: dict[str, Any] = doc.data
     base = doc.path.parent
-    source = _source(data["source"])
+    sources = _sources(data, doc, problems)
     raw_limits = data.get("limits", {})
     limits = Limits(
         max_body_bytes=raw_limits.get("max_body_bytes", 1024 * 1024),
@@ -216,7 +217,7 @@ def _build(doc: Document, problems: list[Problem]) -> tuple[RouteTable, SchemaSe
     table = RouteTable(
         path=doc.path,
         content_hash=digest.hexdigest()[:12],
-        source=source,
+        sources=sources,
         limits=limits,
         schema_version=version_source,
         schemas=schemas,
@@ -231,7 +232,75 @@ def _build(doc: Document, problems: list[Problem]) -> tuple[RouteTable, SchemaSe
     return table, schema_set
 
 
-def _source(raw: dict[str, Any]) -> Source:
+def _one_source_form(doc: Document) -> list[Problem]:
+    """`source:` or `sources:`, exactly one of them: the JSON Schema cannot word that well."""
+    data: dict[str, Any] = doc.data
+    if "source" in data and "sources" in data:
+        message = (
+            "both `source` and `sources` are set: write one source as `source:`, or list "
+            "every source under `sources:`"
+        )
+        return [Problem(doc.locate_key(("sources",)), "error", message, "source-conflict")]
+    if "source" not in data and "sources" not in data:
+        message = (
+            "missing required key 'source': name the queue routerd consumes (`source: "
+            "{queue: email.send}`), or list several under `sources:`"
+        )
+        return [Problem(doc.locate(()), "error", message, "config-schema")]
+    return []
+
+
+def _sources(data: dict[str, Any], doc: Document, problems: list[Problem]) -> tuple[Source, ...]:
+    if "source" in data:
+        return (_source(data["source"]),)
+    sources: list[Source] = []
+    seen: dict[str, int] = {}
+    raw_sources: list[dict[str, Any]] = data["sources"]
+    last = len(raw_sources) - 1
+    for i, raw in enumerate(raw_sources):
+        path: FieldPath = ("sources", i)
+        queue = raw["queue"]
+        if queue in seen:
+            problems.append(
+                Problem(
+                    doc.locate((*path, "queue")),
+                    "error",
+                    f"source queue {queue!r} is listed twice (first as source {seen[queue] + 1}); "
+                    f"give each source its own queue",
+                    "source-duplicate-queue",
+                )
+            )
+        seen.setdefault(queue, i)
+        accepts = None
+        if "accepts" in raw:
+            accepts = compile_condition(raw["accepts"], (*path, "accepts"), doc.locate, problems)
+            if i == last:
+                problems.append(
+                    Problem(
+                        doc.locate_key((*path, "accepts")),
+                        "error",
+                        f"the last source ({queue!r}) has `accepts`: the last source takes "
+                        f"every request no earlier source accepts; remove its `accepts` or "
+                        f"add a last source without one",
+                        "source-catch-all",
+                    )
+                )
+        elif i != last:
+            problems.append(
+                Problem(
+                    doc.locate(path),
+                    "error",
+                    f"source {queue!r} has no `accepts` but is not the last source: it would "
+                    f"take every request and leave none for the sources after it; give it an "
+                    f"`accepts` condition or move it last",
+                    "source-catch-all",
+                )
+            )
+        sources.append(_source(raw, accepts))
+    return tuple(sources)
+
+
+def _source(raw: dict[str, Any], accepts: Condition | None = None) -> Source:
     queue_type = raw.get("type", "classic")
     arguments = dict(raw.get("arguments", {}))
     if dead_letter := raw.get("dead_letter"):
@@ -245,6 +314,8 @@ def _source(raw: dict[str, Any]) -> Source:
         declare=raw.get("declare", False),
         queue_spec=spec,
         max_redeliveries=raw.get("max_redeliveries", 5),
+        accepts=accepts,
+        accepts_canonical=accepts.canonical if accepts is not None else "",
     )
 
 

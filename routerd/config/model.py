@@ -92,6 +92,14 @@ class Source:
     # After this many deliveries of one request whose publish keeps failing, it goes to
     # rejected instead of being requeued again: requeue must never loop forever.
     max_redeliveries: int
+    # Which send requests publishers put on this queue (the first source that accepts a
+    # request gets it); None for the catch-all, the last source. Compared by its canonical
+    # text: the same condition moved to another line is no change of the source.
+    accepts: Condition | None = field(default=None, compare=False)
+    accepts_canonical: str = ""
+
+    def takes(self, ctx: MatchContext) -> bool:
+        return self.accepts is None or self.accepts.matches(ctx)
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +322,9 @@ class Limits:
 class RouteTable:
     path: Path
     content_hash: str
-    source: Source
+    # In order; a publisher puts each request on the first that accepts it, the last takes
+    # the rest. The daemon consumes every one of them.
+    sources: tuple[Source, ...]
     limits: Limits
     schema_version: SchemaVersionSource
     schemas: Mapping[str, Schema]  # keyed by version text ("1", "2")
@@ -340,3 +350,23 @@ class RouteTable:
 
     def target(self, name: str) -> Target:
         return self.targets[name]
+
+    @property
+    def source(self) -> Source:
+        """The catch-all source: the only one of a config with `source:`."""
+        return self.sources[-1]
+
+    def source_named(self, queue: str) -> Source:
+        """The source consuming `queue`; the catch-all for a queue the table does not name
+        (a delivery of a table since reloaded away cannot be, as sources need a restart)."""
+        for source in self.sources:
+            if source.queue == queue:
+                return source
+        return self.source
+
+    def source_for(self, ctx: MatchContext) -> Source:
+        """Where a publisher puts this request: the first source that accepts it."""
+        for source in self.sources:
+            if source.takes(ctx):
+                return source
+        return self.source

@@ -68,9 +68,14 @@ def check_shape(doc: Document) -> list[Problem]:
 def _named(data: Any, where: FieldPath) -> str:
     """ " (rule 'bulk')" for a path into a list entry that has a name: /rules/2 alone does not
     say which rule to look at."""
-    if len(where) >= 2 and where[0] in ("rules", "schemas") and isinstance(where[1], int):
+    if (
+        len(where) >= 2
+        and where[0] in ("rules", "schemas", "sources")
+        and isinstance(where[1], int)
+    ):
         entry = data[where[0]][where[1]]
-        name = entry.get("name") if isinstance(entry, dict) else None
+        key = "queue" if where[0] == "sources" else "name"
+        name = entry.get(key) if isinstance(entry, dict) else None
         if isinstance(name, str):
             return f" ({where[0].removesuffix('s')} {name!r})"
     return ""

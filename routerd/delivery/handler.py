@@ -64,8 +64,11 @@ class RequestHandler:
         sinks: Sinks | None = None,
         attempts: AttemptCounter | None = None,
         pause: Pause | None = None,
+        source: str = "",
     ) -> None:
         self._tables = tables
+        # The source queue whose deliveries this handler settles: its redelivery bound.
+        self.source = source
         self._publish = publish
         # None: requeue at once (tests of the decision logic); the daemon passes retry_pause.
         self._pause = pause
@@ -145,7 +148,7 @@ class RequestHandler:
         publishes: list[Published],
     ) -> Outcome:
         prior = self.attempts.prior(delivery)
-        limit = table.source.max_redeliveries
+        limit = table.source_named(self.source).max_redeliveries
         if prior < limit:
             self.attempts.failed(delivery)
             log.warning(

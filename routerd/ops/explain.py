@@ -38,6 +38,7 @@ from routerd.ops.request import UsageError, parse_assignments, parse_properties,
 from routerd.pipeline.decide import decide
 from routerd.pipeline.envelope import Decision, Envelope, Reason, ReasonCode, RuleTrace, Stage
 from routerd.pipeline.render import partition_of
+from routerd.pipeline.sources import source_queue
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,8 @@ def decision_summary(table: RouteTable, envelope: Envelope, decision: Decision) 
     """What a decision amounts to for a person: where it goes, as what, and with what."""
     target = decision.target
     return {
+        # The source queue routerd.client (send, the API) publishes it to.
+        "source": source_queue(table, envelope, decision),
         "rejected": decision.rejected,
         "target": target.name,
         "exchange": target.exchange,

@@ -57,6 +57,7 @@ def render_text(explanation: Mapping[str, Any], *, color: bool = False) -> str:
 def _request(out: _Lines, explanation: Mapping[str, Any]) -> None:
     request, config = explanation["request"], explanation["config"]
     out.field("send request", f"{request['source']} ({request['size']} bytes)")
+    out.field("published to", f"source queue {explanation['decision']['source']}")
     out.many("properties", _pairs(request["properties"], "="), indent=2)
     out.many("headers", _pairs(request["headers"], "="), indent=2)
     out.field("config", f"{config['file']} (hash {config['hash']})")

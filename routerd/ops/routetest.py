@@ -111,6 +111,7 @@ TEST_FILE_SCHEMA: Mapping[str, Any] = {
                     "rule": {"type": ["string", "null"]},
                     "routing_key": {"type": "string"},
                     "queue": {"type": "string", "minLength": 1},
+                    "source": {"type": "string", "minLength": 1},
                     "priority": {"type": ["integer", "null"]},
                     "schema_version": {"type": ["string", "integer", "null"]},
                     "headers": {"type": "object"},

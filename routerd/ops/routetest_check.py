@@ -18,6 +18,7 @@ from routerd.config.model import Location
 # Checked in this order, which is also the order a failure lists them in.
 SIMPLE_FIELDS = (
     "rejected",
+    "source",
     "target",
     "exchange",
     "category",

@@ -121,8 +121,9 @@ async def send_all(
     """Publish every request, recording each result in `tally`; returns when all are done."""
     publisher = Publisher(
         options.amqp_url,
-        config=options.config if options.check else None,
-        queue=None if options.check else queue,
+        # The config even without the check: it says which source each request goes to.
+        config=options.config,
+        check=options.check,
         connect_timeout=options.connect_timeout,
         publish_timeout=options.publish_timeout,
         app_id="routerd-send",
@@ -285,7 +286,7 @@ def run_send(
     except ConfigError as exc:
         return report_broken(Command.SEND, exc.problems, fmt, out, display(options.config))
     tally = Tally(total)
-    queue = table.source.queue
+    queue = ", ".join(source.queue for source in table.sources)
     log.debug("sending to %s at %s", queue, options.redacted_url)
     start = time.monotonic()
     run = functools.partial(send_all, requests, tally, options, queue=queue, progress=progress)

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 
 from tests.harness.broker import Broker, Outgoing, Received
-from tests.harness.config import read_config
+from tests.harness.config import catch_all_source, read_config, source_entries
 from tests.harness.wait import wait_for
 
 
@@ -21,7 +21,11 @@ from tests.harness.wait import wait_for
 class QueueNames:
     """The queues of a (shipped-shape) routes.yaml, by the category that ends in each."""
 
+    # The catch-all source (the last; email.send, prefetch 256 in the shipped config), where
+    # tests publishing straight to the broker put their requests: routerd routes a request
+    # the same from any source. `sources` is every one, in order.
     source: str
+    sources: tuple[str, ...]
     transactional: str
     bulk: str
     rejected: str
@@ -30,7 +34,8 @@ class QueueNames:
     def of(cls, config: Path) -> QueueNames:
         data = read_config(config)
         return cls(
-            source=data["source"]["queue"],
+            source=catch_all_source(data)["queue"],
+            sources=tuple(source["queue"] for source in source_entries(data)),
             transactional=data["targets"]["transactional"]["queues"][0]["name"],
             bulk=data["targets"]["bulk"]["queues"][0]["name"],
             rejected=data["rejected"]["queues"][0]["name"],
@@ -150,8 +155,10 @@ async def settle(broker: Broker, names: QueueNames, total: int, *, within: float
     """
     try:
         await wait_for(
-            lambda: broker.depths([names.source, *names.targets]),
-            lambda d: d[names.source] == 0 and sum(d[q] for q in names.targets) >= total,
+            lambda: broker.depths([*names.sources, *names.targets]),
+            lambda d: (
+                all(d[q] == 0 for q in names.sources) and sum(d[q] for q in names.targets) >= total
+            ),
             within=within,
             what=f"an empty source and {total} requests in the targets",
             interval=0.1,

@@ -16,6 +16,8 @@ import anyio
 import yaml
 from pamqp.commands import Basic
 
+from tests.harness.config import source_entries
+
 
 @dataclass(frozen=True)
 class Outgoing:
@@ -86,7 +88,7 @@ def _received(queue: str, message: Any) -> Received:
 def topology(config: Path) -> tuple[list[str], list[str]]:
     """(queues, exchanges) a routes.yaml names: the source, every target's, rejected's."""
     data = yaml.safe_load(Path(config).read_text())
-    queues = [data["source"]["queue"]]
+    queues = [source["queue"] for source in source_entries(data)]
     exchanges: list[str] = []
     for target in [*data.get("targets", {}).values(), data["rejected"]]:
         if target.get("exchange"):

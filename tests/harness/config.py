@@ -19,6 +19,32 @@ def read_config(path: Path) -> dict[str, Any]:
     return data
 
 
+def source_entries(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every source of a parsed routes.yaml, in order, whether it has `source:` or `sources:`."""
+    if "sources" in data:
+        return list(data["sources"])
+    return [data["source"]]
+
+
+def catch_all_source(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The last source, which takes every request no other source accepts."""
+    return source_entries(data)[-1]
+
+
+def keep_one_source(path: Path) -> Path:
+    """Rewrite a config with `sources:` to the one-source form, keeping its catch-all: for
+    tests of publishing itself, where which source a request goes to is not the point."""
+    data = read_config(path)
+    if "sources" in data:
+        source = dict(catch_all_source(data))
+        data = {
+            ("source" if k == "sources" else k): (source if k == "sources" else v)
+            for k, v in data.items()
+        }
+        path.write_text(dump_config(data))
+    return path
+
+
 def dump_config(data: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(data), sort_keys=False)
 

@@ -42,6 +42,7 @@ from tests.harness import (
     running_daemon,
     wait_for,
 )
+from tests.harness.config import keep_one_source
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 
@@ -52,6 +53,13 @@ KEYS = KeyStore.from_mapping(
 )
 LIMIT = 4096
 AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture
+def isolated_config(isolated_config: Path) -> Path:
+    """One source: these tests are about publishing, not about which source takes a request
+    (tests/integration/test_sources.py is)."""
+    return keep_one_source(isolated_config)
 
 
 @pytest.fixture

@@ -39,8 +39,16 @@ from tests.harness import (
     running_daemon,
     wait_for,
 )
+from tests.harness.config import keep_one_source
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
+
+
+@pytest.fixture
+def isolated_config(isolated_config: Path) -> Path:
+    """One source: these tests are about publishing, not about which source takes a request
+    (tests/integration/test_sources.py is)."""
+    return keep_one_source(isolated_config)
 
 
 def without_id(request: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from routerd.settings import Settings
 from tests.factories import encode, mixed, valid_v1
 from tests.harness.accounting import Accounting, QueueNames, SteadyPublisher, drain_all
 from tests.harness.broker import Broker
-from tests.harness.config import dump_config, read_config
+from tests.harness.config import dump_config, read_config, source_entries
 from tests.harness.connections import tcp_local_ports
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
@@ -176,8 +176,9 @@ async def test_a_publish_that_keeps_failing_is_bounded(
     limit = 2
 
     def refusing_transactional_queue(data: dict[str, Any]) -> None:
-        data["source"]["type"] = source_type
-        data["source"]["max_redeliveries"] = limit
+        for source in source_entries(data):
+            source["type"] = source_type
+            source["max_redeliveries"] = limit
         # A queue that takes nothing: the broker nacks every publish routed to it.
         queue = data["targets"]["transactional"]["queues"][0]
         queue["type"] = "classic"
@@ -393,3 +394,30 @@ async def test_a_reload_the_broker_refuses_keeps_the_running_table(
             what="routing with the running table",
         )
         assert await run.stop() == 0
+
+
+async def test_each_source_has_its_own_redelivery_bound(
+    broker: Broker, isolated_config: Path, names: QueueNames, amqp_url: str
+) -> None:
+    first, last = names.sources
+
+    def bounds(data: dict[str, Any]) -> None:
+        for source, limit in zip(source_entries(data), (1, 3), strict=True):
+            source["max_redeliveries"] = limit
+        queue = data["targets"]["transactional"]["queues"][0]
+        queue["type"] = "classic"
+        queue["arguments"] = {"x-max-length": 0, "x-overflow": "reject-publish"}
+
+    edit_config(isolated_config, bounds)
+    async with running(isolated_config, amqp_url) as run:
+        # The same request, once through each source.
+        await broker.publish(first, [encode(valid_v1(12, tags=["2fa"]))])
+        await broker.publish(last, [encode(valid_v1(13, tags=["2fa"]))])
+        await until(
+            lambda: depth_sum_equals(broker, (names.rejected,), 2),
+            within=30,
+            what="both requests in rejected",
+        )
+        assert await run.stop() == 0
+    failures = run.metric("routerd_publish_failures_total", target="transactional", cause="nack")
+    assert failures == (1 + 1) + (3 + 1), "each source's own max_redeliveries"

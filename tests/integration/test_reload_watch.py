@@ -17,6 +17,7 @@ import yaml
 from routerd.config.loader import load
 from routerd.observe import Metrics
 from routerd.reload import Reloader, TableHolder
+from tests.harness.config import catch_all_source
 
 pytestmark = pytest.mark.anyio
 
@@ -189,7 +190,7 @@ async def test_source_change_is_refused_as_needing_a_restart(
     isolated_config: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     def rename_source(data: dict[str, Any]) -> None:
-        data["source"]["queue"] += ".v2"
+        catch_all_source(data)["queue"] += ".v2"
 
     async with running(isolated_config) as (reloader, holder):
         rewrite(isolated_config, rename_source)

@@ -36,10 +36,18 @@ from tests.harness import (
     settle,
     wait_for,
 )
+from tests.harness.config import keep_one_source
 
 pytestmark = [pytest.mark.anyio]
 
 SEED = 20261130
+
+
+@pytest.fixture
+def isolated_config(isolated_config: Path) -> Path:
+    """One source: these tests are about publishing, not about which source takes a request
+    (tests/integration/test_sources.py is)."""
+    return keep_one_source(isolated_config)
 
 
 async def routerd_send(

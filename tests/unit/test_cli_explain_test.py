@@ -119,6 +119,7 @@ def test_explain_json_output_shape() -> None:
         "condition",
     }
     assert set(data["decision"]) == {
+        "source",
         "rejected",
         "target",
         "exchange",
@@ -135,6 +136,8 @@ def test_explain_json_output_shape() -> None:
         "reasons",
     }
     assert data["decision"]["queues"] == ["email.rejected"]
+    # Rejected: publishers put it on the catch-all source, where routerd rejects it.
+    assert data["decision"]["source"] == "email.send"
     assert data["decision"]["headers"]["x-rejected-reason"] == "schema_violation"
 
 

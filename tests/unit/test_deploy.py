@@ -415,14 +415,18 @@ def test_selectors_match_the_pods(docs: list[dict[str, Any]]) -> None:
 def test_autoscalers_scale_on_the_source_queue(
     docs: list[dict[str, Any]], container: dict[str, Any]
 ) -> None:
-    source = load(SHIPPED_CONFIG).source.queue
+    sources = [source.queue for source in load(SHIPPED_CONFIG).sources]
     hpa = one(docs, "HorizontalPodAutoscaler")["spec"]
     assert hpa["scaleTargetRef"]["name"] == one(docs, "Deployment")["metadata"]["name"]
-    (external,) = [m["external"] for m in hpa["metrics"] if m["type"] == "External"]
-    assert external["metric"] == {
-        "name": "rabbitmq_queue_messages_ready",
-        "selector": {"matchLabels": {"queue": source}},
-    }
+    externals = [m["external"] for m in hpa["metrics"] if m["type"] == "External"]
+    # One metric per source queue, each with the same target.
+    assert sorted(e["metric"]["selector"]["matchLabels"]["queue"] for e in externals) == sorted(
+        sources
+    )
+    for external in externals:
+        assert external["metric"]["name"] == "rabbitmq_queue_messages_ready"
+        assert external["target"] == externals[0]["target"]
+    external = externals[0]
 
     keda = render(ENTRY_POINTS["keda"])
     assert not [d for d in keda if d["kind"] == "HorizontalPodAutoscaler"], "two autoscalers"
@@ -432,9 +436,10 @@ def test_autoscalers_scale_on_the_source_queue(
         hpa["minReplicas"],
         hpa["maxReplicas"],
     )
-    (trigger,) = [t for t in scaled["triggers"] if t["type"] == "rabbitmq"]
-    assert trigger["metadata"]["queueName"] == source
-    assert trigger["metadata"]["value"] == external["target"]["averageValue"]
+    triggers = [t for t in scaled["triggers"] if t["type"] == "rabbitmq"]
+    assert sorted(t["metadata"]["queueName"] for t in triggers) == sorted(sources)
+    for trigger in triggers:
+        assert trigger["metadata"]["value"] == external["target"]["averageValue"]
     auth = one(keda, "TriggerAuthentication")
     assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
     # KEDA reads the same Secret routerd mounts, through the API.
@@ -502,9 +507,11 @@ def test_crd_schemas_catch_mistakes(kind: str, path: list[str | int], key: str, 
 
 def test_keda_rabbitmq_trigger_uses_the_scalers_parameters() -> None:
     scaled = one(render(ENTRY_POINTS["keda"]), "ScaledObject")["spec"]
-    (trigger,) = [t for t in scaled["triggers"] if t["type"] == "rabbitmq"]
-    assert set(trigger["metadata"]) <= set(operator_crds.RABBITMQ_METADATA_KEYS)
-    assert trigger["metadata"]["mode"] in ("QueueLength", "MessageRate")
+    triggers = [t for t in scaled["triggers"] if t["type"] == "rabbitmq"]
+    assert triggers
+    for trigger in triggers:
+        assert set(trigger["metadata"]) <= set(operator_crds.RABBITMQ_METADATA_KEYS)
+        assert trigger["metadata"]["mode"] in ("QueueLength", "MessageRate")
 
 
 def test_pod_monitor_scrapes_routerd_metrics_port(

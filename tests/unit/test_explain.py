@@ -443,3 +443,21 @@ def test_any_input_is_explained_never_raised(table: RouteTable, body: bytes, hea
     text = render_text(result)
     assert text.startswith("send request   test (")
     assert ("decision       REJECTED" in text) is result["decision"]["rejected"]
+
+
+@pytest.mark.parametrize(
+    ("request_", "source"),
+    [
+        (valid_v1(31, tags=["password-reset"], stream="broadcast"), "email.send.transactional"),
+        (valid_v1(32, stream="broadcast", tags=["newsletter"]), "email.send"),
+        (valid_v2(33, labels=["2fa"]), "email.send.transactional"),
+    ],
+)
+def test_explain_says_which_source_a_request_is_published_to(
+    request_: dict[str, Any], source: str
+) -> None:
+    code, out, _ = run("-", stdin=encode(request_), fmt="json")
+    assert code == 0
+    assert json.loads(out)["decision"]["source"] == source
+    code, out, _ = run("-", stdin=encode(request_))
+    assert f"published to   source queue {source}\n" in out

@@ -38,6 +38,10 @@ LINE = re.compile(
 
 # Every check of the issue has at least one corpus case; a new check needs one too.
 CODES = {
+    "source-conflict",
+    "source-duplicate-queue",
+    "source-catch-all",
+    "source-unreachable",
     "yaml-syntax",
     "yaml-ambiguous",
     "routing-key-unbound",

@@ -269,8 +269,8 @@ def test_text_that_is_not_utf8(tmp_path: Path) -> None:
                     16,
                     1,
                     "/: unknown key 'old_rules'; expected one of: limits, rejected, rules, "
-                    "schema_version, schemas, source, targets, unmatched, version; did you mean "
-                    "'rules'?",
+                    "schema_version, schemas, source, sources, targets, unmatched, version; did "
+                    "you mean 'rules'?",
                 ),
                 (15, 1, "/rules: must not be empty"),
             ],

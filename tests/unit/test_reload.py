@@ -11,6 +11,7 @@ from routerd.config.loader import load
 from routerd.config.model import RouteTable
 from routerd.observe import Metrics
 from routerd.reload import Reloader, TableHolder, restart_needed, watch_dirs
+from tests.harness.config import catch_all_source
 
 pytestmark = pytest.mark.anyio
 
@@ -131,8 +132,8 @@ async def test_source_change_needs_a_restart(
     reloader, holder, metrics = make(isolated_config)
 
     def change(data: dict[str, Any]) -> None:
-        data["source"]["queue"] += ".renamed"
-        data["source"]["prefetch"] = 10
+        catch_all_source(data)["queue"] += ".renamed"
+        catch_all_source(data)["prefetch"] = 10
         set_priority(data)
 
     edit(isolated_config, change)
@@ -142,7 +143,7 @@ async def test_source_change_needs_a_restart(
     assert sample(metrics, "routerd_reload_problems_total") == 2
     messages = [r.getMessage() for r in caplog.records if "[restart-required]" in r.getMessage()]
     assert len(messages) == 2
-    assert "source.prefetch changed from 256 to 10" in messages[0]
+    assert "sources[1].prefetch changed from 256 to 10" in messages[0]
     assert "restart routerd" in messages[0]
     assert messages[1].startswith(f"{isolated_config}:")
 

@@ -197,7 +197,7 @@ def test_a_failure_of_an_unexpected_rejection_shows_the_reasons(tmp_path: Path) 
             [
                 "{f}:3:11: error: expect: unknown key 'tagret'; expected one of: category, "
                 "exchange, headers, priority, queue, reasons, rejected, routing_key, rule, "
-                "schema_version, target; did you mean 'target'? [test-invalid]"
+                "schema_version, source, target; did you mean 'target'? [test-invalid]"
             ],
         ),
         (
