@@ -62,7 +62,8 @@ def with_length_limit(config: Path) -> None:
     data = read_config(config)
     # Fewer tries than the shipped 5: each nack is also retried for routerd's nack patience
     # (2 s) before it counts, and the scenario must reach "rejected refused too" quickly.
-    data["source"]["max_redeliveries"] = 2
+    for source in data["sources"] if "sources" in data else [data["source"]]:
+        source["max_redeliveries"] = 2
     queue = data["targets"]["transactional"]["queues"][0]
     queue["arguments"] = {"x-max-length": MAX_LENGTH, "x-overflow": "reject-publish"}
     config.write_text(dump_config(data))

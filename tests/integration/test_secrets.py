@@ -161,7 +161,8 @@ async def test_send_reads_the_url_from_its_file(
 ) -> None:
     secret = tmp_path / "amqp-url"
     secret.write_text(amqp_url + "\n")
-    await broker.declare_queue(names.source)
+    for queue in names.sources:  # routerd send picks the source each request goes to
+        await broker.declare_queue(queue)
     env = {"ROUTERD_AMQP_URL_FILE": str(secret)}
     with anyio.fail_after(120):
         done = await anyio.run_process(
@@ -171,6 +172,8 @@ async def test_send_reads_the_url_from_its_file(
             check=False,
         )
     assert done.returncode == 0, done.stderr.decode() + done.stdout.decode()
-    await wait_for(
-        lambda: broker.depth(names.source), lambda d: d == 5, within=30, what="5 in the source"
-    )
+
+    async def in_the_sources() -> int:
+        return sum((await broker.depths(names.sources)).values())
+
+    await wait_for(in_the_sources, lambda d: d == 5, within=30, what="5 in the sources")
