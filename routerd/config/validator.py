@@ -95,7 +95,7 @@ def compile_validator(
                     error["instanceLocation"],
                     unescape(error["schemaLocation"].rsplit("/", 1)[-1]),
                     readable_message(
-                        _bounded(error["error"]), at_pointer(instance, error["instanceLocation"])
+                        error["error"], at_pointer(instance, error["instanceLocation"])
                     ),
                 )
                 for error in found[:limit]
@@ -111,12 +111,6 @@ def compile_validator(
         ), len(listed)
 
     return validator.is_valid, errors
-
-
-def _bounded(message: str) -> str:
-    # jsonschema-rs quotes the whole failing instance in some messages ("[...] has more
-    # than 50 items"): a megabyte of text to cut to a line anyway.
-    return message if len(message) <= 2000 else message[:1000] + " ... " + message[-200:]
 
 
 def has_empty_name(value: Any) -> bool:
