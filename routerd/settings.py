@@ -142,22 +142,37 @@ def config_path(flag: Path | None, environ: Mapping[str, str]) -> Path:
     return _parse(_gather({"config": flag}, environ, only)).config_path
 
 
+def given(
+    name: str,
+    flags: Mapping[str, str | float | Path | None],
+    environ: Mapping[str, str],
+    variables: Mapping[str, str],
+) -> tuple[str, str] | None:
+    """One setting's text and where it came from: its flag over its variable (in
+    `variables`); None when neither is given. Every routerd command reads settings so."""
+    value = flags.get(name)
+    if value is not None:
+        return str(value), "option --" + name.replace("_", "-")
+    var = variables.get(name)
+    if var is not None and environ.get(var, "") != "":
+        return environ[var], f"environment variable {var}"
+    return None
+
+
 def _gather(
     flags: Mapping[str, str | float | Path | None],
     environ: Mapping[str, str],
     variables: Mapping[str, str],
 ) -> dict[str, tuple[str, str]]:
     """Each setting's text and where it came from: a flag given over its variable."""
-    raw: dict[str, tuple[str, str]] = {}
-    for name, var in variables.items():
-        if environ.get(var, "") != "":
-            raw[name] = (environ[var], f"environment variable {var}")
-    for name, value in flags.items():
+    for name in flags:
         if name not in ENV_VARS:
             raise KeyError(f"unknown setting {name!r}")
-        if value is not None:
-            flag = "--" + name.replace("_", "-")
-            raw[name] = (str(value), f"option {flag}")
+    raw: dict[str, tuple[str, str]] = {}
+    for name in {**variables, **flags}:
+        found = given(name, flags, environ, variables)
+        if found is not None:
+            raw[name] = found
     return raw
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from routerd.settings import Settings, SettingsError, host_port
+from routerd.settings import Settings, SettingsError, given, host_port
 
 DEFAULT_LISTEN_HOST = "127.0.0.1"
 DEFAULT_LISTEN_PORT = 8080
@@ -53,11 +53,11 @@ class ApiSettings:
         """
         shared = ("config", "amqp_url", "log_format", "log_level")
         common = Settings.from_sources({name: flags.get(name) for name in shared}, environ)
-        listen = _given("listen", flags, environ)
+        listen = given("listen", flags, environ, API_ENV_VARS)
         host, port = DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT
         if listen is not None:
             host, port = host_port(*listen, what="listen address", port=8080, need_host=True)
-        keys = _given("keys", flags, environ)
+        keys = given("keys", flags, environ, API_ENV_VARS)
         if keys is None:
             raise SettingsError(
                 "API keys file",
@@ -65,7 +65,7 @@ class ApiSettings:
                 "",
                 f"give --keys FILE or {API_ENV_VARS['keys']} (docs/api.md: the keys file)",
             )
-        rejections_db = _given("rejections_db", flags, environ)
+        rejections_db = given("rejections_db", flags, environ, API_ENV_VARS)
         return cls(
             common=common,
             keys_path=Path(keys[0]),
@@ -73,16 +73,3 @@ class ApiSettings:
             listen_port=port,
             rejections_db=rejections_db[0] if rejections_db else None,
         )
-
-
-def _given(
-    name: str, flags: Mapping[str, str | Path | None], environ: Mapping[str, str]
-) -> tuple[str, str] | None:
-    """(value, where it came from) of one API setting; the flag wins over the variable."""
-    flag = flags.get(name)
-    if flag is not None:
-        return str(flag), f"option --{name.replace('_', '-')}"
-    var = API_ENV_VARS[name]
-    if environ.get(var, "") != "":
-        return environ[var], f"environment variable {var}"
-    return None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from routerd.rejections.store import DEFAULT_DB
 from routerd.rejections.writer import DEFAULT_BATCH_SIZE
-from routerd.settings import ENV_VARS, Settings, SettingsError
+from routerd.settings import ENV_VARS, Settings, SettingsError, given
 
 # Beside serve's 9464, so that both run on one host with their defaults.
 DEFAULT_HTTP_ADDR = "127.0.0.1:9465"
@@ -84,18 +84,18 @@ class RecorderSettings:
             shared["http_addr"] = DEFAULT_HTTP_ADDR
         common = Settings.from_sources(shared, environ)
         retention = DEFAULT_RETENTION
-        given = _given("retention", flags, environ)
-        if given is not None:
+        found = given("retention", flags, environ, REJECTIONS_ENV_VARS)
+        if found is not None:
             try:
-                retention = parse_duration(given[0])
+                retention = parse_duration(found[0])
             except ValueError as exc:
-                raise SettingsError("retention", given[1], given[0], str(exc)) from None
+                raise SettingsError("retention", found[1], found[0], str(exc)) from None
         batch_size = DEFAULT_BATCH_SIZE
-        given = _given("batch_size", flags, environ)
-        if given is not None:
-            if not given[0].isdigit() or not 1 <= int(given[0]) <= 10_000:
-                raise SettingsError("batch size", given[1], given[0], "use a number 1..10000")
-            batch_size = int(given[0])
+        found = given("batch_size", flags, environ, REJECTIONS_ENV_VARS)
+        if found is not None:
+            if not found[0].isdigit() or not 1 <= int(found[0]) <= 10_000:
+                raise SettingsError("batch size", found[1], found[0], "use a number 1..10000")
+            batch_size = int(found[0])
         db = flags.get("db")
         return cls(
             common=common,
@@ -103,16 +103,3 @@ class RecorderSettings:
             retention=retention,
             batch_size=batch_size,
         )
-
-
-def _given(
-    name: str, flags: Mapping[str, str | Path | None], environ: Mapping[str, str]
-) -> tuple[str, str] | None:
-    """(value, where it came from) of one recorder setting; the flag wins over the variable."""
-    flag = flags.get(name)
-    if flag is not None:
-        return str(flag), f"option --{name.replace('_', '-')}"
-    var = REJECTIONS_ENV_VARS[name]
-    if environ.get(var, "") != "":
-        return environ[var], f"environment variable {var}"
-    return None
