@@ -259,16 +259,19 @@ class BrokerLink:
     async def _watch(
         self,
         connection: AbstractConnection,
-        publisher: Publisher,
+        publisher: Publisher | None,
         consumers: list[Consumer],
         ackers: list[asyncio.Task[None]],
     ) -> str | None:
-        """Wait for a stop request (None) or for the loss of anything the session needs."""
+        """Wait for a stop request (None) or for the loss of anything the session needs:
+        the connection, the publisher's channel (when the session publishes), each
+        consumer's channel and subscription, each acker."""
         watched: dict[asyncio.Future[Any], str] = {
             connection.closing: "connection closed",
-            publisher.closing(): "publisher channel closed",
             asyncio.ensure_future(self._stopping.wait()): "",
         }
+        if publisher is not None:
+            watched[publisher.closing()] = "publisher channel closed"
         for consumer, acker in zip(consumers, ackers, strict=True):
             watched[consumer.channel.closing] = f"consumer channel of {consumer.queue} closed"
             cancelled = asyncio.ensure_future(consumer.cancelled_by_broker.wait())

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
-
-from aiormq.abc import AbstractConnection
 
 from routerd.amqp.connection import connect
 from routerd.amqp.consumer import Consumer, Handle
-from routerd.amqp.link import SHUTDOWN_TIMEOUT, BrokerLink, _close, _failure
+from routerd.amqp.link import SHUTDOWN_TIMEOUT, BrokerLink, _close
 from routerd.amqp.options import BrokerOptions
 from routerd.amqp.topology import declare_topology
 from routerd.delivery import TableSource
@@ -68,7 +65,7 @@ class QueueLink(BrokerLink):
                 self.sessions += 1
                 if self.sessions > 1:
                     self._metrics.reconnects.inc()
-                lost = await self._watch_queue(connection, consumer, acker)
+                lost = await self._watch(connection, None, [consumer], [acker])
                 if lost is not None:
                     log.warning("lost the broker", extra={"reason": lost})
                     return
@@ -86,25 +83,3 @@ class QueueLink(BrokerLink):
                 consumer.abandon()
             # Closing returns every unacked delivery to the queue.
             await _close(connection)
-
-    async def _watch_queue(
-        self, connection: AbstractConnection, consumer: Consumer, acker: asyncio.Task[None]
-    ) -> str | None:
-        """Wait for a stop request (None) or for the loss of the connection or channel."""
-        watched: dict[asyncio.Future[Any], str] = {
-            connection.closing: "connection closed",
-            consumer.channel.closing: "consumer channel closed",
-            asyncio.ensure_future(consumer.cancelled_by_broker.wait()): "consumer cancelled",
-            asyncio.ensure_future(self._stopping.wait()): "",
-            asyncio.ensure_future(asyncio.shield(acker)): "acks failed",
-        }
-        try:
-            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for future in watched:
-                future.cancel()
-        lost = [future for future in done if watched[future]]
-        if not lost:
-            return None
-        detail = _failure(lost[0])
-        return f"{watched[lost[0]]}: {detail}" if detail else watched[lost[0]]
