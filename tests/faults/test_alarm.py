@@ -30,9 +30,12 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl"),
 ]
 
-# Enough to keep routerd publishing when the alarm comes: the broker only blocks
-# connections that publish.
-COUNT = 15_000
+# The whole stream is queued before routerd starts, and the alarm comes after a small part
+# of it is routed: the broker only blocks connections that publish, so routerd must still
+# have a backlog when the alarm lands however fast it routes (a stream published alongside
+# raced it: on a quiet machine routerd drained it and, idle, was never blocked).
+COUNT = 40_000
+ROUTED_BEFORE_ALARM = 2_000
 PUBLISH_TIMEOUT = 2.0
 
 
@@ -54,33 +57,33 @@ async def test_memory_alarm_blocks_without_a_timeout_storm_and_resumes(
 ) -> None:
     requests = mixed(COUNT, seed=53)
     args = ["--publish-timeout", str(PUBLISH_TIMEOUT)]
+    await broker.declare_config(isolated_config)
+    assert await broker.publish(names.source, numbered(b for _, b in requests)) == COUNT
     async with running_daemon(isolated_config, amqp_url, log_dir, extra_args=args) as daemon:
-        async with anyio.create_task_group() as tg:
-            # The test's own publishes block too while the alarm lasts; they resume after.
-            tg.start_soon(broker.publish, names.source, numbered(b for _, b in requests))
-            await wait_for(
-                lambda: routed(broker, names),
-                lambda n: n >= COUNT // 10,
-                within=60,
-                what="a tenth routed",
-                interval=0.01,
+        await wait_for(
+            lambda: routed(broker, names),
+            lambda n: n >= ROUTED_BEFORE_ALARM,
+            within=60,
+            what=f"{ROUTED_BEFORE_ALARM} routed",
+            interval=0.01,
+        )
+        before = await failures(daemon)
+        async with memory_alarm():
+            blocked = await wait_for(
+                lambda: daemon.get("/readyz"),
+                lambda answer: answer is not None and answer[0] == 503,
+                within=10,
+                what="/readyz 503 while the broker blocks publishing",
+                interval=0.1,
             )
-            before = await failures(daemon)
-            async with memory_alarm():
-                blocked = await wait_for(
-                    lambda: daemon.get("/readyz"),
-                    lambda answer: answer is not None and answer[0] == 503,
-                    within=10,
-                    what="/readyz 503 while the broker blocks publishing",
-                    interval=0.1,
-                )
-                gauge = metric_sum(await daemon.metrics(), "routerd_broker_blocked")
-                # The alarm's length is the scenario, not a wait for a condition.
-                await anyio.sleep(3 * PUBLISH_TIMEOUT)
-                during = await failures(daemon)
-            cleared = time.monotonic()
-            await daemon.wait_ready(within=30)
-            resumed = time.monotonic() - cleared
+            gauge = metric_sum(await daemon.metrics(), "routerd_broker_blocked")
+            # The alarm's length is the scenario, not a wait for a condition.
+            await anyio.sleep(3 * PUBLISH_TIMEOUT)
+            during = await failures(daemon)
+            still_queued = await broker.depth(names.source)
+        cleared = time.monotonic()
+        await daemon.wait_ready(within=30)
+        resumed = time.monotonic() - cleared
         timed_out = await settle(broker, names, COUNT, within=90)
         assert await daemon.stop(within=30) == 0
 
@@ -95,6 +98,7 @@ async def test_memory_alarm_blocks_without_a_timeout_storm_and_resumes(
         duplicates=accounting.duplicates(),
         clear_to_ready_s=round(resumed, 2),
     )
+    assert still_queued, "the backlog drained before the alarm: the scenario tested nothing"
     assert blocked is not None and b"blocks publishing" in blocked[1], blocked
     assert gauge == 1, "routerd_broker_blocked should be 1 while blocked"
     assert storm == (0, 0), f"publish failures and requeues while blocked: {storm}"

@@ -16,6 +16,8 @@ import anyio
 import yaml
 from pamqp.commands import Basic
 
+from routerd.amqp.topology import declare_topology
+from routerd.config.loader import load
 from tests.harness.config import source_entries
 
 
@@ -165,6 +167,12 @@ class Broker:
         await channel.queue_declare(name, durable=True, arguments=args)
         await channel.close()
         self.track(queues=[name])
+
+    async def declare_config(self, config: Path) -> None:
+        """Every queue and exchange `config` names, declared as routerd declares them, so a
+        test can queue a backlog before the daemon starts."""
+        self.track_config(config)
+        await declare_topology(self._conn, load(config))
 
     async def bind_queue(
         self, queue: str, exchange: str, key: str, *, exchange_type: str = "topic"
