@@ -128,7 +128,7 @@ def restart_needed(running: RouteTable, new: RouteTable) -> tuple[Problem, ...]:
     consuming something other than what its config says.
     """
     if running.sources == new.sources:
-        return ()
+        return tuple(_windows_shrunk(running, new))
     if len(running.sources) != len(new.sources):
         return (_sources_changed(running, new),)
     problems = []
@@ -162,6 +162,32 @@ def restart_needed(running: RouteTable, new: RouteTable) -> tuple[Problem, ...]:
                 )
             )
     return tuple(problems)
+
+
+def _windows_shrunk(running: RouteTable, new: RouteTable) -> list[Problem]:
+    """A new body limit that lowers a source's window: consumers keep the window they
+    started with, so the bigger bodies could overrun the source's max_in_flight_bytes.
+    A window that grows is no risk; it applies at the next start or reconnect."""
+    problems = []
+    for i, source in enumerate(new.sources):
+        before, after = source.window(running.limits), source.window(new.limits)
+        if after >= before:
+            continue
+        where = new.positions.get(("limits", "max_body_bytes")) or Location(new.path)
+        label = "source" if len(_source_path(new, i)) == 1 else f"sources[{i}]"
+        problems.append(
+            Problem(
+                where,
+                "error",
+                f"limits.max_body_bytes {new.limits.max_body_bytes} lowers {label} "
+                f"({source.queue!r}) from {before} to {after} deliveries in flight "
+                f"(max_in_flight_bytes {source.max_in_flight_bytes} / body limit); the "
+                "running consumers keep their window until restarted, so bigger bodies "
+                "could overrun the budget: restart routerd to apply it",
+                "restart-required",
+            )
+        )
+    return problems
 
 
 def _source_path(table: RouteTable, index: int) -> tuple[str | int, ...]:

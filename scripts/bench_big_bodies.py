@@ -1,7 +1,9 @@
 """Peak memory of `routerd serve` routing bodies at the size limit, at full rate.
 
 A backlog of bodies just under `limits.max_body_bytes` (1 MiB in the shipped config) is
-loaded into the source, then one `routerd serve` drains it with the config's prefetch (256).
+loaded into the source, then one `routerd serve` drains it, once per byte budget
+(`--budgets`, MiB, the sources' `max_in_flight_bytes`): 256 lets the catch-all's whole
+prefetch of 256 in flight, as before the budget existed; 64 is the default (a window of 64).
 Two kinds of body: `text` (a valid request whose text is one big string) and `objects` (a
 request whose `tags` list holds ~350,000 empty objects: the JSON that costs the most memory
 once parsed; it is rejected). Prints the daemon's peak RSS (VmHWM) and the time taken for
@@ -10,6 +12,7 @@ each kind; asserts nothing. Cleans up its queues. `--decide` instead times the p
 a hostile body's cost lies (no broker needed).
 
     .venv/bin/python scripts/bench_big_bodies.py [--count 600] [--kind text|objects|both]
+                                                 [--budgets 256,64]
     .venv/bin/python scripts/bench_big_bodies.py --decide
 """
 
@@ -34,6 +37,11 @@ import yaml  # noqa: E402
 from tests.conftest import SHIPPED_CONFIG, SHIPPED_SCHEMAS, isolate_config  # noqa: E402
 from tests.factories import valid_v1  # noqa: E402
 from tests.harness import Broker, start_daemon, topology  # noqa: E402
+from tests.harness.config import (  # noqa: E402
+    catch_all_and_targets,
+    catch_all_source,
+    source_entries,
+)
 
 DEFAULT_URL = os.environ.get("ROUTERD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 LIMIT = 1_048_576
@@ -64,7 +72,7 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def run(url: str, kind: str, count: int, extra: list[str]) -> str:
+async def run(url: str, kind: str, count: int, extra: list[str], budget_mib: int) -> str:
     make = big_text if kind == "text" else big_objects
     suffix = uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory(prefix="bench-big-") as tmp:
@@ -72,11 +80,13 @@ async def run(url: str, kind: str, count: int, extra: list[str]) -> str:
         (work / "config").mkdir()
         shutil.copytree(SHIPPED_SCHEMAS, work / "schemas")
         data = isolate_config(yaml.safe_load(SHIPPED_CONFIG.read_text()), f"big.{suffix}")
+        for source in source_entries(data):
+            source["max_in_flight_bytes"] = budget_mib * 2**20
+        window = min(catch_all_source(data).get("prefetch", 256), budget_mib * 2**20 // LIMIT)
         config = work / "config" / "routes.yaml"
         config.write_text(yaml.safe_dump(data, sort_keys=False))
         queues, exchanges = topology(config)
-        source = data["source"]["queue"]
-        targets = [q for q in queues if q != source]
+        source, targets = catch_all_and_targets(config, queues)
         async with Broker(url) as broker:
             broker.track(queues, exchanges)
             daemon = start_daemon(config, url, work / "logs", name="declare", extra_args=extra)
@@ -102,7 +112,8 @@ async def run(url: str, kind: str, count: int, extra: list[str]) -> str:
                 daemon.kill()
     mib = count * LIMIT / 2**20
     return (
-        f"{kind:<8} {count} bodies of 1 MiB ({mib:.0f} MiB) in {seconds:.1f} s: "
+        f"{kind:<8} budget {budget_mib:>3} MiB (window {window:>3}) {count} bodies of 1 MiB "
+        f"({mib:.0f} MiB) in {seconds:.1f} s: "
         f"{count / seconds:.0f} msg/s, peak RSS {peak:.0f} MiB"
     )
 
@@ -135,8 +146,11 @@ async def main(args: argparse.Namespace) -> None:
         time_decide()
         return
     kinds = ["text", "objects"] if args.kind == "both" else [args.kind]
+    budgets = [int(b) for b in args.budgets.split(",")]
     for kind in kinds:
-        print(await run(args.amqp_url, kind, args.count, args.serve_arg or []), flush=True)
+        for budget in budgets:
+            line = await run(args.amqp_url, kind, args.count, args.serve_arg or [], budget)
+            print(line, flush=True)
 
 
 if __name__ == "__main__":
@@ -144,6 +158,12 @@ if __name__ == "__main__":
     parser.add_argument("--count", type=int, default=600)
     parser.add_argument("--kind", choices=["text", "objects", "both"], default="both")
     parser.add_argument("--amqp-url", default=DEFAULT_URL)
+    parser.add_argument(
+        "--budgets",
+        default="256,64",
+        help="sources' max_in_flight_bytes to compare, in MiB (256: the full prefetch of "
+        "256, as before the budget; 64: the default)",
+    )
     parser.add_argument("--serve-arg", action="append", help="extra `routerd serve` argument")
     parser.add_argument("--decide", action="store_true", help="time decide() on one body each")
     asyncio.run(main(parser.parse_args()))

@@ -30,11 +30,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import aiormq  # noqa: E402
-import yaml  # noqa: E402
 from bench_serve import DEFAULT_URL, backlog, cpu_seconds, isolated_copy, measure, preload  # noqa: E402
 from pamqp.commands import Basic  # noqa: E402
 
 from tests.harness import Broker, start_daemon, topology  # noqa: E402
+from tests.harness.config import catch_all_and_targets  # noqa: E402
 
 STAMP = "x-bench-sent-ns"
 FRACTIONS = (0.25, 0.5, 0.9)
@@ -133,8 +133,7 @@ async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
         config = isolated_copy(Path(tmp), suffix, None)
         queues, exchanges = topology(config)
-        source = yaml.safe_load(config.read_text())["source"]["queue"]
-        targets = [q for q in queues if q != source]
+        source, targets = catch_all_and_targets(config, queues)
         async with Broker(args.amqp_url) as broker:
             broker.track(queues, exchanges)
             max_rate = args.max_rate

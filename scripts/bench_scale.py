@@ -24,11 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import yaml  # noqa: E402
 from bench_serve import DEFAULT_URL, backlog, cpu_seconds, isolated_copy, preload  # noqa: E402
 
 from tests.factories import encode, valid_v1  # noqa: E402
 from tests.harness import Broker, start_daemon, topology  # noqa: E402
+from tests.harness.config import catch_all_and_targets  # noqa: E402
 
 SAMPLE = 0.2
 
@@ -79,8 +79,7 @@ async def drain(
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         config = isolated_copy(Path(tmp), suffix, prefetch)
         queues, exchanges = topology(config)
-        source = yaml.safe_load(config.read_text())["source"]["queue"]
-        targets = [q for q in queues if q != source]
+        source, targets = catch_all_and_targets(config, queues)
         async with Broker(url) as broker:
             broker.track(queues, exchanges)
             first = start_daemon(config, url, Path(tmp) / "logs", name="declare")

@@ -45,7 +45,7 @@ from pamqp.commands import Basic  # noqa: E402
 from tests.conftest import SHIPPED_CONFIG, SHIPPED_SCHEMAS, isolate_config  # noqa: E402
 from tests.factories import encode, invalid_v1, valid_v1  # noqa: E402
 from tests.harness import Broker, start_daemon, topology  # noqa: E402
-from tests.harness.config import catch_all_source, source_entries  # noqa: E402
+from tests.harness.config import catch_all_and_targets, catch_all_source  # noqa: E402
 
 DEFAULT_URL = os.environ.get("ROUTERD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 BODY_BYTES = 1024
@@ -271,10 +271,7 @@ async def _bench_routerd(
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         config = isolated_copy(Path(tmp), suffix, prefetch)
         queues, exchanges = topology(config)
-        data = yaml.safe_load(config.read_text())
-        source = catch_all_source(data)["queue"]
-        sources = {s["queue"] for s in source_entries(data)}
-        targets = [q for q in queues if q not in sources]
+        source, targets = catch_all_and_targets(config, queues)
         async with Broker(url) as broker:
             broker.track(queues, exchanges)
             # A first run declares the topology exactly as routerd wants it, then stops.

@@ -5,7 +5,9 @@ the channel: when the channel or connection closes, those tasks are cancelled. S
 callback registers the delivery with the acker before its first await (which keeps the
 ledger in delivery order), runs the request handler, and settles the outcome; the acker
 sends it. In-flight work is bounded by the prefetch: the broker sends no more than
-`prefetch` unacked deliveries, so neither tasks nor the ledger can grow past it.
+`prefetch` unacked deliveries, so neither tasks nor the ledger can grow past it. The link
+passes the source's window (`Source.window`), the prefetch lowered so that bodies at the
+size limit stay within the source's byte budget.
 """
 
 from __future__ import annotations
@@ -108,12 +110,17 @@ class Consumer:
         self._metrics.consumed.inc()
         self._metrics.in_flight.inc()
         self.in_flight += 1
+        size = len(message.body)
+        self._metrics.in_flight_bytes.inc(size)
         try:
             outcome = await self._handle(delivery_of(message))
         except Exception:
             # A bug in routerd, not in the request: give it back rather than lose it.
             log.exception("handling a send request failed; requeueing it")
             outcome = Outcome.REQUEUE
+        finally:
+            # The body is let go with the delivery here, before its ack goes out.
+            self._metrics.in_flight_bytes.dec(size)
         if outcome is not Outcome.LEAVE:
             self.acker.settle(entry, outcome)
             self._metrics.processing_seconds.observe(time.perf_counter() - started)

@@ -181,9 +181,19 @@ class BrokerLink:
                     source=source.queue,
                 )
                 channel = await connection.channel(publisher_confirms=False)
-                consumers.append(
-                    Consumer(channel, source.queue, source.prefetch, handler, self._metrics)
-                )
+                window = source.window(table.limits)
+                if window < source.prefetch:
+                    log.info(
+                        "prefetch lowered to keep in-flight bodies within max_in_flight_bytes",
+                        extra={
+                            "queue": source.queue,
+                            "prefetch": source.prefetch,
+                            "window": window,
+                            "max_in_flight_bytes": source.max_in_flight_bytes,
+                            "max_body_bytes": table.limits.max_body_bytes,
+                        },
+                    )
+                consumers.append(Consumer(channel, source.queue, window, handler, self._metrics))
             for consumer in consumers:
                 ackers.append(asyncio.create_task(consumer.acker.run(), name="routerd-acker"))
             try:

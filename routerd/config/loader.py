@@ -19,6 +19,7 @@ from routerd.config.checks import run_checks
 from routerd.config.conditions import always, compile_condition
 from routerd.config.hints import did_you_mean
 from routerd.config.model import (
+    DEFAULT_MAX_IN_FLIGHT_BYTES,
     Condition,
     ConfigError,
     Limits,
@@ -316,6 +317,7 @@ def _source(raw: dict[str, Any], accepts: Condition | None = None) -> Source:
         max_redeliveries=raw.get("max_redeliveries", 5),
         accepts=accepts,
         accepts_canonical=accepts.canonical if accepts is not None else "",
+        max_in_flight_bytes=raw.get("max_in_flight_bytes", DEFAULT_MAX_IN_FLIGHT_BYTES),
     )
 
 

@@ -83,6 +83,9 @@ class QueueSpec:
     arguments: Mapping[str, Any] = field(default_factory=dict)
 
 
+DEFAULT_MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
     queue: str
@@ -97,9 +100,21 @@ class Source:
     # text: the same condition moved to another line is no change of the source.
     accepts: Condition | None = field(default=None, compare=False)
     accepts_canonical: str = ""
+    # Bytes of request bodies this source may have in flight in one daemon (see `window`).
+    max_in_flight_bytes: int = DEFAULT_MAX_IN_FLIGHT_BYTES
 
     def takes(self, ctx: MatchContext) -> bool:
         return self.accepts is None or self.accepts.matches(ctx)
+
+    def window(self, limits: Limits) -> int:
+        """The prefetch the daemon consumes with: `prefetch`, lowered until that many bodies
+        at the size limit fit in `max_in_flight_bytes` (never below 1).
+
+        RabbitMQ bounds unacknowledged deliveries by count only (it does not implement
+        basic.qos prefetch_size), so a byte bound has to be a count: with 1 MiB bodies a
+        prefetch of 256 could hold 256 MiB, more than a small pod has.
+        """
+        return max(1, min(self.prefetch, self.max_in_flight_bytes // limits.max_body_bytes))
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,6 +136,12 @@ class Metrics(TableMetrics):
             "Send requests consumed whose source delivery is not yet acked or nacked.",
             registry=r,
         )
+        self.in_flight_bytes = Gauge(
+            "routerd_in_flight_bytes",
+            "Bytes of request bodies consumed and still being handled; each source's window "
+            "keeps its share under the source's max_in_flight_bytes.",
+            registry=r,
+        )
         self.broker_blocked = Gauge(
             "routerd_broker_blocked",
             "1 while the broker blocks routerd's publishes (connection.blocked: a memory or "

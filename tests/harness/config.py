@@ -31,6 +31,14 @@ def catch_all_source(data: Mapping[str, Any]) -> dict[str, Any]:
     return source_entries(data)[-1]
 
 
+def catch_all_and_targets(path: Path, queues: list[str]) -> tuple[str, list[str]]:
+    """(the catch-all source queue, every queue of `queues` that is not a source): where a
+    benchmark loads its backlog, and where routed requests arrive."""
+    data = read_config(path)
+    sources = {source["queue"] for source in source_entries(data)}
+    return catch_all_source(data)["queue"], [q for q in queues if q not in sources]
+
+
 def keep_one_source(path: Path) -> Path:
     """Rewrite a config with `sources:` to the one-source form, keeping its catch-all: for
     tests of publishing itself, where which source a request goes to is not the point."""

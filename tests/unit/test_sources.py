@@ -169,3 +169,45 @@ def test_lint_warns_of_a_field_in_accepts_no_schema_declares(tmp_path: Path) -> 
     ]
     assert problems[0].message.startswith("source 'in.eu': field regoin is not declared by")
     assert "did you mean 'region'?" in problems[0].message
+
+
+def test_the_window_keeps_bodies_at_the_size_limit_within_the_byte_budget(tmp_path: Path) -> None:
+    head = """\
+    limits: {max_body_bytes: 1048576}
+    sources:
+      - {queue: small, max_in_flight_bytes: 8388608, accepts: {field: region, equals: eu}}
+      - {queue: tiny, max_in_flight_bytes: 1000, accepts: {field: region, equals: fr}}
+      - {queue: few, prefetch: 4, accepts: {field: region, equals: de}}
+      - queue: default
+    """
+    table = load(config(tmp_path, head))
+    windows = {source.queue: source.window(table.limits) for source in table.sources}
+    # 8 MiB / 1 MiB; under one body still one delivery; a prefetch already under the
+    # budget stays; the default budget (64 MiB) lowers 256 to 64.
+    assert windows == {"small": 8, "tiny": 1, "few": 4, "default": 64}
+
+
+def test_the_shipped_sources_hold_at_most_their_budget_of_bodies() -> None:
+    table = load(SHIPPED)
+    for source in table.sources:
+        held = source.window(table.limits) * table.limits.max_body_bytes
+        assert held <= source.max_in_flight_bytes, source.queue
+
+
+def test_a_body_limit_that_lowers_a_window_needs_a_restart_one_that_raises_it_does_not(
+    tmp_path: Path,
+) -> None:
+    def with_limit(folder: str, limit: int) -> Path:
+        (tmp_path / folder).mkdir()
+        return config(tmp_path / folder, f"limits: {{max_body_bytes: {limit}}}\n" + EU_FIRST)
+
+    running = load(with_limit("running", 4 * 1024 * 1024))  # windows 16 and 16
+    problems = restart_needed(running, load(with_limit("bigger", 8 * 1024 * 1024)))
+    assert [(p.code, p.location.line) for p in problems] == [("restart-required", 2)] * 2
+    assert [p.message.split(" deliveries")[0] for p in problems] == [
+        "limits.max_body_bytes 8388608 lowers sources[0] ('in.eu') from 16 to 8",
+        "limits.max_body_bytes 8388608 lowers sources[1] ('in') from 16 to 8",
+    ]
+    assert "restart routerd" in problems[0].message
+    # Smaller bodies let the catch-all's window grow (16 to 64): safe, applied at the next start.
+    assert restart_needed(running, load(with_limit("smaller", 1024 * 1024))) == ()
