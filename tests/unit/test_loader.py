@@ -225,8 +225,8 @@ def test_text_that_is_not_utf8(tmp_path: Path) -> None:
                     4,
                     3,
                     "/source: unknown key 'prefech'; expected one of: arguments, dead_letter, "
-                    "declare, durable, max_in_flight_bytes, max_redeliveries, prefetch, queue, type; did you mean "
-                    "'prefetch'?",
+                    "declare, durable, max_in_flight_bytes, max_redeliveries, prefetch, queue, "
+                    "type; did you mean 'prefetch'?",
                 )
             ],
         ),
