@@ -23,6 +23,7 @@ import pytest
 from tests.factories import mixed
 from tests.harness.accounting import SEQ, QueueNames, drain_all, numbered, settle
 from tests.harness.broker import Broker, Received
+from tests.harness.config import full_prefetch_in_flight
 from tests.harness.connections import rabbitmqctl
 from tests.harness.daemon import running_daemon
 from tests.harness.wait import wait_for
@@ -105,6 +106,7 @@ async def refusing(queue: str, broker: Broker) -> AsyncIterator[int]:
 async def test_nacked_target_publishes_end_in_rejected_after_the_redelivery_limit(
     broker: Broker, names: QueueNames, isolated_config: Path, amqp_url: str, log_dir: Path
 ) -> None:
+    full_prefetch_in_flight(isolated_config)
     requests = mixed(COUNT, seed=37)
     async with running_daemon(isolated_config, amqp_url, log_dir) as daemon:
         async with refusing(names.bulk, broker) as fillers:

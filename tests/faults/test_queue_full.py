@@ -25,7 +25,7 @@ from routerd.delivery import retry_pause
 from tests.factories import mixed
 from tests.harness.accounting import Accounting, QueueNames, drain_all, numbered, settle
 from tests.harness.broker import Broker
-from tests.harness.config import dump_config, read_config
+from tests.harness.config import dump_config, full_prefetch_in_flight, read_config
 from tests.harness.connections import rabbitmqctl
 from tests.harness.daemon import Daemon, metric_sum, running_daemon
 from tests.harness.figures import record
@@ -77,6 +77,7 @@ async def test_full_target_and_refusing_rejected_retry_bounded_and_lose_nothing(
     broker: Broker, names: QueueNames, isolated_config: Path, amqp_url: str, log_dir: Path
 ) -> None:
     with_length_limit(isolated_config)
+    full_prefetch_in_flight(isolated_config)
     requests = mixed(COUNT, seed=61)
     policy = f"test-refuse-{names.rejected}"
     refuse = json.dumps({"max-length": REJECTED_ROOM, "overflow": "reject-publish"})

@@ -39,6 +39,17 @@ def catch_all_and_targets(path: Path, queues: list[str]) -> tuple[str, list[str]
     return catch_all_source(data)["queue"], [q for q in queues if q not in sources]
 
 
+def full_prefetch_in_flight(path: Path) -> None:
+    """Give every source a byte budget that keeps its whole prefetch in flight, as before
+    the budget existed: for scenarios of retries, where each refused request holds its
+    slot for the nack patience and a smaller window only makes the test wait longer."""
+    data = read_config(path)
+    limit = data.get("limits", {}).get("max_body_bytes", 1024 * 1024)
+    for source in source_entries(data):
+        source["max_in_flight_bytes"] = source.get("prefetch", 256) * limit
+    path.write_text(dump_config(data))
+
+
 def keep_one_source(path: Path) -> Path:
     """Rewrite a config with `sources:` to the one-source form, keeping its catch-all: for
     tests of publishing itself, where which source a request goes to is not the point."""
