@@ -42,6 +42,7 @@ import aiormq  # noqa: E402
 import yaml  # noqa: E402
 from pamqp.commands import Basic  # noqa: E402
 
+from routerd.config.loader import load  # noqa: E402
 from tests.conftest import SHIPPED_CONFIG, SHIPPED_SCHEMAS, isolate_config  # noqa: E402
 from tests.factories import encode, invalid_v1, valid_v1  # noqa: E402
 from tests.harness import Broker, start_daemon, topology  # noqa: E402
@@ -232,7 +233,10 @@ def isolated_copy(workdir: Path, suffix: str, prefetch: int | None) -> Path:
     shutil.copytree(SHIPPED_SCHEMAS, workdir / "schemas")
     data = isolate_config(yaml.safe_load(SHIPPED_CONFIG.read_text()), f"bench.{suffix}")
     if prefetch is not None:
-        catch_all_source(data)["prefetch"] = prefetch
+        # The whole prefetch in flight: a byte budget that does not lower the window.
+        source = catch_all_source(data)
+        source["prefetch"] = prefetch
+        source["max_in_flight_bytes"] = prefetch * data["limits"]["max_body_bytes"]
     path = workdir / "config" / "routes.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -295,13 +299,15 @@ async def _bench_routerd(
 
 
 async def main(args: argparse.Namespace) -> None:
-    shipped = yaml.safe_load(SHIPPED_CONFIG.read_text())
-    prefetch = args.prefetch or int(catch_all_source(shipped)["prefetch"])
+    # The raw forwarder gets routerd's window (the prefetch within the byte budget).
+    shipped = load(SHIPPED_CONFIG)
+    prefetch = args.prefetch or shipped.sources[-1].window(shipped.limits)
     bodies = backlog(args.count, args.invalid)
     mean = sum(map(len, bodies)) / len(bodies)
     print(
         f"backlog: {len(bodies)} persistent send requests, mean {mean:.0f} B, "
-        f"{args.invalid:.0%} invalid; prefetch {prefetch}; {os.cpu_count()} CPUs; "
+        f"{args.invalid:.0%} invalid; window (prefetch in flight) {prefetch}; "
+        f"{os.cpu_count()} CPUs; "
         f"{args.rounds} round(s); {args.amqp_url}"
     )
     kinds = ["raw", "routerd"] if args.only is None else [args.only]

@@ -83,7 +83,7 @@ class QueueSpec:
     arguments: Mapping[str, Any] = field(default_factory=dict)
 
 
-DEFAULT_MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_IN_FLIGHT_BYTES = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

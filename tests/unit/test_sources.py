@@ -183,8 +183,8 @@ def test_the_window_keeps_bodies_at_the_size_limit_within_the_byte_budget(tmp_pa
     table = load(config(tmp_path, head))
     windows = {source.queue: source.window(table.limits) for source in table.sources}
     # 8 MiB / 1 MiB; under one body still one delivery; a prefetch already under the
-    # budget stays; the default budget (64 MiB) lowers 256 to 64.
-    assert windows == {"small": 8, "tiny": 1, "few": 4, "default": 64}
+    # budget stays; the default budget (128 MiB) lowers 256 to 128.
+    assert windows == {"small": 8, "tiny": 1, "few": 4, "default": 128}
 
 
 def test_the_shipped_sources_hold_at_most_their_budget_of_bodies() -> None:
@@ -201,13 +201,13 @@ def test_a_body_limit_that_lowers_a_window_needs_a_restart_one_that_raises_it_do
         (tmp_path / folder).mkdir()
         return config(tmp_path / folder, f"limits: {{max_body_bytes: {limit}}}\n" + EU_FIRST)
 
-    running = load(with_limit("running", 4 * 1024 * 1024))  # windows 16 and 16
-    problems = restart_needed(running, load(with_limit("bigger", 8 * 1024 * 1024)))
-    assert [(p.code, p.location.line) for p in problems] == [("restart-required", 2)] * 2
-    assert [p.message.split(" deliveries")[0] for p in problems] == [
-        "limits.max_body_bytes 8388608 lowers sources[0] ('in.eu') from 16 to 8",
-        "limits.max_body_bytes 8388608 lowers sources[1] ('in') from 16 to 8",
-    ]
-    assert "restart routerd" in problems[0].message
-    # Smaller bodies let the catch-all's window grow (16 to 64): safe, applied at the next start.
+    running = load(with_limit("running", 4 * 1024 * 1024))  # windows 16 and 32
+    # in.eu keeps 16 (its prefetch), in falls from 32 to 16.
+    (problem,) = restart_needed(running, load(with_limit("bigger", 8 * 1024 * 1024)))
+    assert (problem.code, problem.location.line) == ("restart-required", 2)
+    assert problem.message.startswith(
+        "limits.max_body_bytes 8388608 lowers sources[1] ('in') from 32 to 16 deliveries"
+    )
+    assert "restart routerd" in problem.message
+    # Smaller bodies let the catch-all's window grow (32 to 128): safe, applied at the next start.
     assert restart_needed(running, load(with_limit("smaller", 1024 * 1024))) == ()
