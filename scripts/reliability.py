@@ -31,6 +31,7 @@ TESTS = [
     "tests/faults/test_broker_restart.py",
     "tests/faults/test_queue_full.py",
     "tests/faults/test_reload_storm.py",
+    "tests/faults/test_big_bodies.py",
 ]
 
 INTRO = """\
@@ -47,7 +48,7 @@ routed again) and are counted here. The same tests run in `make test`.
 
 | scenario | test | what is injected | what routerd must do |
 | --- | --- | --- | --- |
-| kill -9 | `test_kill9.py` | SIGKILL at 3 seeded random points of a 6,000 stream, a new daemon each time; and one of 3 competing replicas killed | lose nothing; at most a prefetch (256) of duplicates per kill |
+| kill -9 | `test_kill9.py` | SIGKILL at 3 seeded random points of a 6,000 stream, a new daemon each time; and one of 3 competing replicas killed | lose nothing; at most a window (128, the catch-all's prefetch within its byte budget) of duplicates per kill |
 | cut | `test_network.py` | the TCP fault proxy (`tests/harness/faultproxy.py`) closes both sides | reconnect by itself |
 | black hole | `test_network.py` | the proxy accepts bytes and answers nothing, for new connections too | the heartbeat (1 s in the test's URL) notices in 3 x (1 + 1) s; `/readyz` 503 until the link heals |
 | slow link | `test_network.py` | the proxy holds each chunk 0.2 s and passes 64 KiB/s; 1 s publish timeout | publish timeouts requeue, nothing lost |
