@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint check bench clean broker postgres build up down logs cluster-up cluster-down test-cluster faults
+.PHONY: run test lint check bench bench-all clean broker postgres build up down logs cluster-up cluster-down test-cluster faults
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,9 +36,23 @@ check: $(STAMP)
 test: $(STAMP) broker postgres check lint
 	$(BIN)/pytest
 
+# The headline figures (a few minutes): the pipeline alone, routerd against a raw
+# forwarder, publishing cost, bodies at the size limit, latency under load.
 bench: $(STAMP) broker
 	$(BIN)/python scripts/bench_pipeline.py
-	$(BIN)/python scripts/bench_serve.py
+	$(BIN)/python scripts/bench_serve.py --rounds 3
+	$(BIN)/python scripts/bench_publish.py --rounds 3
+	$(BIN)/python scripts/bench_big_bodies.py --kind text
+	$(BIN)/python scripts/bench_latency.py
+
+# Every other figure in docs/performance.md, docs/SCALING.md and docs/rejections.md (long:
+# config scale, a 200,000 backlog, scale-out, a bulk spike, the queue ceiling, the recorder).
+bench-all: bench postgres
+	$(BIN)/python scripts/bench_config.py
+	$(BIN)/python scripts/bench_scale.py
+	$(BIN)/python scripts/bench_spike.py
+	$(BIN)/python scripts/bench_queue_ceiling.py
+	$(BIN)/python scripts/bench_rejections.py
 
 # The fault scenarios, and docs/reliability.md written from their figures. Raises the
 # broker's memory alarm and restarts it (both undone): not against a shared production broker.

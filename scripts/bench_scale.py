@@ -149,7 +149,8 @@ async def main(args: argparse.Namespace) -> None:
             base = base or d.rate
             per_request = 1000 * sum(d.cpu) / max(d.routed, 1)
             print(
-                f"{replicas} replica(s): {d.rate:6.0f} msg/s total ({d.rate / base:.2f}x), "
+                f"{replicas} replica(s): {d.rate:6.0f} msg/s total "
+                f"({d.rate / base if base else float('nan'):.2f}x), "
                 f"{per_request:.3f} ms CPU/request, per replica CPU s "
                 + ", ".join(f"{c:.1f}" for c in d.cpu)
                 + f"; {d.routed_total}/{d.loaded} routed"
