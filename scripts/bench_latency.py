@@ -4,8 +4,10 @@ and 90% of the measured maximum rate.
     .venv/bin/python scripts/bench_latency.py [--seconds 10] [--max-rate N] [--rounds 1]
 
 One routerd runs on an isolated copy of the shipped config. The maximum rate is measured
-first (unless --max-rate gives it) by draining a backlog, as scripts/bench_serve.py does.
-Then a paced publisher sends ~1 KB v1 requests (5% invalid) at each fraction of it for
+first (unless --max-rate gives it) by draining a backlog, as scripts/bench_serve.py does,
+then lowered to what routerd sustains while this script's own publisher and consumers run
+on the same CPUs (publishing at the drain maximum, arrivals counted while publishing;
+`--basis drain` skips that). Then a paced publisher sends ~1 KB v1 requests (5% invalid) at each fraction of it for
 `--seconds`, stamping each with its send time (CLOCK_MONOTONIC, shared by every process on
 the machine); consumers on every target queue record the arrival. Publisher and consumers
 share one event loop, so their own delays are in the figures too. Prints figures, asserts
@@ -22,6 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +69,23 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+@dataclass
+class Paced:
+    sent: int
+    # From the first publish to the last, and how many had arrived by then: at a rate the
+    # machine cannot sustain, arrivals fall behind and their rate is what it sustains.
+    seconds: float
+    arrived_while_sending: int
+
+    @property
+    def sustained(self) -> float:
+        return self.arrived_while_sending / self.seconds
+
+
 async def paced(
     url: str, queue: str, bodies: list[bytes], rate: float, seconds: float, arrivals: Arrivals
-) -> int:
-    """Publish at `rate`/s for `seconds`, cycling through `bodies`; returns how many."""
+) -> Paced:
+    """Publish at `rate`/s for `seconds`, cycling through `bodies`."""
     connection = await aiormq.connect(url)
     channel = await connection.channel(publisher_confirms=False)
     start = time.monotonic()
@@ -91,6 +107,7 @@ async def paced(
             )
             sent += 1
         await asyncio.sleep(TICK)
+    result = Paced(sent, time.monotonic() - start, len(arrivals.ms))
     # Let the last ones arrive, or give up after a while.
     arrivals.expect(sent)
     try:
@@ -98,7 +115,7 @@ async def paced(
     except TimeoutError:
         print(f"  only {len(arrivals.ms)} of {sent} arrived", file=sys.stderr)
     await connection.close()
-    return sent
+    return result
 
 
 async def purge(url: str, queues: list[str]) -> None:
@@ -157,6 +174,24 @@ async def main(args: argparse.Namespace) -> None:
                     f"routerd maximum {max_rate:.0f} msg/s (drain of {args.backlog}); "
                     f"{args.seconds:.0f} s per load, {os.cpu_count()} CPUs; latency in ms"
                 )
+                if args.basis == "sustained":
+                    # The drain runs with nothing else on the machine; the load levels run
+                    # beside this process's publisher and consumers, which share the CPUs.
+                    # What routerd sustains with them running is the fair 100%.
+                    arrivals = Arrivals()
+                    consumer = await consume(args.amqp_url, targets, arrivals)
+                    run = await paced(
+                        args.amqp_url, source, bodies, max_rate, args.seconds, arrivals
+                    )
+                    await consumer.close()
+                    await purge(args.amqp_url, targets)
+                    max_rate = min(max_rate, run.sustained)
+                    print(
+                        f"sustained beside the load generator: {run.sustained:.0f} msg/s "
+                        f"({run.arrived_while_sending} of {run.sent} arrived while "
+                        f"publishing for {run.seconds:.1f} s); load levels are fractions of "
+                        f"{max_rate:.0f} msg/s"
+                    )
                 rows = []
                 for fraction in FRACTIONS:
                     for round_ in range(args.rounds):
@@ -164,9 +199,9 @@ async def main(args: argparse.Namespace) -> None:
                         consumer = await consume(args.amqp_url, targets, arrivals)
                         cpu_before = cpu_seconds(daemon.pid)
                         rate = max_rate * fraction
-                        sent = await paced(
-                            args.amqp_url, source, bodies, rate, args.seconds, arrivals
-                        )
+                        sent = (
+                            await paced(args.amqp_url, source, bodies, rate, args.seconds, arrivals)
+                        ).sent
                         cpu = cpu_seconds(daemon.pid) - cpu_before
                         await consumer.close()
                         got = arrivals.ms or [float("nan")]
@@ -190,6 +225,13 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--max-rate", type=float, default=None, help="skip measuring it")
     parser.add_argument("--backlog", type=int, default=20_000, help="drained for the max")
     parser.add_argument("--rounds", type=int, default=1, help="runs per load level (1)")
+    parser.add_argument(
+        "--basis",
+        choices=["sustained", "drain"],
+        default="sustained",
+        help="100%%: what routerd sustains beside this script's publisher and consumers "
+        "(default), or the drain maximum with nothing else running",
+    )
     parser.add_argument("--amqp-url", default=DEFAULT_URL)
     parser.add_argument("--limit", type=float, default=300.0)
     return parser.parse_args()
