@@ -60,11 +60,18 @@ def customer_rules(count: int) -> list[dict[str, Any]]:
     return rules
 
 
-def write_config(folder: Path, *, schemas: int = 2, rules: int = 500) -> Path:
-    """The shipped config with `rules` customer rules first and `schemas` schema versions
-    (1 and 2 are the shipped ones; the rest are copies under new versions). Returns the
-    path of routes.yaml in `folder`."""
-    config: dict[str, Any] = yaml.safe_load((ROOT / "config" / "routes.yaml").read_text())
+def write_config(
+    folder: Path, *, schemas: int = 2, rules: int = 500, base: dict[str, Any] | None = None
+) -> Path:
+    """The shipped config (or `base`, a parsed routes.yaml with the same schema files) with
+    `rules` customer rules first and `schemas` schema versions (1 and 2 are the shipped
+    ones; the rest are copies under new versions). Returns the path of routes.yaml in
+    `folder`."""
+    config: dict[str, Any] = (
+        dict(base)
+        if base is not None
+        else yaml.safe_load((ROOT / "config" / "routes.yaml").read_text())
+    )
     schema_dir = folder / "schemas"
     schema_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "schemas" / "common.yaml", schema_dir / "common.yaml")

@@ -22,6 +22,12 @@ SCRIPTS = [
     ("bench_serve.py", ["--count", "300", "--rounds", "1"], "ratio routerd/raw", True),
     ("bench_latency.py", ["--seconds", "1", "--max-rate", "300"], "p99", True),
     (
+        "bench_latency.py",
+        ["--seconds", "2", "--max-rate", "300", "--basis", "drain", "--reload"],
+        "reload to 200 schemas / 505 rules",
+        True,
+    ),
+    (
         "bench_big_bodies.py",
         ["--kind", "text", "--count", "3", "--budgets", "4"],
         "(window   4)",
@@ -48,7 +54,12 @@ SCRIPTS = [
 
 @pytest.mark.parametrize(
     ("script", "args", "headline", "broker"),
-    [pytest.param(*entry, id=entry[0], marks=[pytest.mark.broker] * entry[3]) for entry in SCRIPTS],
+    [
+        pytest.param(
+            *entry, id=f"{entry[0]} {' '.join(entry[1])}", marks=[pytest.mark.broker] * entry[3]
+        )
+        for entry in SCRIPTS
+    ],
 )
 def test_the_benchmark_runs_on_tiny_inputs(
     script: str, args: list[str], headline: str, broker: bool

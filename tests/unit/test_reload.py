@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,14 @@ import yaml
 from routerd.config.loader import load
 from routerd.config.model import RouteTable
 from routerd.observe import Metrics
-from routerd.reload import Reloader, TableHolder, restart_needed, watch_dirs
+from routerd.reload import (
+    RELOAD_SWITCH_INTERVAL,
+    Reloader,
+    TableHolder,
+    _loop_first,
+    restart_needed,
+    watch_dirs,
+)
 from tests.harness.config import catch_all_source
 
 pytestmark = pytest.mark.anyio
@@ -183,3 +191,17 @@ async def test_a_crashing_loader_is_a_refused_reload(isolated_config: Path) -> N
     reloader, _, metrics = make(isolated_config, load=boom)
     assert not await reloader.reload("test")
     assert reloads(metrics, "refused") == 1
+
+
+def test_a_reload_loads_with_short_gil_turns_and_puts_them_back() -> None:
+    before = sys.getswitchinterval()
+    try:
+        with _loop_first():
+            assert sys.getswitchinterval() == pytest.approx(RELOAD_SWITCH_INTERVAL, rel=0.05)
+        assert sys.getswitchinterval() == pytest.approx(before, rel=0.05)
+        # A process already set to shorter turns keeps them.
+        sys.setswitchinterval(RELOAD_SWITCH_INTERVAL / 5)
+        with _loop_first():
+            assert sys.getswitchinterval() == pytest.approx(RELOAD_SWITCH_INTERVAL / 5, rel=0.05)
+    finally:
+        sys.setswitchinterval(before)
