@@ -214,21 +214,19 @@ def start_daemon(
 ) -> Daemon:
     port = free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{name}-{port}.log"
-    cmd = [
-        *routerd_command(),
-        "serve",
-        "--config",
-        str(config),
-        "--amqp-url",
-        amqp_url,
-        "--http-addr",
-        f"127.0.0.1:{port}",
-        *extra_args,
-    ]
-    with log_path.open("wb") as log:
+    args = ["serve", "--config", str(config), "--amqp-url", amqp_url]
+    args += ["--http-addr", f"127.0.0.1:{port}", *extra_args]
+    return spawn(args, port=port, config=config, log_path=log_dir / f"{name}-{port}.log")
+
+
+def spawn(
+    args: Sequence[str], *, port: int, config: Path, log_path: Path, append: bool = False
+) -> Daemon:
+    """`routerd ARGS` as a subprocess, its output in `log_path`, its HTTP endpoint on
+    `port` (ARGS say so)."""
+    with log_path.open("ab" if append else "wb") as log:
         proc = subprocess.Popen(
-            cmd,
+            [*routerd_command(), *args],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -35,7 +34,7 @@ from tests.harness import (
     running_daemon,
     wait_for,
 )
-from tests.harness.daemon import Daemon, _child_env, free_port, metric_sum, routerd_command
+from tests.harness.daemon import Daemon, free_port, metric_sum, spawn
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 
@@ -84,34 +83,10 @@ def start_recorder(
     """`routerd rejections record` as a subprocess, observed like `routerd serve`."""
     port = free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
+    args = ["rejections", "record", "--config", str(config), "--amqp-url", amqp_url]
+    args += ["--db", db, "--http-addr", f"127.0.0.1:{port}", "--reconnect-max", "1", *extra_args]
     log_path = log_dir / f"recorder-{port}.log"
-    cmd = [
-        *routerd_command(),
-        "rejections",
-        "record",
-        "--config",
-        str(config),
-        "--amqp-url",
-        amqp_url,
-        "--db",
-        db,
-        "--http-addr",
-        f"127.0.0.1:{port}",
-        "--reconnect-max",
-        "1",
-        *extra_args,
-    ]
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=_child_env(),
-            cwd=ROOT,
-            start_new_session=True,
-        )
-    return Daemon(proc=proc, http_port=port, config=config, log_path=log_path)
+    return spawn(args, port=port, config=config, log_path=log_path, append=True)
 
 
 @asynccontextmanager
