@@ -85,16 +85,10 @@ async def run(url: str, kind: str, count: int, extra: list[str], budget_mib: int
         window = min(catch_all_source(data).get("prefetch", 256), budget_mib * 2**20 // LIMIT)
         config = work / "config" / "routes.yaml"
         config.write_text(yaml.safe_dump(data, sort_keys=False))
-        queues, exchanges = topology(config)
+        queues, _ = topology(config)
         source, targets = catch_all_and_targets(config, queues)
         async with Broker(url) as broker:
-            broker.track(queues, exchanges)
-            daemon = start_daemon(config, url, work / "logs", name="declare", extra_args=extra)
-            try:
-                await daemon.wait_ready(60)
-                await daemon.stop(30)
-            finally:
-                daemon.kill()
+            await broker.declare_config(config)
             await broker.publish(source, (make(i) for i in range(count)), window=50)
             daemon = start_daemon(config, url, work / "logs", name="bench", extra_args=extra)
             try:

@@ -154,22 +154,19 @@ async def main(args: argparse.Namespace) -> None:
     suffix = uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
         config = isolated_copy(Path(tmp), suffix, None)
-        queues, exchanges = topology(config)
+        queues, _ = topology(config)
         source, targets = catch_all_and_targets(config, queues)
         async with Broker(args.amqp_url) as broker:
-            broker.track(queues, exchanges)
+            await broker.declare_config(config)
             max_rate = args.max_rate
-            daemon = start_daemon(config, args.amqp_url, Path(tmp) / "logs", name="declare")
+            if max_rate is None:
+                # The maximum: drain a backlog with nobody else on the queues.
+                drained = backlog(args.backlog, 0.05)
+                await preload(broker, source, drained)
+            daemon = start_daemon(config, args.amqp_url, Path(tmp) / "logs", name="bench")
             try:
                 await daemon.wait_ready(60)
                 if max_rate is None:
-                    # The maximum: drain a backlog with nobody else on the queues.
-                    if await daemon.stop(30) != 0:
-                        print(daemon.log_tail(), file=sys.stderr)
-                    daemon.kill()
-                    drained = backlog(args.backlog, 0.05)
-                    await preload(broker, source, drained)
-                    daemon = start_daemon(config, args.amqp_url, Path(tmp) / "logs", name="max")
                     result = await measure(
                         broker, targets, len(drained), daemon.pid, "max", args.limit
                     )

@@ -78,16 +78,10 @@ async def drain(
     suffix = uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         config = isolated_copy(Path(tmp), suffix, prefetch)
-        queues, exchanges = topology(config)
+        queues, _ = topology(config)
         source, targets = catch_all_and_targets(config, queues)
         async with Broker(url) as broker:
-            broker.track(queues, exchanges)
-            first = start_daemon(config, url, Path(tmp) / "logs", name="declare")
-            try:
-                await first.wait_ready(60)
-                await first.stop(30)
-            finally:
-                first.kill()
+            await broker.declare_config(config)
             await preload(broker, source, bodies)
             result.loaded = len(bodies)
             daemons = [

@@ -274,18 +274,11 @@ async def _bench_routerd(
     suffix = uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         config = isolated_copy(Path(tmp), suffix, prefetch)
-        queues, exchanges = topology(config)
+        queues, _ = topology(config)
         source, targets = catch_all_and_targets(config, queues)
         async with Broker(url) as broker:
-            broker.track(queues, exchanges)
-            # A first run declares the topology exactly as routerd wants it, then stops.
-            daemon = start_daemon(config, url, Path(tmp) / "logs", name="declare")
-            try:
-                await daemon.wait_ready(60)
-                if await daemon.stop(30) != 0:
-                    print(daemon.log_tail(), file=sys.stderr)
-            finally:
-                daemon.kill()
+            # The topology exactly as routerd declares it, before the backlog goes in.
+            await broker.declare_config(config)
             await preload(broker, source, bodies)
             daemon = start_daemon(config, url, Path(tmp) / "logs", name="bench")
             try:

@@ -2,10 +2,10 @@
 
 For each layout, on its own copy of the shipped config (unique queue names):
 
-1. `routerd serve` declares the topology, then stops;
+1. the topology is declared with routerd's own code (`Broker.declare_config`);
 2. a backlog of bulk send requests (stream: broadcast, ~1 KB) is loaded into the catch-all
    source `email.send`, where publishers put bulk in both layouts;
-3. `routerd serve` starts again and drains it; meanwhile password-reset requests are
+3. `routerd serve` starts and drains it; meanwhile password-reset requests are
    published at a steady rate through `routerd.client.Publisher` (config=, so it picks
    the source as `routerd send` and the API do);
 4. each one's latency is from just before its publish to its delivery from the
@@ -44,7 +44,7 @@ import yaml  # noqa: E402
 from routerd.client import Publisher  # noqa: E402
 from tests.conftest import SHIPPED_CONFIG, SHIPPED_SCHEMAS, isolate_config  # noqa: E402
 from tests.factories import encode, valid_v1  # noqa: E402
-from tests.harness import Broker, start_daemon, topology  # noqa: E402
+from tests.harness import Broker, start_daemon  # noqa: E402
 from tests.harness.config import catch_all_source, keep_one_source, source_entries  # noqa: E402
 
 DEFAULT_URL = os.environ.get("ROUTERD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -119,16 +119,9 @@ async def one_layout(args: argparse.Namespace, bodies: list[bytes], *, one_sourc
         sources = [s["queue"] for s in source_entries(data)]
         bulk_source = catch_all_source(data)["queue"]
         target = data["targets"]["transactional"]["queues"][0]["name"]
-        queues, exchanges = topology(config)
         logs = Path(tmp) / "logs"
         async with Broker(args.amqp_url) as broker:
-            broker.track(queues, exchanges)
-            daemon = start_daemon(config, args.amqp_url, logs, name="declare")
-            try:
-                await daemon.wait_ready(60)
-                await daemon.stop(30)
-            finally:
-                daemon.kill()
+            await broker.declare_config(config)
             start = time.monotonic()
             await broker.publish(bulk_source, bodies, window=1000)
             print(
