@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from routerd.ops.common import OutputFormat
 from routerd.settings import env_help
+
+SettingsT = TypeVar("SettingsT")
 
 app = typer.Typer(
     add_completion=False,
@@ -41,13 +44,34 @@ def _setting(help_text: str, name: str, flag: str) -> Any:
     return typer.Option(flag, help=f"{help_text} {env_help(name)}", show_default=False)
 
 
-# The daemons' (serve, api) logging options.
+# The long-running commands' (serve, api, rejections record) logging options.
 LogFormatOption = Annotated[
     str | None, _setting("text or json, default text", "log_format", "--log-format")
 ]
 LogLevelOption = Annotated[
     str | None, _setting("debug, info, ... default info", "log_level", "--log-level")
 ]
+# The broker daemons' (serve, rejections record) reconnect ceiling.
+ReconnectMaxOption = Annotated[
+    str | None,
+    _setting(
+        "Seconds the reconnect backoff grows to, default 30", "reconnect_max", "--reconnect-max"
+    ),
+]
+
+
+def _settings(
+    command: str, from_sources: Callable[..., SettingsT], flags: dict[str, Any], startup: int
+) -> SettingsT:
+    """The command's settings from its flags over the environment; on a bad one, say which
+    and exit with the command's `startup` status."""
+    from routerd.settings import SettingsError
+
+    try:
+        return from_sources(flags, os.environ)
+    except SettingsError as exc:
+        print(f"routerd {command}: {exc}", file=sys.stderr)
+        raise typer.Exit(startup) from None
 
 
 def _version(value: bool) -> None:
@@ -265,9 +289,8 @@ def api(
     Exit 0 after a graceful stop, 2 when the settings, the keys file or the config (as
     `routerd lint` reports it) stop it from starting. docs/api.md says more.
     """
-    from routerd.api.server import run
+    from routerd.api.server import ApiExit, run
     from routerd.api.settings import ApiSettings
-    from routerd.settings import SettingsError
 
     flags = {
         "config": config,
@@ -278,12 +301,7 @@ def api(
         "log_format": log_format,
         "log_level": log_level,
     }
-    try:
-        settings = ApiSettings.from_sources(flags, os.environ)
-    except SettingsError as exc:
-        print(f"routerd api: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
-    raise typer.Exit(run(settings))
+    raise typer.Exit(run(_settings("api", ApiSettings.from_sources, flags, ApiExit.STARTUP)))
 
 
 @app.command()
@@ -333,12 +351,7 @@ def serve(
             "--reconnect-min",
         ),
     ] = None,
-    reconnect_max: Annotated[
-        str | None,
-        _setting(
-            "Seconds the reconnect backoff grows to, default 30", "reconnect_max", "--reconnect-max"
-        ),
-    ] = None,
+    reconnect_max: ReconnectMaxOption = None,
 ) -> None:
     """Route send requests from the source queue until SIGTERM. SIGHUP reloads the config.
 
@@ -347,7 +360,7 @@ def serve(
     """
     from routerd.daemon import ServeExit
     from routerd.daemon import serve as run_daemon
-    from routerd.settings import Settings, SettingsError
+    from routerd.settings import Settings
 
     flags = {
         "config": config,
@@ -360,11 +373,7 @@ def serve(
         "reconnect_min": reconnect_min,
         "reconnect_max": reconnect_max,
     }
-    try:
-        settings = Settings.from_sources(flags, os.environ)
-    except SettingsError as exc:
-        print(f"routerd serve: {exc}", file=sys.stderr)
-        raise typer.Exit(ServeExit.STARTUP) from None
+    settings = _settings("serve", Settings.from_sources, flags, ServeExit.STARTUP)
     raise typer.Exit(run_daemon(settings))
 
 
@@ -417,12 +426,8 @@ def rejections_record(
             show_default=False,
         ),
     ] = None,
-    log_format: Annotated[
-        str | None, _setting("text or json, default text", "log_format", "--log-format")
-    ] = None,
-    log_level: Annotated[
-        str | None, _setting("debug, info, ... default info", "log_level", "--log-level")
-    ] = None,
+    log_format: LogFormatOption = None,
+    log_level: LogLevelOption = None,
     shutdown_timeout: Annotated[
         str | None,
         _setting(
@@ -439,12 +444,7 @@ def rejections_record(
             "--reconnect-min",
         ),
     ] = None,
-    reconnect_max: Annotated[
-        str | None,
-        _setting(
-            "Seconds the reconnect backoff grows to, default 30", "reconnect_max", "--reconnect-max"
-        ),
-    ] = None,
+    reconnect_max: ReconnectMaxOption = None,
 ) -> None:
     """Consume the rejected queue and keep each rejection in the database until SIGTERM.
 
@@ -454,7 +454,6 @@ def rejections_record(
     """
     from routerd.rejections.recorder import RecorderExit, record
     from routerd.rejections.settings import RecorderSettings
-    from routerd.settings import SettingsError
 
     flags = {
         "config": config,
@@ -469,11 +468,9 @@ def rejections_record(
         "reconnect_min": reconnect_min,
         "reconnect_max": reconnect_max,
     }
-    try:
-        settings = RecorderSettings.from_sources(flags, os.environ)
-    except SettingsError as exc:
-        print(f"routerd rejections record: {exc}", file=sys.stderr)
-        raise typer.Exit(RecorderExit.STARTUP) from None
+    settings = _settings(
+        "rejections record", RecorderSettings.from_sources, flags, RecorderExit.STARTUP
+    )
     raise typer.Exit(record(settings))
 
 
