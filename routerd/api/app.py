@@ -101,11 +101,7 @@ def create_app(
     async def _send(request: Request) -> Response:
         customer = _customer(request, keys)
         if customer is None:
-            return error(
-                401,
-                "missing or unknown API key: send Authorization: Bearer <api key>",
-                {"WWW-Authenticate": 'Bearer realm="routerd"'},
-            )
+            return _unauthorized()
         try:
             # The running config's limit: a reload may have changed it.
             raw = await read_body(request, publisher_table(publisher).limits.max_body_bytes)
@@ -134,11 +130,7 @@ def create_app(
     async def list_rejections(request: Request) -> Response:
         customer = _customer(request, keys)
         if customer is None:
-            return error(
-                401,
-                "missing or unknown API key: send Authorization: Bearer <api key>",
-                {"WWW-Authenticate": 'Bearer realm="routerd"'},
-            )
+            return _unauthorized()
         if rejections is None:
             return error(
                 404, "rejections are not enabled on this API (routerd api --rejections-db)"
@@ -246,6 +238,14 @@ def _customer(request: Request, keys: Customers) -> str | None:
     if scheme.lower() != "bearer" or not key.strip():
         return None
     return keys.customer_of(key.strip())
+
+
+def _unauthorized() -> Response:
+    return error(
+        401,
+        "missing or unknown API key: send Authorization: Bearer <api key>",
+        {"WWW-Authenticate": 'Bearer realm="routerd"'},
+    )
 
 
 def _invalid(code: str, message: str) -> Response:
