@@ -200,11 +200,7 @@ class BrokerLink:
                 # 4. consume; from here on the replica does useful work and says so.
                 for consumer in consumers:
                     await consumer.start()
-                self._consuming = True
-                self._health.consuming = True
-                self.sessions += 1
-                if self.sessions > 1:
-                    self._metrics.reconnects.inc()
+                self._consuming_began()
                 queues = ", ".join(source.queue for source in table.sources)
                 log.info("routing", extra={"queue": queues, "session": self.sessions})
                 lost = await self._watch(connection, publisher, consumers, ackers)
@@ -218,15 +214,26 @@ class BrokerLink:
                 if ackers:
                     await asyncio.wait(ackers)
         finally:
-            self._consuming = False
-            self._health.consuming = False
-            self._health.connected = False
+            self._session_ended()
             self._blocked(False, quiet=True)
-            self._connection = None
             for consumer in consumers:
                 consumer.abandon()
             # Closing returns every unacked delivery to the source queue.
             await _close(connection)
+
+    def _consuming_began(self) -> None:
+        """Every consumer of the session consumes: /readyz and the session count say so."""
+        self._consuming = True
+        self._health.consuming = True
+        self.sessions += 1
+        if self.sessions > 1:
+            self._metrics.reconnects.inc()
+
+    def _session_ended(self) -> None:
+        self._consuming = False
+        self._health.consuming = False
+        self._health.connected = False
+        self._connection = None
 
     def _blocked(self, blocked: bool, *, quiet: bool = False) -> None:
         """connection.blocked or unblocked: tell /readyz, /metrics and the log."""

@@ -60,11 +60,7 @@ class QueueLink(BrokerLink):
             try:
                 # 3. consume; deliveries are acked only once `handle` answered ACK.
                 await consumer.start()
-                self._consuming = True
-                self._health.consuming = True
-                self.sessions += 1
-                if self.sessions > 1:
-                    self._metrics.reconnects.inc()
+                self._consuming_began()
                 lost = await self._watch(connection, None, [consumer], [acker])
                 if lost is not None:
                     log.warning("lost the broker", extra={"reason": lost})
@@ -75,10 +71,7 @@ class QueueLink(BrokerLink):
                 acker.cancel()
                 await asyncio.wait({acker})
         finally:
-            self._consuming = False
-            self._health.consuming = False
-            self._health.connected = False
-            self._connection = None
+            self._session_ended()
             if consumer is not None:
                 consumer.abandon()
             # Closing returns every unacked delivery to the queue.
