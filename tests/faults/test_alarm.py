@@ -17,7 +17,14 @@ import anyio
 import pytest
 
 from tests.factories import mixed
-from tests.harness.accounting import Accounting, QueueNames, drain_all, numbered, settle
+from tests.harness.accounting import (
+    Accounting,
+    QueueNames,
+    drain_all,
+    numbered,
+    settle,
+    wait_routed,
+)
 from tests.harness.alarms import memory_alarm
 from tests.harness.broker import Broker
 from tests.harness.daemon import Daemon, metric_sum, running_daemon
@@ -39,10 +46,6 @@ ROUTED_BEFORE_ALARM = 2_000
 PUBLISH_TIMEOUT = 2.0
 
 
-async def routed(broker: Broker, names: QueueNames) -> int:
-    return sum((await broker.depths(names.targets)).values())
-
-
 async def failures(daemon: Daemon) -> tuple[float, float]:
     """(publish failures, source requeues) so far."""
     text = await daemon.metrics()
@@ -60,13 +63,7 @@ async def test_memory_alarm_blocks_without_a_timeout_storm_and_resumes(
     await broker.declare_config(isolated_config)
     assert await broker.publish(names.source, numbered(b for _, b in requests)) == COUNT
     async with running_daemon(isolated_config, amqp_url, log_dir, extra_args=args) as daemon:
-        await wait_for(
-            lambda: routed(broker, names),
-            lambda n: n >= ROUTED_BEFORE_ALARM,
-            within=60,
-            what=f"{ROUTED_BEFORE_ALARM} routed",
-            interval=0.01,
-        )
+        await wait_routed(broker, names, ROUTED_BEFORE_ALARM)
         before = await failures(daemon)
         async with memory_alarm():
             blocked = await wait_for(

@@ -15,12 +15,11 @@ from pathlib import Path
 import pytest
 
 from tests.factories import mixed
-from tests.harness.accounting import Accounting, QueueNames, drain_all, numbered, settle
+from tests.harness.accounting import Accounting, QueueNames, drain_all, numbered, routed, settle
 from tests.harness.alarms import broker_stopped
 from tests.harness.broker import Broker
 from tests.harness.daemon import running_daemon
 from tests.harness.figures import record
-from tests.harness.wait import wait_for
 
 pytestmark = [
     pytest.mark.anyio,
@@ -39,15 +38,9 @@ async def test_broker_restart_during_a_backlog_recovers_and_loses_nothing(
     async with running_daemon(isolated_config, amqp_url, log_dir, extra_args=FAST_RETRY) as daemon:
         # The whole backlog is confirmed before the stop: the test's connection dies with it.
         await broker.publish(names.source, numbered(b for _, b in requests))
-        at_stop = sum((await broker.depths(names.targets)).values())
+        at_stop = await routed(broker, names)
         async with broker_stopped():
-            await wait_for(
-                daemon.ready_status,
-                lambda status: status == 503,
-                within=15,
-                what="/readyz 503 while the broker is stopped",
-                interval=0.1,
-            )
+            await daemon.wait_not_ready(15, during="while the broker is stopped")
         started = time.monotonic()
         await daemon.wait_ready(within=60)
         recovered = time.monotonic() - started

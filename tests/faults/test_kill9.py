@@ -16,21 +16,24 @@ import anyio
 import pytest
 
 from tests.factories import mixed
-from tests.harness.accounting import Accounting, QueueNames, drain_all, numbered, settle
+from tests.harness.accounting import (
+    Accounting,
+    QueueNames,
+    drain_all,
+    numbered,
+    routed,
+    settle,
+    wait_routed,
+)
 from tests.harness.broker import Broker
 from tests.harness.daemon import Daemon, running_daemon, start_daemon
 from tests.harness.figures import record
-from tests.harness.wait import wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 
 COUNT = 6000
 ROUNDS = 3
 SEED = 20261130
-
-
-async def routed(broker: Broker, names: QueueNames) -> int:
-    return sum((await broker.depths(names.targets)).values())
 
 
 async def test_kill_9_at_random_moments_loses_nothing(
@@ -54,13 +57,7 @@ async def test_kill_9_at_random_moments_loses_nothing(
                     # The stream, once the first daemon declared the source: published
                     # while the daemons come and go.
                     tg.start_soon(broker.publish, names.source, numbered(b for _, b in requests))
-                await wait_for(
-                    lambda: routed(broker, names),
-                    lambda n, t=threshold: n >= t,
-                    within=60,
-                    what=f"{threshold} routed",
-                    interval=0.01,
-                )
+                await wait_routed(broker, names, threshold)
                 killed_at.append(await routed(broker, names))
                 daemon.kill()  # SIGKILL
                 killed = time.monotonic()
@@ -103,13 +100,7 @@ async def test_three_competing_daemons_one_killed_lose_nothing(
             await daemon.wait_ready()
         async with anyio.create_task_group() as tg:
             tg.start_soon(broker.publish, names.source, numbered(b for _, b in requests))
-            await wait_for(
-                lambda: routed(broker, names),
-                lambda n: n >= COUNT // 3,
-                within=60,
-                what="a third routed",
-                interval=0.01,
-            )
+            await wait_routed(broker, names, COUNT // 3)
             at_kill = await routed(broker, names)
             daemons[0].kill()
             killed = time.monotonic()

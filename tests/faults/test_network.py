@@ -15,7 +15,15 @@ import anyio
 import pytest
 
 from tests.factories import mixed
-from tests.harness.accounting import Accounting, QueueNames, drain_all, numbered, settle
+from tests.harness.accounting import (
+    Accounting,
+    QueueNames,
+    drain_all,
+    numbered,
+    routed,
+    settle,
+    wait_routed,
+)
 from tests.harness.broker import Broker
 from tests.harness.daemon import Daemon, metric_sum, running_daemon
 from tests.harness.faultproxy import Mode, fault_proxy
@@ -29,10 +37,6 @@ HEARTBEAT = 1
 GRACE = 3 * (HEARTBEAT + 1)
 QUERY = f"heartbeat={HEARTBEAT}&timeout=3"
 FAST_RETRY = ["--reconnect-min", "0.2", "--reconnect-max", "1"]
-
-
-async def routed(broker: Broker, names: QueueNames) -> int:
-    return sum((await broker.depths(names.targets)).values())
 
 
 async def reconnects(daemon: Daemon) -> float:
@@ -60,13 +64,7 @@ async def test_connection_cut_reconnects_and_loses_nothing(
     ):
         async with anyio.create_task_group() as tg:
             tg.start_soon(broker.publish, names.source, numbered(b for _, b in requests))
-            await wait_for(
-                lambda: routed(broker, names),
-                lambda n: n >= COUNT // 4,
-                within=60,
-                what="a quarter routed",
-                interval=0.01,
-            )
+            await wait_routed(broker, names, COUNT // 4)
             at_cut = await routed(broker, names)
             assert proxy.cut() >= 1
             cut = time.monotonic()
@@ -103,23 +101,11 @@ async def test_black_hole_is_detected_reported_not_ready_and_survived(
     ):
         async with anyio.create_task_group() as tg:
             tg.start_soon(broker.publish, names.source, numbered(b for _, b in requests))
-            await wait_for(
-                lambda: routed(broker, names),
-                lambda n: n >= COUNT // 4,
-                within=60,
-                what="a quarter routed",
-                interval=0.01,
-            )
+            await wait_routed(broker, names, COUNT // 4)
             at_stall = await routed(broker, names)
             proxy.set(Mode.BLACK_HOLE)
             stalled = time.monotonic()
-            await wait_for(
-                daemon.ready_status,
-                lambda status: status == 503,
-                within=GRACE + 5,
-                what="/readyz 503 during the black hole",
-                interval=0.1,
-            )
+            await daemon.wait_not_ready(GRACE + 5, during="during the black hole")
             detected = time.monotonic() - stalled
             answer = await daemon.get("/readyz")
             assert answer is not None and b"not connected" in answer[1], answer
@@ -165,13 +151,7 @@ async def test_slow_link_times_publishes_out_and_loses_nothing(
     ):
         async with anyio.create_task_group() as tg:
             tg.start_soon(broker.publish, names.source, numbered(b for _, b in requests))
-            await wait_for(
-                lambda: routed(broker, names),
-                lambda n: n >= COUNT // 4,
-                within=60,
-                what="a quarter routed",
-                interval=0.01,
-            )
+            await wait_routed(broker, names, COUNT // 4)
             at_slow = await routed(broker, names)
             proxy.set(Mode.SLOW)
             await wait_for(

@@ -19,7 +19,7 @@ import pytest
 
 from tests.factories import mixed
 from tests.faults.test_reload import with_catch_all
-from tests.harness.accounting import Accounting, QueueNames, numbered, settle
+from tests.harness.accounting import Accounting, QueueNames, numbered, routed, settle
 from tests.harness.alarms import broker_stopped
 from tests.harness.broker import Broker
 from tests.harness.config import read_config, write_by_rename
@@ -66,17 +66,11 @@ async def test_reload_storm_while_the_broker_restarts_loses_nothing(
 
     async with running_daemon(isolated_config, amqp_url, log_dir, extra_args=FAST_RETRY) as daemon:
         await broker.publish(names.source, numbered(b for _, b in requests))
-        at_stop = sum((await broker.depths(names.targets)).values())
+        at_stop = await routed(broker, names)
         async with anyio.create_task_group() as tg:
             tg.start_soon(run_storm, daemon)
             async with broker_stopped():
-                await wait_for(
-                    daemon.ready_status,
-                    lambda status: status == 503,
-                    within=15,
-                    what="/readyz 503 while the broker is stopped",
-                    interval=0.1,
-                )
+                await daemon.wait_not_ready(15, during="while the broker is stopped")
             started = time.monotonic()
             await daemon.wait_ready(within=60)
             recovered = time.monotonic() - started

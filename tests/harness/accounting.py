@@ -147,6 +147,25 @@ async def drain_all(broker: Broker, names: QueueNames) -> list[Received]:
     return got
 
 
+async def routed(broker: Broker, names: QueueNames) -> int:
+    """Requests in the target queues (rejected included) so far."""
+    return sum((await broker.depths(names.targets)).values())
+
+
+async def wait_routed(
+    broker: Broker, names: QueueNames, at_least: int, *, within: float = 60
+) -> int:
+    """Wait until at least `at_least` requests are routed (polled every 10 ms, so a fault can
+    land mid-stream); how many are."""
+    return await wait_for(
+        lambda: routed(broker, names),
+        lambda n: n >= at_least,
+        within=within,
+        what=f"{at_least} routed",
+        interval=0.01,
+    )
+
+
 async def settle(broker: Broker, names: QueueNames, total: int, *, within: float) -> str | None:
     """Wait until the source is empty and the targets hold at least `total` requests.
 

@@ -123,6 +123,16 @@ class Daemon:
         answer = await self.get("/readyz")
         return None if answer is None else answer[0]
 
+    async def wait_not_ready(self, within: float, *, during: str) -> None:
+        """Wait until /readyz answers 503; `during` names the fault in a timeout's message."""
+        await wait_for(
+            self.ready_status,
+            lambda status: status == 503,
+            within=within,
+            what=f"/readyz 503 {during}",
+            interval=0.1,
+        )
+
     async def wait_ready(self, within: float = 30.0) -> None:
         async def probe() -> int | None:
             if self.proc.poll() is not None:
