@@ -4,10 +4,9 @@ a leader) tried again for a while. No broker: refused and silent ports, fake pub
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from types import SimpleNamespace
 
 import anyio
@@ -96,21 +95,6 @@ def _refused_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@pytest.fixture
-async def silent_port() -> AsyncIterator[int]:
-    accepted: list[asyncio.StreamWriter] = []
-
-    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        accepted.append(writer)
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    yield server.sockets[0].getsockname()[1]
-    for writer in accepted:
-        writer.close()
-    server.close()
-    await server.wait_closed()
 
 
 def _as_given(urls: Sequence[str]) -> list[str]:

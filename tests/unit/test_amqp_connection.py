@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-
 import anyio
 import pytest
 
@@ -25,22 +22,6 @@ def test_backoff_grows_to_its_cap_with_full_jitter() -> None:
     assert b.cap() == 4.0
     with pytest.raises(ValueError, match="0 < minimum <= maximum"):
         Backoff(5, 1)
-
-
-@pytest.fixture
-async def silent_port() -> AsyncIterator[int]:
-    """A port that accepts connections and never says a word (a hung broker)."""
-    accepted: list[asyncio.StreamWriter] = []
-
-    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        accepted.append(writer)
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    yield server.sockets[0].getsockname()[1]
-    for writer in accepted:
-        writer.close()
-    server.close()
-    await server.wait_closed()
 
 
 async def test_the_connect_timeout_bounds_a_silent_broker(silent_port: int) -> None:
