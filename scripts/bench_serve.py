@@ -46,7 +46,11 @@ from routerd.config.loader import load  # noqa: E402
 from tests.conftest import SHIPPED_CONFIG, SHIPPED_SCHEMAS, isolate_config  # noqa: E402
 from tests.factories import encode, invalid_v1, valid_v1  # noqa: E402
 from tests.harness import Broker, start_daemon, topology  # noqa: E402
-from tests.harness.config import catch_all_and_targets, catch_all_source  # noqa: E402
+from tests.harness.config import (  # noqa: E402
+    catch_all_and_targets,
+    catch_all_source,
+    full_prefetch_in_flight,
+)
 
 DEFAULT_URL = os.environ.get("ROUTERD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 BODY_BYTES = 1024
@@ -233,12 +237,12 @@ def isolated_copy(workdir: Path, suffix: str, prefetch: int | None) -> Path:
     shutil.copytree(SHIPPED_SCHEMAS, workdir / "schemas")
     data = isolate_config(yaml.safe_load(SHIPPED_CONFIG.read_text()), f"bench.{suffix}")
     if prefetch is not None:
-        # The whole prefetch in flight: a byte budget that does not lower the window.
-        source = catch_all_source(data)
-        source["prefetch"] = prefetch
-        source["max_in_flight_bytes"] = prefetch * data["limits"]["max_body_bytes"]
+        catch_all_source(data)["prefetch"] = prefetch
     path = workdir / "config" / "routes.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
+    if prefetch is not None:
+        # The whole prefetch in flight: a byte budget that does not lower the window.
+        full_prefetch_in_flight(path)
     return path
 
 
