@@ -32,12 +32,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import orjson  # noqa: E402
 import yaml  # noqa: E402
 
 from routerd.config.loader import load  # noqa: E402
 from tests.conftest import SHIPPED_CONFIG, SHIPPED_SCHEMAS, isolate_config  # noqa: E402
-from tests.factories import valid_v1  # noqa: E402
+from tests.factories import valid_v1_at_limit  # noqa: E402
 from tests.harness import Broker, start_daemon, topology  # noqa: E402
 from tests.harness.config import (  # noqa: E402
     catch_all_and_targets,
@@ -49,13 +48,7 @@ LIMIT = 1_048_576
 
 
 def big_text(i: int) -> bytes:
-    request = valid_v1(i)
-    request["text"] = ""
-    room = LIMIT - len(orjson.dumps(request)) - 16
-    request["text"] = "x" * room
-    body = orjson.dumps(request)
-    assert len(body) <= LIMIT
-    return body
+    return valid_v1_at_limit(i, LIMIT)
 
 
 def big_objects(i: int) -> bytes:

@@ -91,6 +91,15 @@ def encode(request: dict[str, Any]) -> bytes:
     return orjson.dumps(request)
 
 
+def valid_v1_at_limit(seed: int, limit: int) -> bytes:
+    """A valid v1 request whose text pads it to just under `limit` bytes."""
+    request = valid_v1(seed, text="")
+    request["text"] = "x" * (limit - len(encode(request)) - 16)
+    body = encode(request)
+    assert limit - 64 < len(body) <= limit
+    return body
+
+
 def mixed(n: int, *, seed: int = 0) -> list[tuple[str, bytes]]:
     """`n` bodies labelled with where they must end: 'transactional', 'bulk' or 'rejected'.
 

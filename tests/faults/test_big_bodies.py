@@ -16,7 +16,7 @@ import anyio
 import pytest
 import yaml
 
-from tests.factories import encode, valid_v1
+from tests.factories import valid_v1_at_limit
 from tests.harness.accounting import Accounting, QueueNames, drain_all, numbered, settle
 from tests.harness.broker import Broker
 from tests.harness.config import read_config, source_entries
@@ -29,15 +29,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 
 BUDGET = 4 * 1024 * 1024
 COUNT = 40
-
-
-def body_at_the_limit(i: int, limit: int) -> bytes:
-    """A valid v1 request padded to just under `limit` bytes."""
-    request = valid_v1(i, text="")
-    request["text"] = "x" * (limit - len(encode(request)) - 16)
-    body = encode(request)
-    assert limit - 64 < len(body) <= limit
-    return body
 
 
 def consumer_prefetch(queue: str) -> list[int]:
@@ -62,7 +53,7 @@ async def test_a_byte_budget_lowers_the_window_and_bounds_bodies_in_hand(
 ) -> None:
     isolated_config = budgeted_config
     limit = read_config(isolated_config)["limits"]["max_body_bytes"]
-    bodies = [body_at_the_limit(i, limit) for i in range(COUNT)]
+    bodies = [valid_v1_at_limit(i, limit) for i in range(COUNT)]
     await broker.declare_config(isolated_config)
     assert await broker.publish(names.source, numbered(bodies), window=8) == COUNT
 
