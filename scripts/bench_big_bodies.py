@@ -31,8 +31,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 import yaml  # noqa: E402
+from bench_serve import peak_rss_mib  # noqa: E402
 
 from routerd.config.loader import load  # noqa: E402
 from tests.conftest import SHIPPED_CONFIG, SHIPPED_SCHEMAS, isolate_config  # noqa: E402
@@ -57,13 +59,6 @@ def big_objects(i: int) -> bytes:
     body = head + b",".join([b"{}"] * count) + b"]}"
     assert len(body) <= LIMIT
     return body
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def run(url: str, kind: str, count: int, extra: list[str], budget_mib: int) -> str:

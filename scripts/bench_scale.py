@@ -24,34 +24,25 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_serve import DEFAULT_URL, backlog, cpu_seconds, isolated_copy, preload  # noqa: E402
+from bench_serve import (  # noqa: E402
+    DEFAULT_URL,
+    backlog,
+    cpu_seconds,
+    isolated_copy,
+    preload,
+    status_mib,
+)
 
-from tests.factories import encode, valid_v1  # noqa: E402
+from tests.factories import valid_v1_at_limit  # noqa: E402
 from tests.harness import Broker, start_daemon, topology  # noqa: E402
 from tests.harness.config import catch_all_and_targets  # noqa: E402
 
 SAMPLE = 0.2
 
 
-def rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
 def big_bodies(count: int, size: int) -> list[bytes]:
     """Valid v1 requests of about `size` bytes (a long text part)."""
-    bodies = []
-    for i in range(count):
-        request = valid_v1(i)
-        request["text"] = ""
-        request["text"] = "x" * (size - len(encode(request)))
-        bodies.append(encode(request))
-    return bodies
+    return [valid_v1_at_limit(i, size) for i in range(count)]
 
 
 class Drain:
@@ -95,7 +86,7 @@ async def drain(
                 deadline = time.monotonic() + limit
                 while time.monotonic() < deadline:
                     for i, daemon in enumerate(daemons):
-                        result.rss[i].append(rss_mib(daemon.pid))
+                        result.rss[i].append(status_mib(daemon.pid, "VmRSS"))
                     done = sum((await broker.depths(targets)).values())
                     if not started and done > 0:
                         started = time.monotonic()
