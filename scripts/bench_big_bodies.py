@@ -8,12 +8,13 @@ prefetch of 256 in flight, as before the budget existed; 128 is the default (a w
 Two kinds of body: `text` (a valid request whose text is one big string) and `objects` (a
 request whose `tags` list holds ~350,000 empty objects: the JSON that costs the most memory
 once parsed; it is rejected). Prints the daemon's peak RSS (VmHWM) and the time taken for
-each kind; asserts nothing. Cleans up its queues. `--decide` instead times the pipeline's
-`decide()` on one body of each kind, in this process, with its peak of traced memory: where
-a hostile body's cost lies (no broker needed).
+each kind; asserts nothing. Cleans up its queues. `--json PATH` also writes each drain's
+figures with the daemon's RSS (VmRSS) sampled every 0.2 s while it drains. `--decide`
+instead times the pipeline's `decide()` on one body of each kind, in this process, with its
+peak of traced memory: where a hostile body's cost lies (no broker needed).
 
     .venv/bin/python scripts/bench_big_bodies.py [--count 600] [--kind text|objects|both]
-                                                 [--budgets 256,128]
+                                                 [--budgets 256,128] [--json PATH]
     .venv/bin/python scripts/bench_big_bodies.py --decide
 """
 
@@ -28,13 +29,14 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import yaml  # noqa: E402
-from bench_serve import peak_rss_mib  # noqa: E402
+from bench_serve import RSS_SAMPLE, peak_rss_mib, status_mib, write_json  # noqa: E402
 
 from routerd.config.loader import load  # noqa: E402
 from tests.conftest import SHIPPED_CONFIG, SHIPPED_SCHEMAS, isolate_config  # noqa: E402
@@ -61,7 +63,9 @@ def big_objects(i: int) -> bytes:
     return body
 
 
-async def run(url: str, kind: str, count: int, extra: list[str], budget_mib: int) -> str:
+async def run(
+    url: str, kind: str, count: int, extra: list[str], budget_mib: int
+) -> tuple[str, dict[str, Any]]:
     make = big_text if kind == "text" else big_objects
     suffix = uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory(prefix="bench-big-") as tmp:
@@ -84,22 +88,31 @@ async def run(url: str, kind: str, count: int, extra: list[str], budget_mib: int
             try:
                 started = time.monotonic()
                 peak = 0.0
+                series: list[tuple[float, float]] = []
+                figures: dict[str, Any] = {"kind": kind, "budget_mib": budget_mib}
+                figures |= {"window": window, "count": count, "rss_mib": series}
                 while sum((await broker.depths(targets)).values()) < count:
                     peak = max(peak, peak_rss_mib(daemon.pid))
-                    if time.monotonic() - started > 300:
-                        return f"{kind}: gave up after 300 s\n{daemon.log_tail()}"
+                    now = time.monotonic() - started
+                    if not series or now - series[-1][0] >= RSS_SAMPLE:
+                        series.append((round(now, 3), status_mib(daemon.pid, "VmRSS")))
+                    if now > 300:
+                        figures["gave_up_after_s"] = now
+                        return f"{kind}: gave up after 300 s\n{daemon.log_tail()}", figures
                     await asyncio.sleep(0.05)
                 seconds = time.monotonic() - started
                 peak = max(peak, peak_rss_mib(daemon.pid))
+                series.append((round(seconds, 3), status_mib(daemon.pid, "VmRSS")))
                 await daemon.stop(30)
             finally:
                 daemon.kill()
     mib = count * LIMIT / 2**20
+    figures |= {"seconds": seconds, "rate": count / seconds, "peak_rss_mib": peak}
     return (
         f"{kind:<8} budget {budget_mib:>3} MiB (window {window:>3}) {count} bodies of 1 MiB "
         f"({mib:.0f} MiB) in {seconds:.1f} s: "
         f"{count / seconds:.0f} msg/s, peak RSS {peak:.0f} MiB"
-    )
+    ), figures
 
 
 def time_decide() -> None:
@@ -130,10 +143,14 @@ async def main(args: argparse.Namespace) -> None:
         return
     kinds = ["text", "objects"] if args.kind == "both" else [args.kind]
     budgets = [int(b) for b in args.budgets.split(",")]
+    runs = []
     for kind in kinds:
         for budget in budgets:
-            line = await run(args.amqp_url, kind, args.count, args.serve_arg or [], budget)
+            line, figures = await run(args.amqp_url, kind, args.count, args.serve_arg or [], budget)
+            runs.append(figures)
             print(line, flush=True)
+    if args.json is not None:
+        write_json(args.json, {"body_bytes": LIMIT, "runs": runs})
 
 
 if __name__ == "__main__":
@@ -149,4 +166,5 @@ if __name__ == "__main__":
     )
     parser.add_argument("--serve-arg", action="append", help="extra `routerd serve` argument")
     parser.add_argument("--decide", action="store_true", help="time decide() on one body each")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     asyncio.run(main(parser.parse_args()))

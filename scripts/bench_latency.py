@@ -3,6 +3,7 @@ and 90% of the measured maximum rate.
 
     .venv/bin/python scripts/bench_latency.py [--seconds 10] [--max-rate N] [--rounds 1]
                                               [--basis sustained|drain] [--reload]
+                                              [--json PATH]
 
 One routerd runs on an isolated copy of the shipped config. The maximum rate is measured
 first (unless --max-rate gives it) by draining a backlog, as scripts/bench_serve.py does,
@@ -15,6 +16,7 @@ arrival. Publisher and consumers share one event loop, so their own delays are i
 figures too. `--reload` adds a round at 50% during which the config is rewritten to 200
 schemas and 500 rules (scripts/bench_config.py): the time until routerd runs it, and the
 latency around it. Prints figures, asserts nothing; the goal is p99 <= 25 ms at 50%.
+`--json PATH` also writes the maximum, what was sustained and every round's percentiles.
 """
 
 from __future__ import annotations
@@ -38,7 +40,15 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import aiormq  # noqa: E402
 from bench_config import write_config  # noqa: E402
-from bench_serve import DEFAULT_URL, backlog, cpu_seconds, isolated_copy, measure, preload  # noqa: E402
+from bench_serve import (  # noqa: E402
+    DEFAULT_URL,
+    backlog,
+    cpu_seconds,
+    isolated_copy,
+    measure,
+    preload,
+    write_json,
+)
 from pamqp.commands import Basic  # noqa: E402
 
 from tests.harness import Broker, start_daemon, topology  # noqa: E402
@@ -149,8 +159,29 @@ async def consume(url: str, queues: list[str], arrivals: Arrivals) -> Any:
     return connection
 
 
+def figures(got: list[float], sent: int, cpu: float | None) -> dict[str, float | int | None]:
+    """One round's latency figures (ms) as --json writes them."""
+    return {
+        "p50": percentile(got, 0.5),
+        "p99": percentile(got, 0.99),
+        "p999": percentile(got, 0.999),
+        "max": max(got),
+        "mean": statistics.fmean(got),
+        "arrived": len(got),
+        "sent": sent,
+        "cpu_ms_per_request": None if cpu is None else 1000 * cpu / max(sent, 1),
+    }
+
+
 async def main(args: argparse.Namespace) -> None:
     bodies = backlog(5000, 0.05)
+    report: dict[str, Any] = {
+        "seconds_per_level": args.seconds,
+        "basis": args.basis,
+        "cpus": os.cpu_count(),
+        "drain_backlog": None if args.max_rate is not None else args.backlog,
+        "levels": [],
+    }
     suffix = uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
         config = isolated_copy(Path(tmp), suffix, None)
@@ -172,6 +203,7 @@ async def main(args: argparse.Namespace) -> None:
                     )
                     max_rate = result.rate
                     await purge(args.amqp_url, targets)
+                report["max_rate"] = max_rate
                 print(
                     f"routerd maximum {max_rate:.0f} msg/s (drain of {args.backlog}); "
                     f"{args.seconds:.0f} s per load, {os.cpu_count()} CPUs; latency in ms"
@@ -188,14 +220,22 @@ async def main(args: argparse.Namespace) -> None:
                     await consumer.close()
                     await purge(args.amqp_url, targets)
                     max_rate = min(max_rate, run.sustained)
+                    report["sustained"] = run.sustained
                     print(
                         f"sustained beside the load generator: {run.sustained:.0f} msg/s "
                         f"({run.arrived_while_sending} of {run.sent} arrived while "
                         f"publishing for {run.seconds:.1f} s); load levels are fractions of "
                         f"{max_rate:.0f} msg/s"
                     )
+                report["basis_rate"] = max_rate
                 rows = []
                 for fraction in FRACTIONS:
+                    level: dict[str, Any] = {
+                        "fraction": fraction,
+                        "rate": max_rate * fraction,
+                        "rounds": [],
+                    }
+                    report["levels"].append(level)
                     for round_ in range(args.rounds):
                         arrivals = Arrivals()
                         consumer = await consume(args.amqp_url, targets, arrivals)
@@ -207,6 +247,7 @@ async def main(args: argparse.Namespace) -> None:
                         cpu = cpu_seconds(daemon.pid) - cpu_before
                         await consumer.close()
                         got = arrivals.ms or [float("nan")]
+                        level["rounds"].append(figures(got, sent, cpu))
                         rows.append(
                             f"{fraction:>4.0%} {rate:>7.0f}/s  round {round_ + 1}: "
                             f"p50 {percentile(got, 0.5):6.1f}  p99 {percentile(got, 0.99):6.1f}  "
@@ -216,16 +257,16 @@ async def main(args: argparse.Namespace) -> None:
                         )
                         print(rows[-1], flush=True)
                 if args.reload:
-                    print(
-                        await reload_under_load(
-                            args, config, source, targets, bodies, max_rate * 0.5, daemon
-                        ),
-                        flush=True,
+                    line, report["reload"] = await reload_under_load(
+                        args, config, source, targets, bodies, max_rate * 0.5, daemon
                     )
+                    print(line, flush=True)
             finally:
                 if await daemon.stop(30) != 0:
                     print(daemon.log_tail(), file=sys.stderr)
                 daemon.kill()
+    if args.json is not None:
+        write_json(args.json, report)
 
 
 async def reload_under_load(
@@ -236,7 +277,7 @@ async def reload_under_load(
     bodies: list[bytes],
     rate: float,
     daemon: Any,
-) -> str:
+) -> tuple[str, dict[str, Any]]:
     """One more round at `rate` during which the config is replaced by one of 200 schemas
     and 500 rules (scripts/bench_config.py): how long until routerd runs it, and what the
     reload did to the latency of the requests around it."""
@@ -255,13 +296,15 @@ async def reload_under_load(
     sent = (await sending).sent
     await consumer.close()
     got = arrivals.ms or [float("nan")]
-    return (
+    line = (
         f"reload to 200 schemas / {match.group(1)} rules under {rate:.0f}/s: running "
         f"{seconds:.2f} s after the write (0.3 s of it the watcher's debounce); latency "
         f"p50 {percentile(got, 0.5):.1f}  p99 {percentile(got, 0.99):.1f}  "
         f"p999 {percentile(got, 0.999):.1f}  max {max(got):.1f} ms "
         f"({len(got)}/{sent} arrived)"
     )
+    reload = {"rate": rate, "rules": int(match.group(1)), "running_after_s": seconds}
+    return line, {**reload, **figures(got, sent, None)}
 
 
 def log_time(text: str, position: int) -> float:
@@ -291,6 +334,7 @@ def parse() -> argparse.Namespace:
     )
     parser.add_argument("--amqp-url", default=DEFAULT_URL)
     parser.add_argument("--limit", type=float, default=300.0)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return parser.parse_args()
 
 

@@ -1,13 +1,16 @@
 """µs per send request for each pipeline stage, beside the reference `jsonschema` validator.
 
     .venv/bin/python scripts/bench_pipeline.py [--config config/routes.yaml] [--rounds 3]
+                                               [--repeat 5] [--min-time 0.2] [--json PATH]
 
 Every figure comes from this one run on this machine: best of five timed runs, each long
 enough to be read to a few percent. Nothing is asserted; the figures go in the README.
 The rule-scale table sets the shipped config beside the same with 500 per-customer rules
 before its own (scripts/bench_config.py writes it), each with the rule index `decide` uses
 and with plain in-order evaluation; it is measured in rounds, interleaved, so a busy machine
-slows every column alike: the ratios are the figures to read.
+slows every column alike: the ratios are the figures to read. `--json PATH` also writes
+every figure, each round of the rule-scale table included; `--repeat 1 --min-time 0.001`
+makes a run of seconds (figures that only show the script works).
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import platform
 import statistics
 import sys
 import tempfile
+import time
 import timeit
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,7 @@ from tests import factories  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from bench_config import write_config  # noqa: E402
+from bench_serve import write_json  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -64,10 +69,30 @@ def cases() -> list[Case]:
     ]
 
 
-def micros(fn: Callable[[], object]) -> float:
+@dataclass(frozen=True)
+class Timing:
+    """How long each timed run lasts at least, and how many are timed (the best is kept)."""
+
+    min_time: float = 0.2
+    repeat: int = 5
+
+
+def micros(fn: Callable[[], object], timing: Timing) -> float:
     timer = timeit.Timer(fn)
-    number, _ = timer.autorange()  # at least 0.2 s per run
-    return min(timer.repeat(repeat=5, number=number)) / number * 1e6
+    # timeit's autorange (1, 2, 5, 10, ... calls per run) with a minimum of our choosing.
+    number = 1
+    while True:
+        for factor in (1, 2, 5):
+            started = time.perf_counter()
+            timer.timeit(number * factor)
+            if time.perf_counter() - started >= timing.min_time:
+                number *= factor
+                break
+        else:
+            number *= 10
+            continue
+        break
+    return min(timer.repeat(repeat=timing.repeat, number=number)) / number * 1e6
 
 
 def row(cells: list[str], widths: list[int]) -> str:
@@ -111,8 +136,9 @@ def plain(table: RouteTable) -> RouteTable:
     return copy
 
 
-def rule_scale(rounds: int) -> None:
-    """`decide` with the shipped rules and with 500 customer rules before them."""
+def rule_scale(rounds: int, timing: Timing) -> list[dict[str, Any]]:
+    """`decide` with the shipped rules and with 500 customer rules before them; each
+    request and table's µs per round."""
     with tempfile.TemporaryDirectory() as tmp:
         big = load(write_config(Path(tmp), rules=500))
     shipped = load(ROOT / "config" / "routes.yaml")
@@ -136,15 +162,17 @@ def rule_scale(rounds: int) -> None:
     for _ in range(rounds):
         for req, env in requests.items():
             for name, routes in tables.items():
-                t = micros(lambda: decide(routes, env))  # noqa: B023
+                t = micros(lambda: decide(routes, env), timing)  # noqa: B023
                 timings.setdefault((req, name), []).append(t)
     rows = []
+    figures = []
     for req in requests:
         # The minimum is the run the rest of the machine disturbed least.
         base = min(timings[(req, "5 rules, indexed")])
         for name in tables:
             ts = timings[(req, name)]
             rule = decide(tables[name], requests[req]).rule
+            figures.append({"request": req, "rules": name, "us": ts, "rule": rule})
             rows.append(
                 [
                     req,
@@ -158,10 +186,12 @@ def rule_scale(rounds: int) -> None:
             )
     table(
         f"Rule scale: decide µs per request, min/median/max of {rounds} interleaved rounds "
-        "(each round best of 5); ratio of minimums to the shipped 5 rules, indexed",
+        f"(each round best of {timing.repeat}); ratio of minimums to the shipped 5 rules, "
+        "indexed",
         ["request", "rules", "min", "median", "max", "ratio", "rule"],
         rows,
     )
+    return figures
 
 
 def main() -> None:
@@ -169,18 +199,32 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "config" / "routes.yaml")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the rule-scale table")
     parser.add_argument("--only-rules", action="store_true", help="only the rule-scale table")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs, best kept (5)")
+    parser.add_argument(
+        "--min-time", type=float, default=0.2, help="seconds each timed run lasts at least (0.2)"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
+    timing = Timing(args.min_time, args.repeat)
+    report: dict[str, Any] = {"timing": asdict(timing), "rounds": args.rounds}
     if args.only_rules:
-        rule_scale(args.rounds)
+        report["rule_scale"] = rule_scale(args.rounds, timing)
+        if args.json is not None:
+            write_json(args.json, report)
         return
     routes: RouteTable = load(args.config)
+    report["versions"] = {
+        "python": platform.python_version(),
+        **{name: version(name) for name in ("orjson", "jsonschema-rs", "jsonschema")},
+    }
     print(
         f"Python {platform.python_version()} on {platform.machine()}, "
         f"orjson {version('orjson')}, jsonschema-rs {version('jsonschema-rs')}, "
-        f"jsonschema {version('jsonschema')}; µs per request, best of 5\n"
+        f"jsonschema {version('jsonschema')}; µs per request, best of {timing.repeat}\n"
     )
 
     stage_rows, validator_rows = [], []
+    report["stages"], report["validators"] = [], []
     for case in cases():
         env = case.envelope
         body = decode(env, routes.limits)
@@ -192,15 +236,30 @@ def main() -> None:
         valid = schema.is_valid(body)
         ctx = MatchContext(body, env.headers, env.properties, schema_key)
 
-        t_decode = micros(lambda: decode(env, routes.limits))  # noqa: B023
-        t_validate = micros(lambda: validate(schema, body, max_reasons))  # noqa: B023
-        t_categorize = micros(lambda: categorize(routes.rules, ctx)) if valid else None  # noqa: B023
-        t_decide = micros(lambda: decide(routes, env))  # noqa: B023
+        t_decode = micros(lambda: decode(env, routes.limits), timing)  # noqa: B023
+        t_validate = micros(lambda: validate(schema, body, max_reasons), timing)  # noqa: B023
+        t_categorize = (
+            micros(lambda: categorize(routes.rules, ctx), timing)  # noqa: B023
+            if valid
+            else None
+        )
+        t_decide = micros(lambda: decide(routes, env), timing)  # noqa: B023
         decision = decide(routes, env)
         outcome = (
             f"rejected ({len(decision.reasons)} reasons)"
             if decision.rejected
             else f"{decision.category} via {decision.rule}"
+        )
+        report["stages"].append(
+            {
+                "request": case.name,
+                "bytes": len(env.body),
+                "decode_us": t_decode,
+                "validate_us": t_validate,
+                "categorize_us": t_categorize,
+                "decide_us": t_decide,
+                "decision": outcome,
+            }
         )
         stage_rows.append(
             [
@@ -214,10 +273,20 @@ def main() -> None:
             ]
         )
 
-        t_fast_valid = micros(lambda: schema.is_valid(body))  # noqa: B023
-        t_fast_errors = micros(lambda: schema.errors(body, 50))  # noqa: B023
-        t_ref_valid = micros(lambda: reference.is_valid(body))  # noqa: B023
-        t_ref_errors = micros(lambda: list(reference.iter_errors(body)))  # noqa: B023
+        t_fast_valid = micros(lambda: schema.is_valid(body), timing)  # noqa: B023
+        t_fast_errors = micros(lambda: schema.errors(body, 50), timing)  # noqa: B023
+        t_ref_valid = micros(lambda: reference.is_valid(body), timing)  # noqa: B023
+        t_ref_errors = micros(lambda: list(reference.iter_errors(body)), timing)  # noqa: B023
+        report["validators"].append(
+            {
+                "request": case.name,
+                "is_valid_us": t_fast_valid,
+                "errors_us": t_fast_errors,
+                "validate_us": t_validate,
+                "reference_is_valid_us": t_ref_valid,
+                "reference_iter_errors_us": t_ref_errors,
+            }
+        )
         validator_rows.append(
             [
                 case.name,
@@ -251,7 +320,9 @@ def main() -> None:
         ],
         validator_rows,
     )
-    rule_scale(args.rounds)
+    report["rule_scale"] = rule_scale(args.rounds, timing)
+    if args.json is not None:
+        write_json(args.json, report)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """CPU per confirmed publish: routerd's confirm window beside aiormq's `basic_publish`.
 
     .venv/bin/python scripts/bench_publish.py [--count 20000] [--in-flight 256] [--rounds 3]
+                                              [--json PATH]
 
 Both publish the same decisions (~1 KB, persistent, mandatory) through `Publisher` into one
 quorum queue, `--in-flight` at a time as the daemon does with its prefetch, in interleaved
 rounds in this one process. CPU is this process's own (user + system), so a busy machine
-moves it less than the wall-clock rate; both are printed. Asserts nothing.
+moves it less than the wall-clock rate; both are printed. Asserts nothing. `--json PATH`
+also writes every round's figures.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 import aiormq  # noqa: E402
 from aiormq.channel import Channel  # noqa: E402
+from bench_serve import write_json  # noqa: E402
 
 from routerd.amqp.publisher import Publisher  # noqa: E402
 from routerd.config.loader import load  # noqa: E402
@@ -103,6 +107,27 @@ async def main(args: argparse.Namespace) -> None:
         )
     ratio = medians["confirm window"] / medians["aiormq basic_publish"]
     print(f"  CPU per publish, window / basic_publish: {ratio:.2f}")
+    if args.json is not None:
+        write_json(
+            args.json,
+            {
+                "count": args.count,
+                "in_flight": args.in_flight,
+                "body_bytes": len(batch[0].body),
+                "kinds": {
+                    kind: [
+                        {
+                            "wall_seconds": wall,
+                            "cpu_seconds": cpu,
+                            "cpu_us_per_publish": 1e6 * cpu / args.count,
+                            "rate": args.count / wall,
+                        }
+                        for wall, cpu in runs
+                    ]
+                    for kind, runs in figures.items()
+                },
+            },
+        )
 
 
 def parse() -> argparse.Namespace:
@@ -111,6 +136,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--in-flight", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--amqp-url", default=DEFAULT_URL)
+    parser.add_argument("--json", type=Path, default=None, help="also write every round here")
     return parser.parse_args()
 
 

@@ -11,10 +11,12 @@ target queues' depths, so process start-up is left out of both. Prints figures; 
 nothing. Cleans up its queues and exchanges.
 
     .venv/bin/python scripts/bench_serve.py [--count 20000] [--prefetch N] [--rounds N]
-        [--baseline DIR]
+        [--baseline DIR] [--json PATH]
 
 --baseline DIR also runs the routerd in another source tree (say main, unpacked with
 `git archive main | tar -x -C DIR`) in the same rounds, for a before/after ratio.
+--json PATH also writes every round's figures, with each contender's RSS sampled every
+0.2 s while it drains (scripts/bench_report.py draws them).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import json
 import os
 import random
 import shutil
@@ -55,6 +58,8 @@ from tests.harness.config import (  # noqa: E402
 DEFAULT_URL = os.environ.get("ROUTERD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 BODY_BYTES = 1024
 POLL = 0.02
+# RSS samples while a contender drains: enough points for a plot, few enough for the JSON.
+RSS_SAMPLE = 0.2
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -104,8 +109,18 @@ def peak_rss_mib(pid: int) -> float:
 
 
 class Result:
-    def __init__(self, name: str, count: int, seconds: float, cpu: float, rss: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        count: int,
+        seconds: float,
+        cpu: float,
+        rss: float,
+        rss_series: list[tuple[float, float]] | None = None,
+    ) -> None:
         self.name, self.count, self.seconds, self.cpu, self.rss = name, count, seconds, cpu, rss
+        # (seconds since the measurement began, VmRSS MiB), every RSS_SAMPLE seconds.
+        self.rss_series = rss_series or []
 
     @property
     def rate(self) -> float:
@@ -117,17 +132,48 @@ class Result:
             f"{1000 * self.cpu / max(self.count, 1):.3f} ms CPU/msg, peak RSS {self.rss:.0f} MiB)"
         )
 
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "routed": self.count,
+            "seconds": self.seconds,
+            "rate": self.rate,
+            "cpu_seconds": self.cpu,
+            "cpu_ms_per_request": 1000 * self.cpu / max(self.count, 1),
+            "peak_rss_mib": self.rss,
+            "rss_mib": [[round(t, 3), mib] for t, mib in self.rss_series],
+        }
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with NaN as null: json.dumps writes NaN, which strict JSON readers refuse."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(json_safe(data), indent=1) + "\n")
+
 
 async def measure(
     broker: Broker, targets: list[str], total: int, pid: int, name: str, limit: float
 ) -> Result:
     """Poll the targets' depths until they hold `total`; rate from the first seen to the end."""
     first: tuple[float, int, float] | None = None
-    deadline = time.monotonic() + limit
+    began = time.monotonic()
+    deadline = began + limit
     done = 0
+    series: list[tuple[float, float]] = []
     while time.monotonic() < deadline:
         done = sum((await broker.depths(targets)).values())
         now = time.monotonic()
+        if not series or now - began - series[-1][0] >= RSS_SAMPLE:
+            series.append((now - began, status_mib(pid, "VmRSS")))
         if first is None and done > 0:
             first = (now, done, cpu_seconds(pid))
         if done >= total:
@@ -137,8 +183,8 @@ async def measure(
         print(f"  {name}: only {done} of {total} after {limit:.0f} s", file=sys.stderr)
     end, cpu_end, rss = time.monotonic(), cpu_seconds(pid), peak_rss_mib(pid)
     if first is None:
-        return Result(name, 0, 0.0, 0.0, rss)
-    return Result(name, done - first[1], end - first[0], cpu_end - first[2], rss)
+        return Result(name, 0, 0.0, 0.0, rss, series)
+    return Result(name, done - first[1], end - first[0], cpu_end - first[2], rss, series)
 
 
 # --------------------------------------------------------------------------- raw forwarder
@@ -316,6 +362,7 @@ async def main(args: argparse.Namespace) -> None:
     if args.baseline is not None:
         kinds.append("baseline")
     results: dict[str, list[Result]] = {k: [] for k in kinds}
+    rounds: list[dict[str, Any]] = []
     for round_ in range(args.rounds):
         # Alternate the order so a drift in machine load does not favour one side.
         for kind in kinds if round_ % 2 == 0 else kinds[::-1]:
@@ -332,8 +379,10 @@ async def main(args: argparse.Namespace) -> None:
                     args.amqp_url, bodies, args.prefetch, args.limit
                 )
             results[kind].append(result)
+            rounds.append({"round": round_ + 1, "kind": kind, **result.as_json()})
             print(result.line(), flush=True)
             if kind != "raw":
+                rounds[-1]["targets"] = spread
                 print(f"{'':<22} routed: " + ", ".join(f"{q}={n}" for q, n in spread.items()))
     median = {k: statistics.median(r.rate for r in v) for k, v in results.items()}
     if args.rounds > 1:
@@ -347,6 +396,19 @@ async def main(args: argparse.Namespace) -> None:
         print(f"{'ratio routerd/baseline':<22} {median['routerd'] / median['baseline']:>7.2f}")
     if "routerd" in results:
         print(f"{'routerd peak RSS':<22} {max(r.rss for r in results['routerd']):>7.0f} MiB")
+    if args.json is not None:
+        write_json(
+            args.json,
+            {
+                "count": len(bodies),
+                "mean_body_bytes": mean,
+                "invalid": args.invalid,
+                "window": prefetch,
+                "cpus": os.cpu_count(),
+                "kinds": kinds,
+                "rounds": rounds,
+            },
+        )
 
 
 def parse() -> argparse.Namespace:
@@ -363,6 +425,7 @@ def parse() -> argparse.Namespace:
         "--baseline", type=Path, default=None, help="another routerd source tree to run too"
     )
     parser.add_argument("--limit", type=float, default=300.0, help="seconds per phase at most")
+    parser.add_argument("--json", type=Path, default=None, help="also write every round here")
     parser.add_argument(
         "--raw-drain-wait",
         action="store_true",
