@@ -36,14 +36,13 @@ check: $(STAMP)
 test: $(STAMP) broker postgres check lint
 	$(BIN)/pytest
 
-# The headline figures (a few minutes): the pipeline alone, routerd against a raw
-# forwarder, publishing cost, bodies at the size limit, latency under load.
+# The headline figures (a few minutes), written to docs/BENCHMARKS.md with plots in
+# docs/img/: the pipeline alone, routerd against a raw forwarder, publishing cost, bodies
+# at the size limit, latency under load, and a profile of the hot path.
+# scripts/bench_report.py runs each benchmark script; BENCH_ARGS passes it options
+# (BENCH_ARGS=--quick: tiny inputs, to see that it all works).
 bench: $(STAMP) broker
-	$(BIN)/python scripts/bench_pipeline.py
-	$(BIN)/python scripts/bench_serve.py --rounds 3
-	$(BIN)/python scripts/bench_publish.py --rounds 3
-	$(BIN)/python scripts/bench_big_bodies.py --kind text
-	$(BIN)/python scripts/bench_latency.py
+	$(BIN)/python scripts/bench_report.py $(BENCH_ARGS)
 
 # Every other figure in docs/performance.md, docs/SCALING.md and docs/rejections.md (long:
 # config scale, a 200,000 backlog, scale-out, a bulk spike, the queue ceiling, the recorder).
