@@ -4,11 +4,14 @@ The figures in the docs come from `scripts/bench_*.py`, and nothing else exercis
 scripts: a change of the config's shape (one `source` becoming `sources`) once broke three
 of them silently. Each runs here against the real broker with inputs small enough to take
 seconds; the figures it prints are not checked (they mean nothing at this size), only that
-it finishes and prints its headline.
+it finishes and prints its headline, and that what `--json` writes has the rounds
+scripts/bench_report.py reads. The report itself runs end to end with `--quick`.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +52,24 @@ SCRIPTS = [
     ),
     ("bench_config.py", ["--schemas", "4", "--rules", "10", "--rounds", "1"], "lint", False),
     ("bench_rejections.py", ["--count", "1000"], "rows/s", True),
+    (
+        "bench_pipeline.py",
+        ["--repeat", "1", "--min-time", "0.001", "--rounds", "1"],
+        "Rule scale",
+        False,
+    ),
+    ("bench_profile.py", ["--count", "1000"], "top 15 functions by self time", True),
 ]
+
+# The scripts bench_report.py runs, and a list their --json must hold entries in.
+JSON_LISTS = {
+    "bench_serve.py": "rounds",
+    "bench_latency.py": "levels",
+    "bench_big_bodies.py": "runs",
+    "bench_publish.py": "kinds",
+    "bench_pipeline.py": "rule_scale",
+    "bench_profile.py": "functions",
+}
 
 
 @pytest.mark.parametrize(
@@ -62,10 +82,12 @@ SCRIPTS = [
     ],
 )
 def test_the_benchmark_runs_on_tiny_inputs(
-    script: str, args: list[str], headline: str, broker: bool
+    script: str, args: list[str], headline: str, broker: bool, tmp_path: Path
 ) -> None:
+    figures = tmp_path / "figures.json"
+    json_args = ["--json", str(figures)] if script in JSON_LISTS else []
     run = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / script), *args],
+        [sys.executable, str(ROOT / "scripts" / script), *args, *json_args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -74,3 +96,61 @@ def test_the_benchmark_runs_on_tiny_inputs(
     output = run.stdout + run.stderr
     assert run.returncode == 0, f"{script} exited {run.returncode}:\n{output[-3000:]}"
     assert headline in run.stdout, f"{script} did not print {headline!r}:\n{output[-3000:]}"
+    if json_args:
+        written = json.loads(figures.read_text())
+        assert written[JSON_LISTS[script]], f"{script} --json wrote no {JSON_LISTS[script]}"
+
+
+def tables(markdown: str) -> dict[str, list[list[list[str]]]]:
+    """Under each `## ` heading of `markdown`, its tables' data rows (header and --- left
+    out), in order."""
+    found: dict[str, list[list[list[str]]]] = {}
+    for block in re.split(r"\n(?=## )", markdown):
+        lines = block.splitlines()
+        found[lines[0]] = []
+        current: list[list[str]] | None = None
+        for line in lines:
+            if not line.startswith("|"):
+                current = None
+                continue
+            if current is None:
+                current = []
+                found[lines[0]].append(current)
+                continue  # the header
+            if not line.startswith("| ---"):
+                current.append([cell.strip() for cell in line.strip("|").split("|")])
+    return found
+
+
+@pytest.mark.broker
+def test_the_report_runs_end_to_end_on_tiny_inputs(tmp_path: Path) -> None:
+    out = tmp_path / "BENCHMARKS.md"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_report.py"), "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, f"bench_report exited {run.returncode}:\n{output[-5000:]}"
+    markdown = out.read_text()
+    for name in ("throughput", "latency", "rss"):
+        image = tmp_path / "img" / f"bench-{name}.png"
+        assert image.read_bytes().startswith(b"\x89PNG"), f"{image} is not a PNG"
+        assert f"](img/bench-{name}.png)" in markdown
+    sections = tables(markdown)
+    goals = sections["## Goals"][0]
+    assert [row[0] for row in goals] == ["throughput", "latency", "memory", "rule scale"]
+    assert all(row[3] in ("met", "**not met**") for row in goals), goals
+    for heading in (
+        "## Throughput: `routerd serve` beside a raw aiormq forwarder",
+        "## Latency: publish to arrival in the target queue",
+        "## Memory: RSS while routerd drains a backlog",
+        "## Pipeline: µs per send request, in one process",
+        "## Publishing: CPU per confirmed publish",
+        "## Where the time goes: a profile of the hot path",
+    ):
+        found = sections.get(heading)
+        assert found and all(found), f"a table without rows under {heading!r}:\n{markdown}"
+    assert "No figures" not in markdown
