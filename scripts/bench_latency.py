@@ -167,7 +167,8 @@ def figures(got: list[float], sent: int, cpu: float | None) -> dict[str, float |
         "p999": percentile(got, 0.999),
         "max": max(got),
         "mean": statistics.fmean(got),
-        "arrived": len(got),
+        # `got` is [NaN] when nothing arrived, so the table still has a row.
+        "arrived": sum(1 for ms in got if ms == ms),
         "sent": sent,
         "cpu_ms_per_request": None if cpu is None else 1000 * cpu / max(sent, 1),
     }
