@@ -13,10 +13,12 @@ on the same CPUs (publishing at the drain maximum, arrivals counted while publis
 at each fraction of it for `--seconds`, stamping each with its send time (CLOCK_MONOTONIC,
 shared by every process on the machine); consumers on every target queue record the
 arrival. Publisher and consumers share one event loop, so their own delays are in the
-figures too. `--reload` adds a round at 50% during which the config is rewritten to 200
-schemas and 500 rules (scripts/bench_config.py): the time until routerd runs it, and the
-latency around it. Prints figures, asserts nothing; the goal is p99 <= 25 ms at 50%.
-`--json PATH` also writes the maximum, what was sustained and every round's percentiles.
+figures too. `--reload` adds `--rounds` rounds at 50% during each of which the config is
+rewritten to 200 schemas and 500 rules (scripts/bench_config.py): the time until routerd
+runs it, and the latency around it; the shipped config is written back, and reloaded,
+between them. Prints figures, asserts nothing; the goal is p99 <= 25 ms at 50%.
+`--json PATH` also writes the maximum, what was sustained and every round's percentiles,
+the reload rounds' under "reload".
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import inspect
 import os
 import statistics
 import sys
@@ -51,6 +54,7 @@ from bench_serve import (  # noqa: E402
 )
 from pamqp.commands import Basic  # noqa: E402
 
+from routerd.reload import Reloader  # noqa: E402
 from tests.harness import Broker, start_daemon, topology  # noqa: E402
 from tests.harness.config import catch_all_and_targets, read_config  # noqa: E402
 
@@ -58,6 +62,8 @@ STAMP = "x-bench-sent-ns"
 FRACTIONS = (0.25, 0.5, 0.9)
 # Sends per pacing tick: a timer per message would cost the publisher more than routerd.
 TICK = 0.002
+# What --reload rewrites the config to (the issue's config scale goal).
+RELOAD_SCHEMAS, RELOAD_RULES = 200, 500
 
 
 class Arrivals:
@@ -98,16 +104,25 @@ class Paced:
 
 
 async def paced(
-    url: str, queue: str, bodies: list[bytes], rate: float, seconds: float, arrivals: Arrivals
+    url: str,
+    queue: str,
+    bodies: list[bytes],
+    rate: float,
+    seconds: float,
+    arrivals: Arrivals,
+    hold: asyncio.Event | None = None,
 ) -> Paced:
-    """Publish at `rate`/s for `seconds`, cycling through `bodies`."""
+    """Publish at `rate`/s for `seconds`, and on until `hold` is set if it is given,
+    cycling through `bodies`."""
     connection = await aiormq.connect(url)
     channel = await connection.channel(publisher_confirms=False)
     start = time.monotonic()
     sent = 0
     total = int(rate * seconds)
-    while sent < total:
-        due = min(total, int((time.monotonic() - start) * rate) + 1)
+    while sent < total or (hold is not None and not hold.is_set()):
+        due = int((time.monotonic() - start) * rate) + 1
+        if hold is None or hold.is_set():
+            due = min(total, due)
         while sent < due:
             properties = Basic.Properties(
                 delivery_mode=2,
@@ -205,8 +220,9 @@ async def main(args: argparse.Namespace) -> None:
                     max_rate = result.rate
                     await purge(args.amqp_url, targets)
                 report["max_rate"] = max_rate
+                how = "given" if args.max_rate is not None else f"drain of {args.backlog}"
                 print(
-                    f"routerd maximum {max_rate:.0f} msg/s (drain of {args.backlog}); "
+                    f"routerd maximum {max_rate:.0f} msg/s ({how}); "
                     f"{args.seconds:.0f} s per load, {os.cpu_count()} CPUs; latency in ms"
                 )
                 if args.basis == "sustained":
@@ -258,10 +274,9 @@ async def main(args: argparse.Namespace) -> None:
                         )
                         print(rows[-1], flush=True)
                 if args.reload:
-                    line, report["reload"] = await reload_under_load(
+                    report["reload"] = await reload_rounds(
                         args, config, source, targets, bodies, max_rate * 0.5, daemon
                     )
-                    print(line, flush=True)
             finally:
                 if await daemon.stop(30) != 0:
                     print(daemon.log_tail(), file=sys.stderr)
@@ -270,7 +285,7 @@ async def main(args: argparse.Namespace) -> None:
         write_json(args.json, report)
 
 
-async def reload_under_load(
+async def reload_rounds(
     args: argparse.Namespace,
     config: Path,
     source: str,
@@ -278,34 +293,78 @@ async def reload_under_load(
     bodies: list[bytes],
     rate: float,
     daemon: Any,
-) -> tuple[str, dict[str, Any]]:
-    """One more round at `rate` during which the config is replaced by one of 200 schemas
-    and 500 rules (scripts/bench_config.py): how long until routerd runs it, and what the
-    reload did to the latency of the requests around it."""
+) -> dict[str, Any]:
+    """`--rounds` reloads into 200 schemas and 500 rules under `rate`, each from the config
+    the daemon started with, which is written back (and reloaded, unmeasured) in between:
+    rewriting the same big config again would be a reload without a change, which routerd
+    skips."""
+    shipped = await asyncio.to_thread(config.read_text)
     base = await asyncio.to_thread(read_config, config)
+    debounce = inspect.signature(Reloader).parameters["debounce"].default
+    reload: dict[str, Any] = {"rate": rate, "schemas": RELOAD_SCHEMAS, "debounce_s": debounce}
+    reload["rounds"] = []
+    for round_ in range(args.rounds):
+        if round_:
+            after = len(daemon.log_text())
+            await asyncio.to_thread(config.write_text, shipped)
+            await daemon.wait_for_log(r"route table reloaded", within=60, after=after)
+        figures = await reload_under_load(args, config, base, source, targets, bodies, rate, daemon)
+        reload["rounds"].append({"round": round_ + 1, **figures})
+        print(
+            f"reload to {RELOAD_SCHEMAS} schemas / {figures['rules']} rules under {rate:.0f}/s"
+            f"{f', round {round_ + 1}' if args.rounds > 1 else ''}: running "
+            f"{figures['running_after_s']:.2f} s after the write ({debounce:g} s of it the "
+            f"watcher's debounce); latency p50 {figures['p50']:.1f}  p99 {figures['p99']:.1f}  "
+            f"p999 {figures['p999']:.1f}  max {figures['max']:.1f} ms "
+            f"({figures['arrived']}/{figures['sent']} arrived)",
+            flush=True,
+        )
+    return reload
+
+
+async def reload_under_load(
+    args: argparse.Namespace,
+    config: Path,
+    base: dict[str, Any],
+    source: str,
+    targets: list[str],
+    bodies: list[bytes],
+    rate: float,
+    daemon: Any,
+) -> dict[str, Any]:
+    """One more round at `rate` during which the config is replaced by one of 200 schemas
+    and 500 rules (scripts/bench_config.py), `base` with them added: how long until routerd
+    runs it, and what the reload did to the latency of the requests around it."""
     arrivals = Arrivals()
     consumer = await consume(args.amqp_url, targets, arrivals)
+    cpu_before = cpu_seconds(daemon.pid)
+    # Requests flow from a third of the round before the write until a third of it after
+    # the new table runs, however long the reload takes: the whole swap is inside the round.
+    swapped = asyncio.Event()
     sending = asyncio.ensure_future(
-        paced(args.amqp_url, source, bodies, rate, args.seconds, arrivals)
+        paced(args.amqp_url, source, bodies, rate, args.seconds, arrivals, hold=swapped)
     )
     await asyncio.sleep(args.seconds / 3)
+    after = len(daemon.log_text())
     written = time.time()
     # Rewritten in place beside the running config: the daemon's watcher picks it up.
-    await asyncio.to_thread(write_config, config.parent, schemas=200, rules=500, base=base)
-    match = await daemon.wait_for_log(r"route table reloaded.*rules=(\d+)", within=60)
+    await asyncio.to_thread(
+        write_config, config.parent, schemas=RELOAD_SCHEMAS, rules=RELOAD_RULES, base=base
+    )
+    match = await daemon.wait_for_log(r"route table reloaded.*rules=(\d+)", within=60, after=after)
     seconds = log_time(match.string, match.start()) - written
+    await asyncio.sleep(args.seconds / 3)
+    swapped.set()
     sent = (await sending).sent
+    # The reload's own CPU is in it: it runs in the daemon's process.
+    cpu = cpu_seconds(daemon.pid) - cpu_before
     await consumer.close()
     got = arrivals.ms or [float("nan")]
-    line = (
-        f"reload to 200 schemas / {match.group(1)} rules under {rate:.0f}/s: running "
-        f"{seconds:.2f} s after the write (0.3 s of it the watcher's debounce); latency "
-        f"p50 {percentile(got, 0.5):.1f}  p99 {percentile(got, 0.99):.1f}  "
-        f"p999 {percentile(got, 0.999):.1f}  max {max(got):.1f} ms "
-        f"({len(got)}/{sent} arrived)"
-    )
-    reload = {"rate": rate, "rules": int(match.group(1)), "running_after_s": seconds}
-    return line, {**reload, **figures(got, sent, None)}
+    return {
+        "rules": int(match.group(1)),
+        "running_after_s": seconds,
+        **figures(got, sent, cpu),
+    }
 
 
 def log_time(text: str, position: int) -> float:
@@ -324,7 +383,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument(
         "--reload",
         action="store_true",
-        help="one more round at 50%% during which the config becomes 200 schemas and 500 rules",
+        help="--rounds more rounds at 50%% during each of which the config becomes 200 "
+        "schemas and 500 rules",
     )
     parser.add_argument(
         "--basis",
