@@ -141,7 +141,7 @@ def unreachable_sources(ctx: Context, analysis: Analysis) -> Iterator[Problem]:
             continue
         if source.accepts is None:
             continue
-        verdicts = [analysis.verdict(source.accepts, v) for v in ctx.versions]
+        verdicts = list(analysis.verdicts(source.accepts).values())
         if verdicts and all(v is False for v in verdicts):
             reasons = "; ".join(
                 f"for schema version {v}, {analysis.why_false(source.accepts, v)}"
@@ -193,9 +193,11 @@ def _unknown_fields(
             continue
         texts = [leaf.raw["field"]] if subject == "field" else list(leaf.raw["count"])
         for i, text in enumerate(texts):
-            facts = [_facts(ctx, v, parse_path(text)) for v in offered]
-            if any(f.presence in ("required", "optional") for f in facts):
+            path = parse_path(text)
+            # Most fields are declared by the first version asked: ask no further then.
+            if any(_facts(ctx, v, path).presence in ("required", "optional") for v in offered):
                 continue
+            facts = [_facts(ctx, v, path) for v in offered]
             names = ", ".join(ctx.schema_name(v) for v in offered)
             where = (*leaf.path, subject, *((i,) if subject == "count" else ()))
             never = all(f.presence == "forbidden" for f in facts)

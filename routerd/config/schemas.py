@@ -71,10 +71,23 @@ class SchemaSet:
     _reachable: dict[str, tuple[str, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    # `scoped_refs` per URI, for the same reason: a file every schema refers to (common.yaml)
+    # was walked once per schema.
+    _refs: dict[str, list[ScopedRef]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    # Every `$ref` to common.yaml asks whether it is inside the folders, and whether its
+    # target resolves: answered once per target URI (a failed lookup is not kept, so each
+    # `$ref` that fails is reported at its own place).
+    _holds: dict[str, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _resolved: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     def holds(self, uri: str) -> bool:
         """Whether the file at `uri` is inside the schema folders (or below them)."""
-        return _inside(self.folders, uri)
+        found = self._holds.get(uri)
+        if found is None:
+            found = self._holds[uri] = _inside(self.folders, uri)
+        return found
 
     def reference_validator(self, uri: str, fragment: str = "") -> jsonschema.protocols.Validator:
         """The Python `jsonschema` validator for one schema (or, with `fragment`, one
@@ -95,13 +108,20 @@ class SchemaSet:
             found = self._reachable[uri] = self._walk_refs(uri)
         return found
 
+    def refs(self, uri: str) -> list[ScopedRef]:
+        """Every reference in the document at `uri` (see `scoped_refs`); callers must not
+        change the list."""
+        found = self._refs.get(uri)
+        if found is None:
+            found = self._refs[uri] = scoped_refs(uri, self.documents[uri].data)
+        return found
+
     def _walk_refs(self, uri: str) -> tuple[str, ...]:
         seen = [uri]
         for current in seen:
-            doc = self.documents.get(current)
-            if doc is None:
+            if current not in self.documents:
                 continue
-            for ref in scoped_refs(current, doc.data):
+            for ref in self.refs(current):
                 target = urldefrag(ref.target).url
                 if target in self.documents and target not in seen:
                     seen.append(target)
@@ -146,9 +166,11 @@ def load_schema_set(files: list[Path], problems: list[Problem]) -> SchemaSet:
     # sibling need not be.
     queue = [uri for uri in wanted if uri in documents]
     visited = set(wanted)
+    refs: dict[str, list[ScopedRef]] = {}
     while queue:
         uri = queue.pop()
-        for ref in scoped_refs(uri, documents[uri].data):
+        refs[uri] = scoped_refs(uri, documents[uri].data)
+        for ref in refs[uri]:
             target = urldefrag(ref.target).url
             if (
                 urlparse(target).scheme != "file"
@@ -171,7 +193,9 @@ def load_schema_set(files: list[Path], problems: list[Problem]) -> SchemaSet:
     # The standard meta-schemas are bundled, so a schema may refer to them offline; crawled
     # once here so every `$id` and anchor inside the documents is known to each lookup.
     registry: referencing.Registry[Any] = META_SCHEMAS.with_resources(resources).crawl()
-    return SchemaSet(documents, registry, folders)
+    schema_set = SchemaSet(documents, registry, folders)
+    schema_set._refs.update(refs)
+    return schema_set
 
 
 def _inside(folders: tuple[Path, ...], uri: str) -> bool:
@@ -275,7 +299,7 @@ def check_document(schemas: SchemaSet, uri: str, problems: list[Problem]) -> boo
 def _check_refs(schemas: SchemaSet, uri: str, problems: list[Problem]) -> bool:
     doc = schemas.documents[uri]
     sound = True
-    for ref in scoped_refs(uri, doc.data):
+    for ref in schemas.refs(uri):
         location = doc.locate((*ref.path, ref.keyword))
         target = ref.target
         document = urldefrag(target).url
@@ -301,6 +325,8 @@ def _check_refs(schemas: SchemaSet, uri: str, problems: list[Problem]) -> bool:
         ):
             sound = False  # there but unreadable: its own problem says why
             continue
+        if ref.keyword == "$ref" and target in schemas._resolved:
+            continue
         try:
             schemas.registry.resolver(base_uri=ref.base).lookup(ref.ref)
         except referencing.exceptions.Unresolvable as exc:
@@ -325,6 +351,8 @@ def _check_refs(schemas: SchemaSet, uri: str, problems: list[Problem]) -> bool:
             # A pointer through a malformed document (into a list by name, into a number).
             why = f"{type(exc).__name__}: {exc}"
         else:
+            if ref.keyword == "$ref":
+                schemas._resolved.add(target)
             continue
         problems.append(
             Problem(

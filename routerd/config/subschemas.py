@@ -61,10 +61,8 @@ class ScopedRef:
     keyword: str
     ref: str
     base: str
-
-    @property
-    def target(self) -> str:
-        return urljoin(self.base, self.ref)
+    # urljoin(base, ref), worked out once: the loader and lint each ask it of every `$ref`.
+    target: str
 
 
 def iter_scoped_refs(
@@ -83,7 +81,8 @@ def iter_scoped_refs(
         base = urljoin(base, declared)
     for keyword in ("$ref", "$dynamicRef", "$recursiveRef"):
         if isinstance(node.get(keyword), str):
-            yield ScopedRef(path, keyword, node[keyword], base)
+            ref = node[keyword]
+            yield ScopedRef(path, keyword, ref, base, urljoin(base, ref))
     for child_path, child in _children(node, path):
         yield from iter_scoped_refs(child, child_path, base, specification)
 

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from routerd.config.coverage import Coverage, leaves
+from routerd.config.coverage import Coverage, LeafAt, Reach, leaves
 from routerd.config.fields import same
 from routerd.config.hints import did_you_mean
 from routerd.config.model import Problem
@@ -37,37 +37,52 @@ def impossible_values(ctx: Context, coverage: Coverage) -> Iterator[Problem]:
         oracles = [ctx.oracles.get(v) for v in reach.offered]
         if any(oracle is None for oracle in oracles):
             continue  # a version whose schema did not load could allow anything
-        names = ", ".join(ctx.schema_name(v) for v in reach.offered)
         for leaf in leaves(reach.rule.when, ("rules", reach.index, "when")):
             node = leaf.condition
             if not isinstance(node, Leaf) or not isinstance(node.subject, FieldSubject):
                 continue
-            allowed_by = [o.allowed_values(node.subject.path) for o in oracles if o]
-            if any(allowed is None for allowed in allowed_by):
+            allowed_by: list[list[Any]] = []
+            for oracle in oracles:
+                only = oracle.allowed_values(node.subject.path) if oracle else None
+                if only is None:
+                    break  # this version lets the field hold other values: no claim
+                allowed_by.append(only)
+            else:
+                yield from _never_equal(ctx, reach, leaf, node, node.subject, allowed_by)
+
+
+def _never_equal(
+    ctx: Context,
+    reach: Reach,
+    leaf: LeafAt,
+    node: Leaf,
+    subject: FieldSubject,
+    allowed_by: list[list[Any]],
+) -> Iterator[Problem]:
+    allowed: list[Any] = []
+    for value in (v for values in allowed_by for v in values):
+        if not any(same(value, a) for a in allowed):
+            allowed.append(value)
+    for check in node.checks:
+        name = check.operator.name
+        if name not in _EQUALITY:
+            continue
+        values = check.argument if name == "in" else [check.argument]
+        for i, value in enumerate(values):
+            if any(same(value, a) for a in allowed):
                 continue
-            allowed: list[Any] = []
-            for value in (v for values in allowed_by if values for v in values):
-                if not any(same(value, a) for a in allowed):
-                    allowed.append(value)
-            for check in node.checks:
-                name = check.operator.name
-                if name not in _EQUALITY:
-                    continue
-                values = check.argument if name == "in" else [check.argument]
-                for i, value in enumerate(values):
-                    if any(same(value, a) for a in allowed):
-                        continue
-                    where = (*leaf.path, name, *((i,) if name == "in" else ()))
-                    hint = did_you_mean(str(value), [str(a) for a in allowed])
-                    yield Problem(
-                        ctx.doc.locate(where),
-                        "warning",
-                        f"rule {reach.rule.name!r}: field {node.subject.written} is never "
-                        f"{json.dumps(value)} in {names} (the schema allows "
-                        f"{', '.join(json.dumps(a) for a in allowed)}), so this comparison "
-                        f"never holds{hint}",
-                        "condition-value-impossible",
-                    )
+            where = (*leaf.path, name, *((i,) if name == "in" else ()))
+            hint = did_you_mean(str(value), [str(a) for a in allowed])
+            names = ", ".join(ctx.schema_name(v) for v in reach.offered)
+            yield Problem(
+                ctx.doc.locate(where),
+                "warning",
+                f"rule {reach.rule.name!r}: field {subject.written} is never "
+                f"{json.dumps(value)} in {names} (the schema allows "
+                f"{', '.join(json.dumps(a) for a in allowed)}), so this comparison "
+                f"never holds{hint}",
+                "condition-value-impossible",
+            )
 
 
 def yaml_ambiguous(doc: Document, schemas: SchemaSet) -> Iterator[Problem]:
