@@ -1,7 +1,10 @@
 """Runs the benchmarks behind `make bench` and writes docs/BENCHMARKS.md from their figures:
 tables of min / median / max over rounds, the ratios, each goal with whether this run met it,
-plots (throughput per system, latency percentiles against load, RSS while a backlog drains)
-and a profile of where routerd's time goes.
+plots (throughput per system, latency percentiles against load, RSS while a backlog drains,
+total rate against competing replicas) and a profile of where routerd's time goes. The goals:
+throughput, latency, memory over a 200,000 backlog and 1 MiB bodies, rule scale, scale-out
+without loss, and lint and a reload under load of 200 schemas and 500 rules with the stall
+it causes.
 
     .venv/bin/python scripts/bench_report.py [--quick] [--out docs/BENCHMARKS.md]
         [--only serve,latency,...] [--args NAME="ARGS"] [--json-dir DIR [--render-only]]
@@ -53,12 +56,25 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
         ["--kind", "text"],
         ["--kind", "text", "--count", "3", "--budgets", "8,4"],
     ),
+    # --reload: the reload rounds run on the latency run's daemon at its 50% rate, so they
+    # need no maximum of their own (a 20,000 drain and a sustained run, ~30 s).
     "latency": (
         "bench_latency.py",
-        ["--rounds", "3"],
-        ["--seconds", "1", "--max-rate", "300", "--rounds", "2"],
+        ["--rounds", "3", "--reload"],
+        ["--seconds", "1", "--max-rate", "300", "--rounds", "2", "--reload"],
     ),
     "profile": ("bench_profile.py", [], ["--count", "2000"]),
+    # 1 MiB bodies are bench_big_bodies' (--big 0); the 200,000 backlog and scale-out here.
+    "scale": (
+        "bench_scale.py",
+        ["--big", "0", "--scale", "20000", "--rounds", "2"],
+        ["--backlog", "2000", "--big", "0", "--scale", "1500", "--rounds", "2"],
+    ),
+    "config": (
+        "bench_config.py",
+        ["--rounds", "3"],
+        ["--schemas", "4", "--rules", "10", "--rounds", "2"],
+    ),
 }
 
 # The goals, as docs/performance.md states them.
@@ -66,6 +82,10 @@ THROUGHPUT_RATIO_GOAL = 1.0  # routerd / the raw forwarder, medians
 LATENCY_P99_GOAL_MS = 25.0  # p99 at 50% of the sustained rate
 LATENCY_GOAL_FRACTION = 0.5
 MEMORY_GOAL_BYTES = 150e6  # 150 MB of RSS, whatever routerd drains
+MEMORY_GOAL_BACKLOG = 200_000  # requests in the backlog the memory goal drains
+CONFIG_GOAL_SCHEMAS, CONFIG_GOAL_RULES = 200, 500  # the config of the config scale goals
+CONFIG_GOAL_SECONDS = 2.0  # lint, and a reload under load from write to running
+STALL_GOAL_MS = 100.0  # routing stall during a reload's swap
 RULE_SCALE_GOAL = 2.0  # decide with 505 rules within 2x of decide with 5 (indexed)
 MIB = 2**20
 
@@ -152,18 +172,6 @@ def latency_goal(latency: dict[str, Any] | None) -> Goal:
     return Goal(name, goal, measured, held == len(p99s))
 
 
-def memory_goal(serve: dict[str, Any] | None, big: dict[str, Any] | None) -> Goal:
-    name = "memory"
-    goal = f"RSS <= {MEMORY_GOAL_BYTES / 1e6:.0f} MB ({MEMORY_GOAL_BYTES / MIB:.0f} MiB) throughout"
-    peaks = finite(r["peak_rss_mib"] for r in rounds_of(serve, "routerd"))
-    peaks += finite(r.get("peak_rss_mib") for r in (big or {}).get("runs", []))
-    if not peaks:
-        return Goal(name, goal, "not run", None)
-    peak = max(peaks)
-    measured = f"peak {peak:.0f} MiB ({peak * MIB / 1e6:.0f} MB) over {len(peaks)} drains"
-    return Goal(name, goal, measured, peak * MIB <= MEMORY_GOAL_BYTES)
-
-
 def rule_scale_ratios(pipeline: dict[str, Any] | None) -> dict[str, float]:
     """Per request: decide's minimum µs with 505 rules over its minimum with the shipped 5,
     both indexed (the minimum is the round the machine disturbed least)."""
@@ -188,6 +196,171 @@ def rule_scale_goal(pipeline: dict[str, Any] | None) -> Goal:
     return Goal(name, goal, measured, ratios[worst] <= RULE_SCALE_GOAL)
 
 
+def memory_drains(scale: dict[str, Any] | None, phase: str) -> list[dict[str, Any]]:
+    return [d for d in (scale or {}).get("memory") or [] if d["phase"] == phase]
+
+
+def peak_of(values: Iterable[float | None]) -> float | None:
+    return max(finite(values), default=None)
+
+
+def rss_at(
+    series: Sequence[Sequence[float | None]], fraction: float, start: float | None = None
+) -> float | None:
+    """VmRSS (MiB) at `fraction` of the time a series of (seconds, MiB) samples covers from
+    `start` on (None: from the first sample): the first sample at or past that point."""
+    points = [
+        (t, mib)
+        for t, mib in series
+        if t is not None and mib is not None and (start is None or t >= start)
+    ]
+    if not points:
+        return None
+    due = points[0][0] + fraction * (points[-1][0] - points[0][0])
+    return next(mib for t, mib in points if t >= due)
+
+
+def mb(mib: float) -> str:
+    return f"{mib:.0f} MiB ({mib * MIB / 1e6:.0f} MB)"
+
+
+def memory_backlog_goal(scale: dict[str, Any] | None) -> Goal:
+    name = "memory, backlog"
+    goal = (
+        f"RSS <= {MEMORY_GOAL_BYTES / 1e6:.0f} MB throughout, draining "
+        f"{MEMORY_GOAL_BACKLOG:,} ~1 KB requests"
+    )
+    drains = memory_drains(scale, "backlog")
+    peaks = finite(peak_of(d["peak_rss_mib"]) for d in drains)
+    if not peaks:
+        return Goal(name, goal, "not run", None)
+    peak = max(peaks)
+    sizes = ", ".join(f"{d['loaded']:,}" for d in drains)
+    measured = f"peak {mb(peak)} draining {sizes}"
+    if max(d["loaded"] for d in drains) < MEMORY_GOAL_BACKLOG:
+        measured += f" (smaller than the goal's {MEMORY_GOAL_BACKLOG:,})"
+    # Flat: a backlog routerd holds would show as RSS still rising late in the drain.
+    quarter = [rss_at(d["rss_mib"][0], 0.25, d["drain_started_s"]) for d in drains if d["rss_mib"]]
+    end = [rss_at(d["rss_mib"][0], 1.0, d["drain_started_s"]) for d in drains if d["rss_mib"]]
+    if finite(quarter) and finite(end):
+        measured += (
+            f"; {number(max(finite(quarter)), 0)} MiB a quarter of the way in, "
+            f"{number(max(finite(end)), 0)} at the end"
+        )
+    return Goal(name, goal, measured, peak * MIB <= MEMORY_GOAL_BYTES)
+
+
+def memory_big_goal(big: dict[str, Any] | None, scale: dict[str, Any] | None = None) -> Goal:
+    name = "memory, 1 MiB bodies"
+    goal = f"RSS <= {MEMORY_GOAL_BYTES / 1e6:.0f} MB throughout, draining 1 MiB bodies"
+    peaks = finite(r.get("peak_rss_mib") for r in (big or {}).get("runs", []))
+    peaks += finite(peak_of(d["peak_rss_mib"]) for d in memory_drains(scale, "big"))
+    if not peaks:
+        return Goal(name, goal, "not run", None)
+    peak = max(peaks)
+    measured = f"peak {mb(peak)} over {len(peaks)} drains"
+    return Goal(name, goal, measured, peak * MIB <= MEMORY_GOAL_BYTES)
+
+
+def scale_rounds(scale: dict[str, Any] | None) -> dict[int, list[dict[str, Any]]]:
+    """The scale-out runs by replica count, in the order the script was given them."""
+    if not scale or not scale.get("scale"):
+        return {}
+    runs = scale["scale"]["rounds"]
+    by_count = {n: [r for r in runs if r["replicas"] == n] for n in scale["scale"]["replicas"]}
+    return {n: got for n, got in by_count.items() if got}
+
+
+def scale_goal(scale: dict[str, Any] | None) -> Goal:
+    counts = scale_rounds(scale)
+    name = "scale-out"
+    goal = (
+        "no request lost with 1, 2 and 3 competing daemons on one queue "
+        "(total rate and CPU per request reported)"
+    )
+    if not counts:
+        return Goal(name, goal, "not run", None)
+    runs = [r for got in counts.values() for r in got]
+    lost = sum(abs(r["lost"]) for r in runs)
+    rates = {n: summary(r["rate"] for r in got) for n, got in counts.items()}
+    shown = ", ".join(f"{n}: {number(s.median if s else None, 0)}" for n, s in rates.items())
+    measured = (
+        f"{lost:,} of {sum(r['loaded'] for r in runs):,} lost or duplicated over "
+        f"{len(runs)} drains; total msg/s by replicas (medians) {shown}"
+    )
+    return Goal(name, goal, measured, lost == 0)
+
+
+def config_size(config: dict[str, Any]) -> str:
+    size = f"{config['schemas']} schemas, {config['rules']} rules"
+    if config["schemas"] < CONFIG_GOAL_SCHEMAS or config["rules"] < CONFIG_GOAL_RULES:
+        size += f" (smaller than the goal's {CONFIG_GOAL_SCHEMAS} and {CONFIG_GOAL_RULES})"
+    return size
+
+
+def config_rounds(config: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """This tree's rounds (bench_config --baseline adds another tree's)."""
+    return [r for r in (config or {}).get("rounds", []) if r["tree"] == "this tree"]
+
+
+def lint_goal(config: dict[str, Any] | None) -> Goal:
+    name = "config lint"
+    goal = (
+        f"`routerd lint` of {CONFIG_GOAL_SCHEMAS} schemas and {CONFIG_GOAL_RULES} rules under "
+        f"{CONFIG_GOAL_SECONDS:g} s (wall, every check), every round"
+    )
+    seconds = finite(r["lint_cli_s"] for r in config_rounds(config))
+    if not seconds or config is None:
+        return Goal(name, goal, "not run", None)
+    problems = sum(config["problems"].values())
+    measured = (
+        f"worst {max(seconds):.2f} s over {len(seconds)} rounds; {config_size(config)}; "
+        f"lint found {problems} problems"
+    )
+    return Goal(name, goal, measured, max(seconds) < CONFIG_GOAL_SECONDS)
+
+
+def reload_rounds(latency: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return ((latency or {}).get("reload") or {}).get("rounds", [])
+
+
+def reload_goal(latency: dict[str, Any] | None) -> Goal:
+    name = "config reload"
+    debounce = ((latency or {}).get("reload") or {}).get("debounce_s")
+    goal = (
+        f"reload into {CONFIG_GOAL_SCHEMAS} schemas and {CONFIG_GOAL_RULES} rules at "
+        f"{LATENCY_GOAL_FRACTION:.0%} load running under {CONFIG_GOAL_SECONDS:g} s after the "
+        "write, every round"
+    )
+    seconds = finite(r["running_after_s"] for r in reload_rounds(latency))
+    if not seconds:
+        return Goal(name, goal, "not run", None)
+    measured = (
+        f"worst {max(seconds):.2f} s over {len(seconds)} rounds (write to running, "
+        f"the watcher's {number(debounce, 1)} s debounce included)"
+    )
+    return Goal(name, goal, measured, max(seconds) < CONFIG_GOAL_SECONDS)
+
+
+def stall_goal(latency: dict[str, Any] | None) -> Goal:
+    name = "reload stall"
+    goal = (
+        f"routing stalls under {STALL_GOAL_MS:g} ms during the swap: the reload round's "
+        "max latency, every round"
+    )
+    rounds = reload_rounds(latency)
+    worst = finite(r["max"] for r in rounds)
+    if not worst:
+        return Goal(name, goal, "not run", None)
+    # The slowest request of the round bounds the stall from above: a stalled loop delays
+    # every request behind it, and the round's ordinary latency is in that figure too.
+    p99 = max(finite(r["p99"] for r in rounds), default=None)
+    measured = (
+        f"worst max {max(worst):.1f} ms (worst p99 {number(p99)} ms) over {len(worst)} rounds"
+    )
+    return Goal(name, goal, measured, max(worst) < STALL_GOAL_MS)
+
+
 def rounds_of(serve: dict[str, Any] | None, kind: str) -> list[dict[str, Any]]:
     return [r for r in (serve or {}).get("rounds", []) if r["kind"] == kind]
 
@@ -204,7 +377,7 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
 def not_run(name: str, runs: dict[str, dict[str, Any]]) -> list[str]:
     run = runs.get(name)
     why = "not run (--only)" if run is None else f"`{run['command']}` exited {run['exit']}"
-    return [f"No figures: {why}.", ""]
+    return [f"No figures from {name}: {why}.", ""]
 
 
 def throughput_section(serve: dict[str, Any] | None, images: dict[str, str]) -> list[str]:
@@ -291,20 +464,42 @@ def latency_section(latency: dict[str, Any] | None, images: dict[str, str]) -> l
     return lines
 
 
+def rss_course(series: Sequence[Sequence[float | None]], start: float | None = None) -> str:
+    """VmRSS a quarter, half way and all the way through a drain's samples from `start`."""
+    if not series:
+        return "-"
+    return " / ".join(number(rss_at(series, f, start), 0) for f in (0.25, 0.5, 1.0))
+
+
 def memory_section(
-    serve: dict[str, Any] | None, big: dict[str, Any] | None, images: dict[str, str]
+    serve: dict[str, Any] | None,
+    big: dict[str, Any] | None,
+    scale: dict[str, Any] | None,
+    images: dict[str, str],
 ) -> list[str]:
     lines = ["## Memory: RSS while routerd drains a backlog", ""]
     rows = []
+    for d in memory_drains(scale, "backlog") + memory_drains(scale, "big"):
+        rows.append(
+            [
+                f"{d['loaded']:,} requests of ~{d['mean_body_bytes']:,.0f} B (`bench_scale`)",
+                str(scale["window"]) if scale else "-",
+                "1",
+                number(peak_of(d["peak_rss_mib"]), 0),
+                rss_course(d["rss_mib"][0] if d["rss_mib"] else [], d["drain_started_s"]),
+                number(d["rate"], 0),
+            ]
+        )
     routerd = rounds_of(serve, "routerd")
     if serve and routerd:
         rows.append(
             [
-                f"{serve['count']:,} requests of ~{serve['mean_body_bytes']:.0f} B "
+                f"{serve['count']:,} requests of ~{serve['mean_body_bytes']:,.0f} B "
                 "(throughput rounds)",
                 str(serve["window"]),
                 str(len(routerd)),
                 triple(summary(r["peak_rss_mib"] for r in routerd), 0),
+                rss_course(routerd[0].get("rss_mib") or []),
                 triple(summary(r["rate"] for r in routerd), 0),
             ]
         )
@@ -315,6 +510,7 @@ def memory_section(
                 str(run["window"]),
                 "1",
                 number(run.get("peak_rss_mib"), 0),
+                rss_course(run.get("rss_mib") or []),
                 number(run.get("rate"), 0),
             ]
         )
@@ -322,12 +518,165 @@ def memory_section(
         return lines
     lines += [
         "Peak RSS is the daemon's VmHWM; the plot samples VmRSS every 0.2 s from the daemon's "
-        "start.",
+        "start. The course column reads the samples a quarter, half and all the way through "
+        "(`bench_scale`'s from its first request routed, the others' from the daemon's start; "
+        "the throughput rounds' first round): flat means the backlog's size does not reach "
+        "the daemon's memory. Window: the catch-all's prefetch within its byte budget.",
         "",
     ]
-    lines += table(["drain", "window", "runs", "peak RSS MiB", "msg/s"], rows)
+    lines += table(
+        ["drain", "window", "runs", "peak RSS MiB", "RSS MiB at 1/4 / 1/2 / end", "msg/s"], rows
+    )
     if "rss" in images:
         lines += [f"![RSS over a backlog drain]({images['rss']})", ""]
+    return lines
+
+
+def scale_section(scale: dict[str, Any] | None, images: dict[str, str]) -> list[str]:
+    lines = ["## Scale-out: competing daemons on one queue", ""]
+    counts = scale_rounds(scale)
+    if not scale or not counts:
+        return lines
+    rounds = max(len(got) for got in counts.values())
+    lines += [
+        f"Each run loads {scale['scale']['count']:,} ~1 KB requests "
+        f"({scale['invalid']:.0%} invalid), then starts "
+        f"1 to {max(counts)} daemons on the one queue; {rounds} rounds, the order of counts "
+        "alternating. Rate and CPU from the first request routed to the last; a replica's "
+        "CPU per request is its CPU over the requests it took (its own "
+        "`routerd_requests_consumed_total`), min / median / max over replicas and rounds. "
+        "Cores busy: a replica's CPU seconds over the drain's. Lost: loaded minus what "
+        "reached the targets and what was left in the source, once the daemons stopped.",
+        "",
+    ]
+    one = summary(r["rate"] for r in next(iter(counts.values())))
+    rows = []
+    for n, got in counts.items():
+        rate = summary(r["rate"] for r in got)
+        per_replica = [
+            (ms, cpu / r["seconds"] if r["seconds"] else None)
+            for r in got
+            for ms, cpu in zip(r["cpu_ms_per_request_by_replica"], r["cpu_seconds"], strict=True)
+        ]
+        rows.append(
+            [
+                str(n),
+                str(len(got)),
+                triple(rate, 0),
+                f"{rate.median / one.median:.2f}x" if rate and one and one.median else "-",
+                triple(summary(r["cpu_ms_per_request"] for r in got), 3),
+                triple(summary(ms for ms, _ in per_replica), 3),
+                triple(summary(busy for _, busy in per_replica), 2),
+                f"{sum(r['lost'] for r in got):,} of {sum(r['loaded'] for r in got):,}",
+            ]
+        )
+    lines += table(
+        [
+            "replicas",
+            "rounds",
+            "total msg/s",
+            f"vs {next(iter(counts))} (medians)",
+            "CPU ms per request, all",
+            "CPU ms per request, per replica",
+            "cores busy per replica",
+            "lost",
+        ],
+        rows,
+    )
+    lines += [
+        "For capacity planning, size by CPU per request: N requests/s need about "
+        "N x (CPU ms per request) / 1000 cores of routerd. The total rate is what this "
+        "machine's cores, shared with the broker, allowed.",
+        "",
+    ]
+    if "scale" in images:
+        lines += [f"![total rate against replicas]({images['scale']})", ""]
+    return lines
+
+
+def config_section(config: dict[str, Any] | None, latency: dict[str, Any] | None) -> list[str]:
+    lines = [
+        f"## Config scale: lint and reload of {CONFIG_GOAL_SCHEMAS} schemas and "
+        f"{CONFIG_GOAL_RULES} rules",
+        "",
+    ]
+    if config and config.get("rounds"):
+        lines += [
+            f"The generated config: {config_size(config)} (`scripts/bench_config.py`), on "
+            f"which lint found {sum(config['problems'].values())} problems. `routerd lint` is "
+            "the CLI's wall time, interpreter start and imports included; build (what lint "
+            "runs) and load (what start and a reload run: every lint check) are timed in a "
+            "new process without the imports. Seconds, min / median / max over rounds.",
+            "",
+        ]
+        measures = [
+            ("lint_cli_s", "`routerd lint` (CLI, wall)"),
+            ("build_s", "lint's build, without imports"),
+            ("load_s", "load (start, reload), without imports"),
+        ]
+        rows = []
+        for tree in config["trees"]:
+            got = [r for r in config["rounds"] if r["tree"] == tree]
+            for key, label in measures:
+                rows.append([label, tree, str(len(got)), triple(summary(r[key] for r in got), 2)])
+        lines += table(["measure", "tree", "rounds", "seconds"], rows)
+    reload = (latency or {}).get("reload")
+    rounds = reload_rounds(latency)
+    if reload and rounds:
+        lines += [
+            f"A reload under load (`scripts/bench_latency.py --reload`): a round at "
+            f"{LATENCY_GOAL_FRACTION:.0%} load ({number(reload['rate'], 0)} msg/s) during which "
+            f"the daemon's config is rewritten to {reload['schemas']} schemas and "
+            f"{rounds[0]['rules']} rules; the watcher picks it up after its "
+            f"{number(reload['debounce_s'], 1)} s debounce, which the write-to-running time "
+            "includes (to the time stamp of routerd's `route table reloaded` line). Requests "
+            "flow from before the write until after the new table runs; their latency (ms) "
+            "includes the swap, so the round's max bounds the routing stall from above "
+            "(the stall goal is judged on it; p99 shown beside it). The shipped config is "
+            "written back between rounds. CPU per request includes the reload's own, which "
+            "runs in the daemon. The same load without a reload, for comparison.",
+            "",
+        ]
+        rows = [
+            [
+                "with a reload",
+                str(len(rounds)),
+                triple(summary(r["running_after_s"] for r in rounds), 2),
+                *(triple(summary(r[k] for r in rounds)) for k in ("p50", "p99", "max")),
+                triple(summary(r.get("cpu_ms_per_request") for r in rounds), 3),
+            ]
+        ]
+        level = next(
+            (
+                level
+                for level in latency.get("levels", [])
+                if math.isclose(level["fraction"], LATENCY_GOAL_FRACTION)
+            ),
+            None,
+        )
+        if level and level["rounds"]:
+            got = level["rounds"]
+            rows.append(
+                [
+                    "without",
+                    str(len(got)),
+                    "-",
+                    *(triple(summary(r[k] for r in got)) for k in ("p50", "p99", "max")),
+                    triple(summary(r.get("cpu_ms_per_request") for r in got), 3),
+                ]
+            )
+        lines += table(
+            [
+                f"{LATENCY_GOAL_FRACTION:.0%} load",
+                "rounds",
+                "write to running, s",
+                "p50",
+                "p99",
+                "max",
+                "CPU ms per request",
+            ],
+            rows,
+        )
     return lines
 
 
@@ -575,9 +924,24 @@ def plots(figures: dict[str, Any], img_dir: Path) -> dict[str, Path]:
         for r in big.get("runs", [])
         if r.get("rss_mib")
     ]
+    scale = figures.get("scale")
+    backlog_series = [
+        (f"{d['loaded']:,} x ~1 KB", d["rss_mib"][0])
+        for d in memory_drains(scale, "backlog")
+        if d["rss_mib"] and d["rss_mib"][0]
+    ]
+    big_series += [
+        (f"{d['loaded']} x ~1 MB (bench_scale)", d["rss_mib"][0])
+        for d in memory_drains(scale, "big")
+        if d["rss_mib"] and d["rss_mib"][0]
+    ]
     panels = [
         (title, s)
-        for title, s in (("Backlog of ~1 KB requests", series), ("1 MiB bodies", big_series))
+        for title, s in (
+            ("Backlog of ~1 KB requests (bench_scale)", backlog_series),
+            ("Throughput rounds (bench_serve)", series),
+            ("1 MiB bodies", big_series),
+        )
         if s
     ]
     if panels:
@@ -593,6 +957,41 @@ def plots(figures: dict[str, Any], img_dir: Path) -> dict[str, Path]:
             ax.set_ylabel("RSS MiB (goal dashed)")
             ax.legend(fontsize=7)
         save("rss", fig)
+
+    counts = scale_rounds(scale)
+    if counts:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        x = list(counts)
+        rates = [summary(r["rate"] for r in counts[n]) for n in x]
+        shown = [(n, s) for n, s in zip(x, rates, strict=True) if s is not None]
+        ax.errorbar(
+            [n for n, _ in shown],
+            [s.median for _, s in shown],
+            yerr=[[s.median - s.min for _, s in shown], [s.max - s.median for _, s in shown]],
+            marker="o",
+            capsize=4,
+            label="total msg/s",
+        )
+        ax.set_xticks(x)
+        ax.set_xlabel("competing daemons on one queue")
+        ax.set_ylabel("total msg/s (median, min-max)")
+        ax.set_ylim(bottom=0)
+        cpu_ax = ax.twinx()
+        cpu = [summary(r["cpu_ms_per_request"] for r in counts[n]) for n in x]
+        cpu_ax.plot(
+            [n for n, c in zip(x, cpu, strict=True) if c],
+            [c.median for c in cpu if c],
+            color="tab:orange",
+            marker="s",
+            linestyle="--",
+            label="CPU ms per request",
+        )
+        cpu_ax.set_ylabel("CPU ms per request (median)")
+        cpu_ax.set_ylim(bottom=0)
+        handles = ax.get_legend_handles_labels()[0] + cpu_ax.get_legend_handles_labels()[0]
+        ax.legend(handles, [str(h.get_label()) for h in handles], fontsize=8, loc="lower right")
+        ax.set_title(f"Draining {scale['scale']['count']:,} requests per run")
+        save("scale", fig)
     return drawn
 
 
@@ -691,12 +1090,17 @@ def render(
         for name, path in plots(figures, out.parent / "img").items()
     }
     serve, latency, big = figures.get("serve"), figures.get("latency"), figures.get("big_bodies")
-    pipeline = figures.get("pipeline")
+    pipeline, scale, config = figures.get("pipeline"), figures.get("scale"), figures.get("config")
     goals = [
         throughput_goal(serve),
         latency_goal(latency),
-        memory_goal(serve, big),
+        memory_backlog_goal(scale),
+        memory_big_goal(big, scale),
         rule_scale_goal(pipeline),
+        scale_goal(scale),
+        lint_goal(config),
+        reload_goal(latency),
+        stall_goal(latency),
     ]
     lines = [
         "# Benchmarks",
@@ -740,18 +1144,22 @@ def render(
             for name, run in runs.items()
         ),
     )
+    # Each section with the benchmarks its figures come from.
     sections = [
-        ("serve", throughput_section(serve, images)),
-        ("latency", latency_section(latency, images)),
-        ("big_bodies", memory_section(serve, big, images)),
-        ("pipeline", pipeline_section(pipeline)),
-        ("publish", publish_section(figures.get("publish"))),
-        ("profile", profile_section(figures.get("profile"))),
+        (["serve"], throughput_section(serve, images)),
+        (["latency"], latency_section(latency, images)),
+        (["scale", "big_bodies"], memory_section(serve, big, scale, images)),
+        (["scale"], scale_section(scale, images)),
+        (["config", "latency"], config_section(config, latency)),
+        (["pipeline"], pipeline_section(pipeline)),
+        (["publish"], publish_section(figures.get("publish"))),
+        (["profile"], profile_section(figures.get("profile"))),
     ]
-    for name, section in sections:
+    for names, section in sections:
         lines += section
-        if name not in figures:
-            lines += not_run(name, runs)
+        for name in names:
+            if name not in figures:
+                lines += not_run(name, runs)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -42,11 +42,15 @@ from bench_serve import (  # noqa: E402
     write_json,
 )
 
+from routerd.config.loader import load  # noqa: E402
+from tests.conftest import SHIPPED_CONFIG  # noqa: E402
 from tests.factories import valid_v1_at_limit  # noqa: E402
 from tests.harness import Broker, Daemon, metric_sum, start_daemon, topology  # noqa: E402
 from tests.harness.config import catch_all_and_targets  # noqa: E402
 
 CONSUMED = "routerd_requests_consumed_total"
+# Share of the ~1 KB requests that fail validation, as in bench_serve's backlog.
+INVALID = 0.05
 
 
 def big_bodies(count: int, size: int) -> list[bytes]:
@@ -67,6 +71,9 @@ class Drain:
         self.source_left = 0
         self.routed = 0
         self.seconds = 0.0
+        # When the first request arrived, in seconds since the daemons started (the RSS
+        # samples' clock): before it they were starting, not draining.
+        self.drain_started_s: float | None = None
         # Per replica, over the timed part: the daemon's CPU seconds and the requests it
         # took from the source (its own counter: competing daemons do not share evenly).
         self.cpu: list[float] = []
@@ -94,6 +101,7 @@ class Drain:
             "lost": self.lost,
             "routed": self.routed,
             "seconds": self.seconds,
+            "drain_started_s": self.drain_started_s,
             "rate": self.rate,
             "cpu_seconds": self.cpu,
             "consumed": self.consumed,
@@ -140,6 +148,7 @@ async def drain(
                     done = sum((await broker.depths(targets)).values())
                     if not started and done > 0:
                         started = time.monotonic()
+                        result.drain_started_s = started - began
                         first_done = done
                         cpu_start = [cpu_seconds(d.pid) for d in daemons]
                         consumed_start = await consumed(daemons)
@@ -180,10 +189,14 @@ def rss_line(name: str, d: Drain) -> str:
 
 
 async def main(args: argparse.Namespace) -> None:
-    report: dict[str, Any] = {"sample_s": RSS_SAMPLE, "memory": [], "scale": None}
+    # The catch-all's window (its prefetch within the byte budget), as bench_serve reports it.
+    shipped = load(SHIPPED_CONFIG)
+    window = shipped.sources[-1].window(shipped.limits)
+    report: dict[str, Any] = {"sample_s": RSS_SAMPLE, "window": window}
+    report |= {"invalid": INVALID, "memory": [], "scale": None}
     if args.skip != "memory":
         phases = [
-            ("backlog", f"backlog of {args.backlog} ~1 KB", lambda: backlog(args.backlog, 0.05)),
+            ("backlog", f"backlog of {args.backlog} ~1 KB", lambda: backlog(args.backlog, INVALID)),
             ("big", f"{args.big} bodies of ~1 MB", lambda: big_bodies(args.big, 1_000_000)),
         ]
         for phase, name, make in phases:
@@ -194,7 +207,7 @@ async def main(args: argparse.Namespace) -> None:
             report["memory"].append({"phase": phase, **d.as_json()})
             print(rss_line(name, d), flush=True)
     if args.skip != "scale":
-        bodies = backlog(args.scale, 0.05)
+        bodies = backlog(args.scale, INVALID)
         rounds: list[dict[str, Any]] = []
         report["scale"] = {"count": args.scale, "replicas": args.replicas, "rounds": rounds}
         for round_ in range(args.rounds):
