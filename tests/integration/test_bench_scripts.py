@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ SCRIPTS = [
     ("bench_latency.py", ["--seconds", "1", "--max-rate", "300"], "p99", True),
     (
         "bench_latency.py",
-        ["--seconds", "2", "--max-rate", "300", "--basis", "drain", "--reload"],
+        ["--seconds", "1", "--max-rate", "300", "--basis", "drain", "--reload", "--rounds", "2"],
         "reload to 200 schemas / 505 rules",
         True,
     ),
@@ -38,7 +39,7 @@ SCRIPTS = [
     ),
     (
         "bench_scale.py",
-        ["--backlog", "2000", "--big", "3", "--scale", "3000", "--replicas", "1,2"],
+        ["--backlog", "2000", "--big", "3", "--scale", "1500", "--rounds", "2"],
         "bodies of ~1 MB",
         True,
     ),
@@ -61,15 +62,44 @@ SCRIPTS = [
     ("bench_profile.py", ["--count", "1000"], "top 15 functions by self time", True),
 ]
 
-# The scripts bench_report.py runs, and a list their --json must hold entries in.
+# The scripts bench_report.py runs, and the lists (dotted paths) their --json must hold
+# entries in.
 JSON_LISTS = {
-    "bench_serve.py": "rounds",
-    "bench_latency.py": "levels",
-    "bench_big_bodies.py": "runs",
-    "bench_publish.py": "kinds",
-    "bench_pipeline.py": "rule_scale",
-    "bench_profile.py": "functions",
+    "bench_serve.py": ["rounds"],
+    "bench_latency.py": ["levels"],
+    "bench_big_bodies.py": ["runs"],
+    "bench_publish.py": ["kinds"],
+    "bench_pipeline.py": ["rule_scale"],
+    "bench_profile.py": ["functions"],
+    "bench_scale.py": ["memory", "scale.rounds"],
+    "bench_config.py": ["rounds"],
 }
+
+
+def at(data: Any, path: str) -> Any:
+    for key in path.split("."):
+        data = data[key]
+    return data
+
+
+def arg(args: list[str], name: str, default: str) -> str:
+    return args[args.index(name) + 1] if name in args else default
+
+
+def check_rounds(script: str, args: list[str], written: dict[str, Any]) -> None:
+    """Every round the arguments ask for is in the JSON, not only a summary."""
+    rounds = int(arg(args, "--rounds", "1"))
+    if script == "bench_latency.py" and "--reload" in args:
+        assert len(at(written, "reload.rounds")) == rounds, written.get("reload")
+    if script == "bench_scale.py":
+        replicas = [int(n) for n in arg(args, "--replicas", "1,2,3").split(",")]
+        # Round by round, the order of counts alternating.
+        order = [n for i in range(rounds) for n in (replicas if i % 2 == 0 else replicas[::-1])]
+        assert [r["replicas"] for r in written["scale"]["rounds"]] == order
+        assert all(r["lost"] == 0 for r in written["scale"]["rounds"]), written["scale"]
+        assert [d["phase"] for d in written["memory"]] == ["backlog", "big"]
+    if script == "bench_config.py":
+        assert len(written["rounds"]) == rounds
 
 
 @pytest.mark.parametrize(
@@ -98,7 +128,9 @@ def test_the_benchmark_runs_on_tiny_inputs(
     assert headline in run.stdout, f"{script} did not print {headline!r}:\n{output[-3000:]}"
     if json_args:
         written = json.loads(figures.read_text())
-        assert written[JSON_LISTS[script]], f"{script} --json wrote no {JSON_LISTS[script]}"
+        for path in JSON_LISTS[script]:
+            assert at(written, path), f"{script} --json wrote no {path}"
+        check_rounds(script, args, written)
 
 
 def tables(markdown: str) -> dict[str, list[list[list[str]]]]:
@@ -135,18 +167,30 @@ def test_the_report_runs_end_to_end_on_tiny_inputs(tmp_path: Path) -> None:
     output = run.stdout + run.stderr
     assert run.returncode == 0, f"bench_report exited {run.returncode}:\n{output[-5000:]}"
     markdown = out.read_text()
-    for name in ("throughput", "latency", "rss"):
+    for name in ("throughput", "latency", "rss", "scale"):
         image = tmp_path / "img" / f"bench-{name}.png"
         assert image.read_bytes().startswith(b"\x89PNG"), f"{image} is not a PNG"
         assert f"](img/bench-{name}.png)" in markdown
     sections = tables(markdown)
     goals = sections["## Goals"][0]
-    assert [row[0] for row in goals] == ["throughput", "latency", "memory", "rule scale"]
+    assert [row[0] for row in goals] == [
+        "throughput",
+        "latency",
+        "memory, backlog",
+        "memory, 1 MiB bodies",
+        "rule scale",
+        "scale-out",
+        "config lint",
+        "config reload",
+        "reload stall",
+    ]
     assert all(row[3] in ("met", "**not met**") for row in goals), goals
     for heading in (
         "## Throughput: `routerd serve` beside a raw aiormq forwarder",
         "## Latency: publish to arrival in the target queue",
         "## Memory: RSS while routerd drains a backlog",
+        "## Scale-out: competing daemons on one queue",
+        "## Config scale: lint and reload of 200 schemas and 500 rules",
         "## Pipeline: µs per send request, in one process",
         "## Publishing: CPU per confirmed publish",
         "## Where the time goes: a profile of the hot path",
@@ -154,3 +198,13 @@ def test_the_report_runs_end_to_end_on_tiny_inputs(tmp_path: Path) -> None:
         found = sections.get(heading)
         assert found and all(found), f"a table without rows under {heading!r}:\n{markdown}"
     assert "No figures" not in markdown
+    scale = sections["## Scale-out: competing daemons on one queue"][0]
+    assert [row[0] for row in scale] == ["1", "2", "3"]
+    assert all(row[-1].startswith("0 of ") for row in scale), scale
+    config, reload = sections["## Config scale: lint and reload of 200 schemas and 500 rules"]
+    assert [row[0] for row in config] == [
+        "`routerd lint` (CLI, wall)",
+        "lint's build, without imports",
+        "load (start, reload), without imports",
+    ]
+    assert [row[0] for row in reload] == ["with a reload", "without"]

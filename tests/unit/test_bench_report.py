@@ -72,8 +72,14 @@ def test_a_goal_not_measured_says_so() -> None:
     assert report.throughput_goal(None).met is None
     assert report.throughput_goal(serve([1000], [])).verdict == "not measured"
     assert report.latency_goal({"levels": []}).met is None
-    assert report.memory_goal(None, None).met is None
+    assert report.memory_backlog_goal(None).met is None
+    assert report.memory_big_goal(None, None).met is None
     assert report.rule_scale_goal(None).met is None
+    assert report.scale_goal(None).met is None
+    assert report.scale_goal({"memory": [], "scale": None}).met is None
+    assert report.lint_goal(None).met is None
+    assert report.reload_goal({"levels": []}).met is None
+    assert report.stall_goal(None).verdict == "not measured"
 
 
 def latency(p99s_at_half: list[float | None]) -> dict[str, Any]:
@@ -92,17 +98,135 @@ def test_latency_goal_holds_only_when_every_round_at_half_load_does() -> None:
     assert "held in 2 of 3 rounds" in missed.measured
 
 
-def test_memory_goal_is_150_mb_not_mib_over_every_drain() -> None:
+def drain(
+    phase: str, loaded: int, peak: float, rss: list[tuple[float, float]] | None = None
+) -> dict[str, Any]:
+    return {
+        "phase": phase,
+        "loaded": loaded,
+        "peak_rss_mib": [peak],
+        "drain_started_s": 1.0,
+        "rss_mib": [rss or [(0.0, 5.0), (1.0, 40.0), (5.0, 60.0)]],
+    }
+
+
+def test_memory_backlog_goal_is_150_mb_not_mib_over_the_backlog_drain() -> None:
     # 143 MiB is 149.9 MB; 144 MiB is 151 MB.
-    assert report.memory_goal(serve([1], [1], [143.0]), None).met is True
-    assert (
-        report.memory_goal(serve([1], [1], [60.0]), {"runs": [{"peak_rss_mib": 144.0}]}).met
-        is False
+    met = report.memory_backlog_goal({"memory": [drain("backlog", 200_000, 143.0)]})
+    assert met.met is True
+    assert met.measured.startswith("peak 143 MiB (150 MB) draining 200,000;")
+    missed = report.memory_backlog_goal({"memory": [drain("backlog", 200_000, 144.0)]})
+    assert missed.met is False
+    # A 1 MiB bodies drain is the other goal's.
+    assert report.memory_backlog_goal({"memory": [drain("big", 300, 500.0)]}).met is None
+
+
+def test_memory_backlog_goal_says_when_the_backlog_was_smaller_than_the_goals() -> None:
+    goal = report.memory_backlog_goal({"memory": [drain("backlog", 2000, 60.0)]})
+    assert "2,000 (smaller than the goal's 200,000)" in goal.measured
+
+
+def test_memory_backlog_goal_reads_the_course_from_the_drains_start() -> None:
+    # Starting (5 MiB at 0 s) is before the drain (from 1 s): a quarter of 1..9 s is 3 s.
+    rss = [(0.0, 5.0), (1.0, 50.0), (3.0, 55.0), (6.0, 58.0), (9.0, 61.0)]
+    goal = report.memory_backlog_goal({"memory": [drain("backlog", 200_000, 62.0, rss)]})
+    assert goal.measured.endswith("55 MiB a quarter of the way in, 61 at the end")
+
+
+def test_memory_big_goal_takes_every_drain_of_1_mib_bodies() -> None:
+    big = {"runs": [{"peak_rss_mib": 100.0}, {"peak_rss_mib": 143.0}]}
+    met = report.memory_big_goal(big, None)
+    assert met.met is True and met.measured == "peak 143 MiB (150 MB) over 2 drains"
+    scale = {"memory": [drain("big", 300, 144.0), drain("backlog", 200_000, 10.0)]}
+    missed = report.memory_big_goal(big, scale)
+    assert missed.met is False and "over 3 drains" in missed.measured
+
+
+def test_rss_at_is_the_first_sample_at_or_past_the_point() -> None:
+    series = [(0.0, 1.0), (2.0, 2.0), (4.0, None), (6.0, 4.0), (8.0, 5.0)]
+    assert report.rss_at(series, 0.0) == 1.0
+    assert report.rss_at(series, 0.5) == 4.0  # 4 s has no figure
+    assert report.rss_at(series, 1.0) == 5.0
+    assert report.rss_at(series, 0.5, start=6.0) == 5.0
+    assert report.rss_at([], 0.5) is None
+
+
+def scale(runs: list[tuple[int, float, int]]) -> dict[str, Any]:
+    """bench_scale's JSON with scale-out runs of (replicas, total msg/s, lost)."""
+    return {
+        "memory": [],
+        "scale": {
+            "count": 1000,
+            "replicas": [1, 2, 3],
+            "rounds": [
+                {"replicas": n, "rate": rate, "lost": lost, "loaded": 1000}
+                for n, rate, lost in runs
+            ],
+        },
+    }
+
+
+def test_scale_goal_is_no_loss_in_any_drain() -> None:
+    runs = [(1, 100.0, 0), (2, 180.0, 0), (3, 250.0, 0), (3, 230.0, 0), (2, 170.0, 0)]
+    met = report.scale_goal(scale(runs))
+    assert met.met is True
+    assert met.measured == (
+        "0 of 5,000 lost or duplicated over 5 drains; total msg/s by replicas (medians) "
+        "1: 100, 2: 175, 3: 240"
     )
-    # The raw forwarder's memory is not routerd's.
-    assert (
-        report.memory_goal({"rounds": [{"kind": "raw", "peak_rss_mib": 500.0}]}, None).met is None
+    # Duplicates (lost < 0) are not a pass either.
+    assert report.scale_goal(scale([(1, 100.0, 0), (2, 180.0, -1)])).met is False
+    missed = report.scale_goal(scale([(1, 100.0, 0), (3, 250.0, 2)]))
+    assert missed.met is False and missed.measured.startswith("2 of 2,000 lost")
+
+
+def test_scale_rounds_keep_the_order_of_replica_counts_given() -> None:
+    counts = report.scale_rounds(scale([(3, 1.0, 0), (1, 2.0, 0), (1, 3.0, 0)]))
+    assert list(counts) == [1, 3]
+    assert [r["rate"] for r in counts[1]] == [2.0, 3.0]
+
+
+def config(lint: list[float], schemas: int = 200, rules: int = 505) -> dict[str, Any]:
+    rounds = [{"tree": "this tree", "lint_cli_s": s, "build_s": 0.1, "load_s": 0.1} for s in lint]
+    # A baseline tree's rounds are not this tree's figures.
+    rounds.append({"tree": "baseline", "lint_cli_s": 9.0, "build_s": 9.0, "load_s": 9.0})
+    return {"schemas": schemas, "rules": rules, "problems": {}, "rounds": rounds}
+
+
+def test_lint_goal_is_under_2_s_in_every_round_of_this_tree() -> None:
+    met = report.lint_goal(config([1.2, 1.99]))
+    assert met.met is True
+    assert met.measured == (
+        "worst 1.99 s over 2 rounds; 200 schemas, 505 rules; lint found 0 problems"
     )
+    assert report.lint_goal(config([1.2, 2.0])).met is False
+    small = report.lint_goal(config([0.5], schemas=4, rules=15))
+    assert "(smaller than the goal's 200 and 500)" in small.measured
+
+
+def reloads(seconds: list[float], p99: list[float], worst: list[float]) -> dict[str, Any]:
+    rounds = [
+        {"running_after_s": s, "p99": p, "max": m}
+        for s, p, m in zip(seconds, p99, worst, strict=True)
+    ]
+    return {"levels": [], "reload": {"debounce_s": 0.3, "rate": 500.0, "rounds": rounds}}
+
+
+def test_reload_goal_is_write_to_running_under_2_s_every_round() -> None:
+    met = report.reload_goal(reloads([1.5, 1.9], [10.0, 10.0], [20.0, 20.0]))
+    assert met.met is True
+    assert met.measured == (
+        "worst 1.90 s over 2 rounds (write to running, the watcher's 0.3 s debounce included)"
+    )
+    assert report.reload_goal(reloads([1.5, 2.0], [1.0, 1.0], [1.0, 1.0])).met is False
+
+
+def test_stall_goal_is_judged_on_the_max_latency_not_the_p99() -> None:
+    # Every p99 is low; one round's slowest request waited 120 ms.
+    missed = report.stall_goal(reloads([1.0, 1.0], [8.0, 9.0], [40.0, 120.0]))
+    assert missed.met is False
+    assert missed.measured == "worst max 120.0 ms (worst p99 9.0 ms) over 2 rounds"
+    assert report.stall_goal(reloads([1.0], [8.0], [99.9])).met is True
 
 
 def pipeline(five: list[float], big: list[float]) -> dict[str, Any]:
