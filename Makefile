@@ -36,19 +36,19 @@ check: $(STAMP)
 test: $(STAMP) broker postgres check lint
 	$(BIN)/pytest
 
-# The headline figures (a few minutes), written to docs/BENCHMARKS.md with plots in
-# docs/img/: the pipeline alone, routerd against a raw forwarder, publishing cost, bodies
-# at the size limit, latency under load, and a profile of the hot path.
+# The headline figures (~11 minutes on an idle 2-core machine), written to
+# docs/BENCHMARKS.md with plots in docs/img/: the pipeline alone, routerd against a raw
+# forwarder, publishing cost, bodies at the size limit, latency under load and a reload
+# under it, a 200,000 backlog, scale-out to 3 replicas, config scale, and a profile of
+# the hot path.
 # scripts/bench_report.py runs each benchmark script; BENCH_ARGS passes it options
 # (BENCH_ARGS=--quick: tiny inputs, to see that it all works).
 bench: $(STAMP) broker
 	$(BIN)/python scripts/bench_report.py $(BENCH_ARGS)
 
 # Every other figure in docs/performance.md, docs/SCALING.md and docs/rejections.md (long:
-# config scale, a 200,000 backlog, scale-out, a bulk spike, the queue ceiling, the recorder).
+# a bulk spike, the queue ceiling, the recorder).
 bench-all: bench postgres
-	$(BIN)/python scripts/bench_config.py
-	$(BIN)/python scripts/bench_scale.py
 	$(BIN)/python scripts/bench_spike.py
 	$(BIN)/python scripts/bench_queue_ceiling.py
 	$(BIN)/python scripts/bench_rejections.py
