@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import sys
@@ -142,6 +143,24 @@ def _loop_first() -> Iterator[None]:
         yield
     finally:
         sys.setswitchinterval(previous)
+
+
+@contextlib.contextmanager
+def _collections_paused() -> Iterator[None]:
+    """No automatic garbage collection while a worker thread loads a config.
+
+    Loading builds some 10^5 long-lived objects, and each burst of them set off a full
+    collection, which holds the GIL (and so the event loop) for 20-35 ms: 13 of them in one
+    200-schema reload under load (counted with `gc.callbacks`). Refcounting still frees
+    almost everything meanwhile; the collector runs again once the swap is done.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def restart_needed(running: RouteTable, new: RouteTable) -> tuple[Problem, ...]:
@@ -316,7 +335,7 @@ class Reloader:
         running = self.holder.table
         try:
             # A worker thread: compiling big schemas must not stall routing on the loop.
-            with _loop_first():
+            with _loop_first(), _collections_paused():
                 new = await anyio.to_thread.run_sync(
                     self._load, self.config_path, abandon_on_cancel=True
                 )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -205,3 +206,36 @@ def test_a_reload_loads_with_short_gil_turns_and_puts_them_back() -> None:
             assert sys.getswitchinterval() == pytest.approx(RELOAD_SWITCH_INTERVAL / 5, rel=0.05)
     finally:
         sys.setswitchinterval(before)
+
+
+async def test_a_reload_loads_with_the_collector_paused_and_turns_it_back_on(
+    isolated_config: Path,
+) -> None:
+    seen: list[bool] = []
+
+    def probe(path: Path) -> RouteTable:
+        seen.append(gc.isenabled())
+        return load(path)
+
+    assert gc.isenabled()
+    reloader, _, _ = make(isolated_config, load=probe)
+    assert await reloader.reload("test")
+    assert seen == [False]
+    assert gc.isenabled()
+
+    # A process that turned the collector off itself keeps it off.
+    gc.disable()
+    try:
+        assert await reloader.reload("test")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+async def test_a_failed_load_turns_the_collector_back_on(isolated_config: Path) -> None:
+    def boom(path: Path) -> RouteTable:
+        raise RuntimeError("loader bug")
+
+    reloader, _, _ = make(isolated_config, load=boom)
+    assert not await reloader.reload("test")
+    assert gc.isenabled()
