@@ -51,6 +51,9 @@ class BlockWatch:
         # The confirm deadlines of publishes awaiting their confirm, with their timeout:
         # none while blocked, a whole timeout again from the moment of the unblock.
         self.deadlines: dict[asyncio.Timeout, float] = {}
+        # Told of every change too: the publisher's confirm windows, which time their
+        # confirms with one watchdog each rather than a deadline per publish.
+        self._listeners: list[Callable[[bool], None]] = []
         self._event = _ReportingEvent(self._changed)
         self._event.set()
 
@@ -76,10 +79,22 @@ class BlockWatch:
     async def unblocked(self) -> None:
         await self._event.wait()
 
+    def listen(self, on_change: Callable[[bool], None]) -> Callable[[], None]:
+        """Call `on_change(blocked)` on every change, until the returned function is called."""
+        self._listeners.append(on_change)
+
+        def stop() -> None:
+            if on_change in self._listeners:
+                self._listeners.remove(on_change)
+
+        return stop
+
     def _changed(self, blocked: bool) -> None:
         if self.deadlines:
             now = asyncio.get_running_loop().time()
             for deadline, timeout in self.deadlines.items():
                 deadline.reschedule(None if blocked else now + timeout)
+        for listener in list(self._listeners):
+            listener(blocked)
         if self._on_change is not None:
             self._on_change(blocked)

@@ -260,7 +260,9 @@ class BrokerLink:
 
         async def publish_patiently(decision: Decision) -> None:
             deadline = time.monotonic() + NACK_PATIENCE
-            backoff = Backoff(NACK_RETRY_MIN, NACK_RETRY_MAX)
+            # Made at the first nack: nearly every publish is confirmed at once, and this
+            # runs for every request.
+            backoff: Backoff | None = None
             while True:
                 try:
                     await publish(decision)
@@ -269,6 +271,8 @@ class BrokerLink:
                     left = deadline - time.monotonic()
                     if exc.cause is not PublishFailure.NACK or left <= 0 or self.stopping:
                         raise
+                if backoff is None:
+                    backoff = Backoff(NACK_RETRY_MIN, NACK_RETRY_MAX)
                 await asyncio.sleep(min(backoff.next(), left))
 
         return publish_patiently

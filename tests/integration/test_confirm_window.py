@@ -16,7 +16,9 @@ from aiormq.channel import Channel
 from aiormq.exceptions import PublishError
 from pamqp.commands import Basic
 
+from routerd.amqp.flow import BlockWatch
 from routerd.amqp.publisher import ConfirmWindow
+from tests.harness.wait import wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 
@@ -183,3 +185,42 @@ async def test_a_full_writer_queue_delays_a_batch_without_reordering_it(
     assert all(isinstance(r, Basic.Ack) for r in results)
     expected = [b"a%d" % i for i in range(5)] + [b"b%d" % i for i in range(5)]
     assert await take_all(connection, queue, 10) == expected
+
+
+async def test_the_watchdog_stops_while_the_broker_blocks_and_restarts_whole_after(
+    connection: AbstractConnection,
+) -> None:
+    channel = await confirm_channel(connection)
+    blocks = BlockWatch()
+    window = ConfirmWindow(channel, 0.1, blocks)
+    loop = asyncio.get_running_loop()
+    before, during = loop.create_future(), loop.create_future()
+    window._watch(before)
+    blocks._event.clear()  # connection.blocked, as aiormq's reader would set it
+    window._watch(during)
+    # Ten timeouts pass while blocked and neither confirm times out.
+    with anyio.move_on_after(1.0):
+        await asyncio.wait({before, during}, return_when=asyncio.FIRST_COMPLETED)
+    assert not before.done() and not during.done()
+    assert window._watchdog is None
+    unblocked = loop.time()
+    blocks._event.set()  # connection.unblocked
+    for confirmation in (before, during):
+        with anyio.fail_after(5), pytest.raises(TimeoutError):
+            await confirmation
+    # Each got its whole timeout again from the unblock, not what was left of it.
+    assert loop.time() - unblocked >= 0.1
+    assert window._watchdog is None and not window._deadlines
+
+
+async def test_a_closed_window_stops_listening_to_blocks(connection: AbstractConnection) -> None:
+    channel = await confirm_channel(connection)
+    blocks = BlockWatch()
+    ConfirmWindow(channel, 0.1, blocks)
+    assert len(blocks._listeners) == 1
+    await channel.close()
+
+    async def listeners() -> int:
+        return len(blocks._listeners)
+
+    await wait_for(listeners, lambda n: n == 0, within=5, what="the window to stop listening")
