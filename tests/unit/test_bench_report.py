@@ -12,6 +12,9 @@ from typing import Any
 
 import pytest
 
+from routerd.config.loader import load
+from tests.conftest import SHIPPED_CONFIG
+
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
@@ -341,3 +344,20 @@ def test_profile_json_lists_every_layer_in_order() -> None:
             "self": 5,
         }
     ]
+
+
+def test_memory_big_goal_is_judged_at_the_shipped_window_only() -> None:
+    big = {"runs": [{"window": 128, "peak_rss_mib": 160.0}, {"window": 64, "peak_rss_mib": 110.0}]}
+    shipped = report.memory_big_goal(big, None, 128)
+    assert shipped.met is False
+    assert (
+        shipped.measured.startswith("peak 160 MiB")
+        and "window 64: peak 110 MiB" in shipped.measured
+    )
+    assert report.memory_big_goal(big, None, 64).met is True
+    assert report.memory_big_goal(big, None, 256).met is None
+
+
+def test_the_shipped_window_is_the_catch_alls() -> None:
+    table = load(SHIPPED_CONFIG)
+    assert report.shipped_window() == table.source.window(table.limits)
