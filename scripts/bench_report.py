@@ -850,6 +850,21 @@ def profile_section(profile: dict[str, Any] | None) -> list[str]:
 # --------------------------------------------------------------------------- plots
 
 
+def spread(ax: Any, x: Sequence[float], stats: Sequence[Summary | None], label: str) -> None:
+    """Medians at `x` with min-max whiskers, leaving out the points nothing was measured at."""
+    shown = [(xi, s) for xi, s in zip(x, stats, strict=True) if s is not None]
+    if not shown:
+        return
+    ax.errorbar(
+        [xi for xi, _ in shown],
+        [s.median for _, s in shown],
+        yerr=[[s.median - s.min for _, s in shown], [s.max - s.median for _, s in shown]],
+        marker="o",
+        capsize=4,
+        label=label,
+    )
+
+
 def plots(figures: dict[str, Any], img_dir: Path) -> dict[str, Path]:
     """The PNGs this run's figures allow, by name."""
     import matplotlib
@@ -908,17 +923,7 @@ def plots(figures: dict[str, Any], img_dir: Path) -> dict[str, Path]:
         x = [100 * level["fraction"] for level in levels]
         for key in ("p50", "p99", "p999"):
             stats = [summary(r[key] for r in level["rounds"]) for level in levels]
-            shown = [(xi, s) for xi, s in zip(x, stats, strict=True) if s is not None]
-            if not shown:
-                continue
-            ax.errorbar(
-                [xi for xi, _ in shown],
-                [s.median for _, s in shown],
-                yerr=[[s.median - s.min for _, s in shown], [s.max - s.median for _, s in shown]],
-                marker="o",
-                capsize=4,
-                label=key,
-            )
+            spread(ax, x, stats, key)
         ax.axhline(LATENCY_P99_GOAL_MS, color="grey", linestyle="--", linewidth=1)
         ax.annotate(
             f"goal: p99 <= {LATENCY_P99_GOAL_MS:g} ms at {LATENCY_GOAL_FRACTION:.0%}",
@@ -991,16 +996,7 @@ def plots(figures: dict[str, Any], img_dir: Path) -> dict[str, Path]:
     if counts:
         fig, ax = plt.subplots(figsize=(6, 3.5))
         x = list(counts)
-        rates = [summary(r["rate"] for r in counts[n]) for n in x]
-        shown = [(n, s) for n, s in zip(x, rates, strict=True) if s is not None]
-        ax.errorbar(
-            [n for n, _ in shown],
-            [s.median for _, s in shown],
-            yerr=[[s.median - s.min for _, s in shown], [s.max - s.median for _, s in shown]],
-            marker="o",
-            capsize=4,
-            label="total msg/s",
-        )
+        spread(ax, x, [summary(r["rate"] for r in counts[n]) for n in x], "total msg/s")
         ax.set_xticks(x)
         ax.set_xlabel("competing daemons on one queue")
         ax.set_ylabel("total msg/s (median, min-max)")
