@@ -26,6 +26,7 @@ from routerd.config.loader import load
 from routerd.config.model import ConfigError, RouteTable
 from routerd.delivery import DecisionSink, Sinks, sink_name
 from routerd.observe import Health, HTTPBindError, Metrics, configure_logging, serve_http
+from routerd.observe.loop_lag import watch_loop_lag
 from routerd.observe.metrics import MetricsSink
 from routerd.observe.systemd import Notifier, SystemdLink
 from routerd.reload import Reloader, TableHolder, log_warnings
@@ -136,6 +137,7 @@ class Daemon:
                 self.metrics,
                 self.health,
             )
+            tg.start_soon(watch_loop_lag, self.metrics.loop_lag)
             # 2. Signals before anything slow: a SIGTERM while the broker is unreachable
             #    must still stop the process gracefully.
             if handle_signals:

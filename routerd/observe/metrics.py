@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from routerd.config.model import RouteTable
 from routerd.delivery.outcome import Settlement
+from routerd.observe.loop_lag import LAG_BUCKETS
 
 # Routing one send request takes tens of microseconds in the pipeline, but the time the
 # daemon measures includes waiting for the broker's publish confirm, which under load or
@@ -152,6 +153,12 @@ class Metrics(TableMetrics):
             "routerd_processing_seconds",
             "Time from consuming a send request to its source ack or nack.",
             buckets=PROCESSING_BUCKETS,
+            registry=r,
+        )
+        self.loop_lag = Histogram(
+            "routerd_event_loop_lag_seconds",
+            "How late the event loop ran a timer due every 50 ms: time routing stood still.",
+            buckets=LAG_BUCKETS,
             registry=r,
         )
         # Labelled children by label values: `.labels()` costs about as much as the
