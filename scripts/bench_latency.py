@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import datetime
 import inspect
+import math
 import os
 import shutil
 import statistics
@@ -318,7 +319,7 @@ async def reload_rounds(
             f"{figures['running_after_s']:.2f} s after the write ({debounce:g} s of it the "
             f"watcher's debounce); latency p50 {figures['p50']:.1f}  p99 {figures['p99']:.1f}  "
             f"p999 {figures['p999']:.1f}  max {figures['max']:.1f} ms "
-            f"({figures['arrived']}/{figures['sent']} arrived)",
+            f"({figures['arrived']}/{figures['sent']} arrived); {lag_text(figures)}",
             flush=True,
         )
     return reload
@@ -358,6 +359,7 @@ async def reload_under_load(
     arrivals = Arrivals()
     consumer = await consume(args.amqp_url, targets, arrivals)
     cpu_before = cpu_seconds(daemon.pid)
+    lag_before = loop_lag(await daemon.metrics())
     # Requests flow from a third of the round before the write until a third of it after
     # the new table runs, however long the reload takes: the whole swap is inside the round.
     swapped = asyncio.Event()
@@ -377,13 +379,54 @@ async def reload_under_load(
     sent = (await sending).sent
     # The reload's own CPU is in it: it runs in the daemon's process.
     cpu = cpu_seconds(daemon.pid) - cpu_before
+    lag = lag_during(lag_before, loop_lag(await daemon.metrics()))
     await consumer.close()
     got = arrivals.ms or [float("nan")]
     return {
         "rules": int(match.group(1)),
         "running_after_s": seconds,
+        **lag,
         **figures(got, sent, cpu),
     }
+
+
+def loop_lag(text: str) -> dict[float, float]:
+    """routerd_event_loop_lag_seconds' cumulative bucket counts by upper bound (inf: all)."""
+    counts: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith("routerd_event_loop_lag_seconds_bucket{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            counts[float(bound)] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def lag_during(before: dict[float, float], after: dict[float, float]) -> dict[str, Any]:
+    """What the daemon's own loop-lag histogram saw between two scrapes: the timers late by
+    more than 100 ms, and the bucket the latest one fell in (its upper bound, in ms: the
+    histogram cannot say more)."""
+    delta = {bound: after.get(bound, 0.0) - before.get(bound, 0.0) for bound in after}
+    total = delta.get(math.inf, 0.0)
+    if not delta or not total:
+        return {"loop_lag_timers": 0, "loop_lag_over_100ms": 0, "loop_lag_max_le_ms": None}
+    # The smallest bound every late timer fell within bounds the worst of them.
+    worst = min(bound for bound, count in delta.items() if count >= total)
+    return {
+        "loop_lag_timers": int(total),
+        "loop_lag_over_100ms": int(total - delta.get(0.1, 0.0)),
+        "loop_lag_max_le_ms": None if math.isinf(worst) else worst * 1000,
+    }
+
+
+def lag_text(figures: dict[str, Any]) -> str:
+    timers = figures["loop_lag_timers"]
+    if not timers:
+        return "routerd's loop lag: no timer observed (no routerd_event_loop_lag_seconds?)"
+    bound = figures["loop_lag_max_le_ms"]
+    worst = "over 2.5 s" if bound is None else f"{bound:g} ms"
+    return (
+        f"routerd's loop lag at most {worst}, {figures['loop_lag_over_100ms']} of {timers} "
+        f"timers late by over 100 ms"
+    )
 
 
 def log_time(text: str, position: int) -> float:

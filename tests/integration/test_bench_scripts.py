@@ -91,6 +91,8 @@ def check_rounds(script: str, args: list[str], written: dict[str, Any]) -> None:
     rounds = int(arg(args, "--rounds", "1"))
     if script == "bench_latency.py" and "--reload" in args:
         assert len(at(written, "reload.rounds")) == rounds, written.get("reload")
+        # The daemon's own loop-lag histogram was read around each reload.
+        assert all(r["loop_lag_timers"] > 0 for r in at(written, "reload.rounds"))
     if script == "bench_scale.py":
         replicas = [int(n) for n in arg(args, "--replicas", "1,2,3").split(",")]
         # Round by round, the order of counts alternating.

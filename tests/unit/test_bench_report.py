@@ -224,6 +224,20 @@ def test_reload_goal_is_write_to_running_under_2_s_every_round() -> None:
     assert report.reload_goal(reloads([1.5, 2.0], [1.0, 1.0], [1.0, 1.0])).met is False
 
 
+def test_stall_goal_is_judged_on_routerds_loop_lag_when_the_rounds_have_it() -> None:
+    lagged = reloads([1.0, 1.0], [60.0, 80.0], [120.0, 130.0])
+    for r, (late, bound) in zip(lagged["reload"]["rounds"], [(0, 25.0), (0, 50.0)], strict=True):
+        r |= {"loop_lag_timers": 100, "loop_lag_over_100ms": late, "loop_lag_max_le_ms": bound}
+    met = report.stall_goal(lagged)
+    # Requests waited 130 ms (the loop was slowed), but routing never stood still 100 ms.
+    assert met.met is True
+    assert met.measured.startswith("loop lag at most 50 ms; 0 of 200 timers late by over 100 ms")
+    assert "requests' worst max 130.0 ms" in met.measured
+    lagged["reload"]["rounds"][1] |= {"loop_lag_over_100ms": 1, "loop_lag_max_le_ms": 250.0}
+    missed = report.stall_goal(lagged)
+    assert missed.met is False and "at most 250 ms; 1 of 200" in missed.measured
+
+
 def test_stall_goal_is_judged_on_the_max_latency_not_the_p99() -> None:
     # Every p99 is low; one round's slowest request waited 120 ms.
     missed = report.stall_goal(reloads([1.0, 1.0], [8.0, 9.0], [40.0, 120.0]))
