@@ -34,8 +34,8 @@ def impossible_values(ctx: Context, coverage: Coverage) -> Iterator[Problem]:
     for reach in coverage.reaches:
         if not reach.reachable or reach.raw_when is None or not reach.offered:
             continue
-        oracles = [ctx.oracles.get(v) for v in reach.offered]
-        if any(oracle is None for oracle in oracles):
+        oracles = [o for v in reach.offered if (o := ctx.oracles.get(v)) is not None]
+        if len(oracles) < len(reach.offered):
             continue  # a version whose schema did not load could allow anything
         for leaf in leaves(reach.rule.when, ("rules", reach.index, "when")):
             node = leaf.condition
@@ -43,7 +43,7 @@ def impossible_values(ctx: Context, coverage: Coverage) -> Iterator[Problem]:
                 continue
             allowed_by: list[list[Any]] = []
             for oracle in oracles:
-                only = oracle.allowed_values(node.subject.path) if oracle else None
+                only = oracle.allowed_values(node.subject.path)
                 if only is None:
                     break  # this version lets the field hold other values: no claim
                 allowed_by.append(only)
