@@ -152,7 +152,7 @@ def _collections_paused() -> Iterator[None]:
     Loading builds some 10^5 long-lived objects, and each burst of them set off a full
     collection, which holds the GIL (and so the event loop) for 20-35 ms: 13 of them in one
     200-schema reload under load (counted with `gc.callbacks`). Refcounting still frees
-    almost everything meanwhile; the collector runs again once the swap is done.
+    almost everything meanwhile; the collector runs again once the load is done.
     """
     enabled = gc.isenabled()
     gc.disable()
