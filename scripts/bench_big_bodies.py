@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import yaml  # noqa: E402
-from bench_serve import RSS_SAMPLE, peak_rss_mib, status_mib, write_json  # noqa: E402
+from bench_serve import peak_rss_mib, sample_rss, status_mib, write_json  # noqa: E402
 
 from routerd.config.loader import load  # noqa: E402
 from tests.conftest import SHIPPED_CONFIG, SHIPPED_SCHEMAS, isolate_config  # noqa: E402
@@ -80,7 +80,7 @@ async def run(
         queues, _ = topology(config)
         source, targets = catch_all_and_targets(config, queues)
         table = load(config)
-        window = table.sources[-1].window(table.limits)
+        window = table.source.window(table.limits)
         async with Broker(url) as broker:
             await broker.declare_config(config)
             await broker.publish(source, (make(i) for i in range(count)), window=50)
@@ -94,8 +94,7 @@ async def run(
                 while sum((await broker.depths(targets)).values()) < count:
                     peak = max(peak, peak_rss_mib(daemon.pid))
                     now = time.monotonic() - started
-                    if not series or now - series[-1][0] >= RSS_SAMPLE:
-                        series.append((round(now, 3), status_mib(daemon.pid, "VmRSS")))
+                    sample_rss(series, daemon.pid, now)
                     if now > 300:
                         figures["gave_up_after_s"] = now
                         return f"{kind}: gave up after 300 s\n{daemon.log_tail()}", figures

@@ -56,6 +56,7 @@ from bench_serve import (  # noqa: E402
     write_json,
 )
 from pamqp.commands import Basic  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from routerd.reload import Reloader  # noqa: E402
 from tests.harness import Broker, start_daemon, topology  # noqa: E402
@@ -392,12 +393,13 @@ async def reload_under_load(
 
 def loop_lag(text: str) -> dict[float, float]:
     """routerd_event_loop_lag_seconds' cumulative bucket counts by upper bound (inf: all)."""
-    counts: dict[float, float] = {}
-    for line in text.splitlines():
-        if line.startswith("routerd_event_loop_lag_seconds_bucket{"):
-            bound = line.split('le="', 1)[1].split('"', 1)[0]
-            counts[float(bound)] = float(line.rsplit(" ", 1)[1])
-    return counts
+    return {
+        float(sample.labels["le"]): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "routerd_event_loop_lag_seconds"
+        for sample in family.samples
+        if sample.name.endswith("_bucket")
+    }
 
 
 def lag_during(before: dict[float, float], after: dict[float, float]) -> dict[str, Any]:

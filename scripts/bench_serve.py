@@ -104,6 +104,13 @@ def status_mib(pid: int, key: str) -> float:
     return float("nan")
 
 
+def sample_rss(series: list[tuple[float, float]], pid: int, seconds: float) -> None:
+    """Append (seconds, VmRSS MiB) when RSS_SAMPLE has passed since the last sample: the
+    drain loops poll more often than that."""
+    if not series or seconds - series[-1][0] >= RSS_SAMPLE:
+        series.append((round(seconds, 3), status_mib(pid, "VmRSS")))
+
+
 def peak_rss_mib(pid: int) -> float:
     return status_mib(pid, "VmHWM")
 
@@ -172,8 +179,7 @@ async def measure(
     while time.monotonic() < deadline:
         done = sum((await broker.depths(targets)).values())
         now = time.monotonic()
-        if not series or now - began - series[-1][0] >= RSS_SAMPLE:
-            series.append((now - began, status_mib(pid, "VmRSS")))
+        sample_rss(series, pid, now - began)
         if first is None and done > 0:
             first = (now, done, cpu_seconds(pid))
         if done >= total:
