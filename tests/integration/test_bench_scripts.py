@@ -118,21 +118,27 @@ def test_the_benchmark_runs_on_tiny_inputs(
 ) -> None:
     figures = tmp_path / "figures.json"
     json_args = ["--json", str(figures)] if script in JSON_LISTS else []
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / script), *args, *json_args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, f"{script} exited {run.returncode}:\n{output[-3000:]}"
-    assert headline in run.stdout, f"{script} did not print {headline!r}:\n{output[-3000:]}"
+    stdout, output = run_script(script, [*args, *json_args], timeout=240)
+    assert headline in stdout, f"{script} did not print {headline!r}:\n{output[-3000:]}"
     if json_args:
         written = json.loads(figures.read_text())
         for path in JSON_LISTS[script]:
             assert at(written, path), f"{script} --json wrote no {path}"
         check_rounds(script, args, written)
+
+
+def run_script(script: str, args: list[str], *, timeout: float) -> tuple[str, str]:
+    """Run `scripts/SCRIPT ARGS`, which must exit 0; its stdout, and stdout and stderr."""
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, f"{script} exited {run.returncode}:\n{output[-5000:]}"
+    return run.stdout, output
 
 
 def tables(markdown: str) -> dict[str, list[list[list[str]]]]:
@@ -159,15 +165,7 @@ def tables(markdown: str) -> dict[str, list[list[list[str]]]]:
 @pytest.mark.broker
 def test_the_report_runs_end_to_end_on_tiny_inputs(tmp_path: Path) -> None:
     out = tmp_path / "BENCHMARKS.md"
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_report.py"), "--quick", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, f"bench_report exited {run.returncode}:\n{output[-5000:]}"
+    run_script("bench_report.py", ["--quick", "--out", str(out)], timeout=600)
     markdown = out.read_text()
     for name in ("throughput", "latency", "rss", "scale"):
         image = tmp_path / "img" / f"bench-{name}.png"
