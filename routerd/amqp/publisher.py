@@ -31,8 +31,7 @@ from aiormq.exceptions import (
 )
 from pamqp import encode
 from pamqp.commands import Basic
-from pamqp.constants import FRAME_BODY, FRAME_END
-from pamqp.header import ContentHeader
+from pamqp.constants import FRAME_BODY, FRAME_END, FRAME_HEADER
 
 from routerd.amqp.flow import BlockWatch
 from routerd.delivery.errors import PublishFailed, PublishFailure, Unroutable
@@ -98,16 +97,93 @@ def basic_properties(decision: Decision) -> Basic.Properties:
     )
 
 
+# The republished properties in wire order, as (envelope name, flag, pamqp type); pamqp's
+# `Basic.Properties.__slots__` order is the wire order and its `flags` the property bits.
+_WIRE_ORDER = tuple(
+    (
+        "type" if attr == "message_type" else attr,
+        Basic.Properties.flags[attr],
+        getattr(Basic.Properties, "_" + attr),
+    )
+    for attr in Basic.Properties.__slots__
+)
+_HEADERS_FLAG = Basic.Properties.flags["headers"]
+_PERSISTENT = Basic.Properties.flags["delivery_mode"], encode.octet(2)
+_SHORT_STRING = struct.Struct("B")
+_BODY_FRAME_HEADER = struct.Struct(">BHI")  # frame type, channel, payload size
+_FRAME_END = bytes([FRAME_END])
+# frame type, channel, payload size; then class id, weight, body size (ContentHeader).
+_HEADER_FRAME = struct.Struct(">BHIHHQ")
+_FLAGS = struct.Struct(">H")
+
+
+def encoded_properties(decision: Decision, message_id: str) -> bytes:
+    """What `basic_properties(decision).marshal()` gives with `message_id`, for less CPU.
+
+    pamqp's marshal walks all 14 properties through its generic type dispatch for every
+    publish (7% of routerd's CPU in a drain, scripts/bench_profile.py). Text, the common
+    case, is encoded here; any other value goes through pamqp's own encoder, which also
+    raises what pamqp raises for a value it cannot encode.
+    """
+    properties = decision.properties
+    if properties.get("cluster_id") not in (None, ""):
+        # Deprecated in AMQP 0-9-1: pamqp's Basic.Properties refuses any value.
+        raise ValueError("cluster_id must be empty")
+    flags = 0
+    parts: list[bytes] = []
+    for name, flag, kind in _WIRE_ORDER:
+        if flag == _HEADERS_FLAG:
+            headers = decision.headers
+            flags |= flag
+            parts.append(encoded_table(headers if type(headers) is dict else dict(headers)))
+            continue
+        if name == "delivery_mode":
+            flags |= flag
+            parts.append(_PERSISTENT[1])
+            continue
+        if name == "message_id":
+            value: Any = message_id
+        elif name in _DROPPED:
+            continue
+        else:
+            value = properties.get(name)
+        if value is None or value == "":
+            continue
+        flags |= flag
+        if kind == "shortstr" and type(value) is str:
+            data = value.encode()
+            if len(data) > 255:
+                raise TypeError("string exceeds maximum length of 255 bytes")
+            parts.append(_SHORT_STRING.pack(len(data)) + data)
+        else:
+            parts.append(encode.by_type(value, kind))
+    parts.insert(0, _FLAGS.pack(flags))
+    return b"".join(parts)
+
+
+def new_message_id() -> str:
+    # aiormq matches a basic.return to its publish by message_id: every publish needs one.
+    return f"{getrandbits(128):032x}"
+
+
+def content_header_frame(channel: int, body_size: int, properties: bytes) -> bytes:
+    """The content header frame pamqp marshals for `properties` (already encoded)."""
+    size = 12 + len(properties)
+    return b"".join(
+        (
+            _HEADER_FRAME.pack(FRAME_HEADER, channel, size, Basic.frame_id, 0, body_size),
+            properties,
+            _FRAME_END,
+        )
+    )
+
+
 log = logging.getLogger(__name__)
 
 # Encoded basic.publish method frames by (channel, exchange, routing key): a config has a
 # few targets and keys, and the frame is the same bytes for every request sent with them.
 METHOD_CACHE_SIZE = 1024
 MAX_ROUTING_KEY = 255
-
-
-_BODY_FRAME_HEADER = struct.Struct(">BHI")  # frame type, channel, payload size
-_FRAME_END = bytes([FRAME_END])
 
 
 def body_frames(body: bytes, channel: int, max_size: int) -> list[bytes | memoryview]:
@@ -170,14 +246,21 @@ class ConfirmWindow:
         self, body: bytes, exchange: str, routing_key: str, properties: Basic.Properties
     ) -> asyncio.Future[Any]:
         """Send one mandatory publish; the future resolves as aiormq's confirm does."""
+        if not properties.message_id:
+            properties.message_id = new_message_id()
+        return self.publish_encoded(
+            body, exchange, routing_key, properties.marshal(), properties.message_id
+        )
+
+    def publish_encoded(
+        self, body: bytes, exchange: str, routing_key: str, properties: bytes, message_id: str
+    ) -> asyncio.Future[Any]:
+        """`publish` with the properties already encoded, `message_id` among them."""
         channel = self.channel
         if len(routing_key) > MAX_ROUTING_KEY:
             raise ValueError("Routing key too long (max 255 bytes)")
         if channel.is_closed:
             raise ChannelInvalidStateError(f"{channel!r} closed")
-        if not properties.message_id:
-            # aiormq matches a basic.return to its publish by message_id.
-            properties.message_id = f"{getrandbits(128):032x}"
         number = channel.number
         # Marshalled before anything is registered: a value pamqp cannot encode fails the
         # publish with nothing sent and nothing to undo.
@@ -191,13 +274,12 @@ class ConfirmWindow:
             )
         frames: list[bytes | memoryview] = [
             method,
-            pamqp.frame.marshal(ContentHeader(0, len(body), properties), number),
+            content_header_frame(number, len(body), properties),
         ]
         frames += body_frames(body, number, channel.max_content_size)
 
         channel.delivery_tag += 1
         tag = channel.delivery_tag
-        message_id = properties.message_id
         confirmation = channel.create_future()
         channel.confirmations[tag] = confirmation
         channel.message_id_delivery_tag[message_id] = tag
@@ -435,8 +517,7 @@ class Publisher:
 
     async def publish(self, decision: Decision) -> None:
         """Return once the broker confirmed the decision; raise Unroutable or PublishFailed."""
-        properties = basic_properties(decision)
-        message_id = properties.message_id
+        message_id = decision.properties.get("message_id")
         busy = self._busy
         if message_id:
             if message_id in busy:
@@ -453,7 +534,11 @@ class Publisher:
             if window is not None:
                 if window.full:
                     await window.room()
-                confirmation = window.publish(decision.body, exchange, key, properties)
+                # Not a message_id of "": aiormq matches a basic.return by it.
+                sent_id = message_id or new_message_id()
+                confirmation = window.publish_encoded(
+                    decision.body, exchange, key, encoded_properties(decision, sent_id), sent_id
+                )
                 confirmation.add_done_callback(_retrieve)
                 # Timed by the window's watchdog: no timer, shield or scope per publish,
                 # which were 5% of routerd's CPU in a drain (scripts/bench_profile.py).
@@ -463,7 +548,7 @@ class Publisher:
                     decision.body,
                     exchange=exchange,
                     routing_key=key,
-                    properties=properties,
+                    properties=basic_properties(decision),
                     mandatory=True,
                     timeout=self.timeout,
                     # Do not wait for the socket drain: aiormq holds the channel lock while
@@ -477,7 +562,7 @@ class Publisher:
                         decision.body,
                         exchange=exchange,
                         routing_key=key,
-                        properties=properties,
+                        properties=basic_properties(decision),
                         mandatory=True,
                         timeout=None,
                         wait=False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import operator
 from collections.abc import Callable
@@ -13,17 +14,26 @@ from typing import Any, cast
 import anyio
 import pamqp.frame
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from aiormq.channel import Channel
 from pamqp.body import ContentBody
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
 from routerd.amqp import publisher as publisher_module
-from routerd.amqp.publisher import Publisher, basic_properties, body_frames, encoded_table
+from routerd.amqp.publisher import (
+    Publisher,
+    basic_properties,
+    body_frames,
+    content_header_frame,
+    encoded_properties,
+    encoded_table,
+)
 from routerd.config.loader import load
 from routerd.config.model import RouteTable
 from routerd.pipeline.decide import decide
-from routerd.pipeline.envelope import Decision, Envelope
+from routerd.pipeline.envelope import AMQP_PROPERTIES, Decision, Envelope
 from tests.conftest import SHIPPED_CONFIG
 from tests.factories import encode, valid_v1
 
@@ -192,3 +202,41 @@ def _decision(headers: dict[str, Any], *, body: bytes = b"{}", message_id: str =
         headers=dict(headers),
         properties={"message_id": message_id},
     )
+
+
+_TEXT = (
+    st.text(max_size=90) | st.text(min_size=250, max_size=300) | st.sampled_from(["", "ü" * 128])
+)
+_PROPERTY_VALUE = (
+    _TEXT
+    | st.none()
+    | st.integers(min_value=-5, max_value=300)
+    | st.booleans()
+    | st.datetimes(timezones=st.none() | st.just(datetime.UTC))
+    | st.binary(max_size=8)
+    | st.floats(allow_nan=False)
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    properties=st.dictionaries(st.sampled_from(sorted(AMQP_PROPERTIES)), _PROPERTY_VALUE),
+    headers=st.sampled_from(TABLES),
+    message_id=_TEXT.filter(bool),
+    channel=st.integers(min_value=1, max_value=65535),
+    size=st.integers(min_value=0, max_value=2**40),
+)
+def test_encoded_properties_are_the_bytes_pamqp_marshals(
+    properties: dict[str, Any], headers: dict[str, Any], message_id: str, channel: int, size: int
+) -> None:
+    decision = dataclasses.replace(
+        _decision(headers), properties={**properties, "message_id": message_id}
+    )
+    try:
+        expected = pamqp.frame.marshal(ContentHeader(0, size, basic_properties(decision)), channel)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            encoded_properties(decision, message_id)
+        return
+    ours = content_header_frame(channel, size, encoded_properties(decision, message_id))
+    assert ours == expected
