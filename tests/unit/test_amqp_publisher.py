@@ -14,9 +14,9 @@ from typing import Any, cast
 import anyio
 import pamqp.frame
 import pytest
+from aiormq.channel import Channel
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from aiormq.channel import Channel
 from pamqp.body import ContentBody
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
