@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from routerd.config.model import RouteTable
 from routerd.delivery.outcome import Settlement
 from routerd.observe.loop_lag import LAG_BUCKETS
+from routerd.observe.loop_metrics import LoopCounter, LoopGauge, LoopHistogram
 
 # Routing one send request takes tens of microseconds in the pipeline, but the time the
 # daemon measures includes waiting for the broker's publish confirm, which under load or
@@ -88,10 +89,11 @@ class Metrics(TableMetrics):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         super().__init__(registry)
         r = self.registry
-        self.consumed = Counter(
-            "routerd_requests_consumed_total",
+        # Updated per request: lock-free (loop_metrics), the rest prometheus_client's.
+        self.consumed = LoopCounter(
+            "routerd_requests_consumed",
             "Send requests delivered from the source queue.",
-            registry=r,
+            r,
         )
         self.routed = Counter(
             "routerd_requests_routed_total",
@@ -117,31 +119,31 @@ class Metrics(TableMetrics):
             ["sink"],
             registry=r,
         )
-        self.acked = Counter(
-            "routerd_source_acks_total",
+        self.acked = LoopCounter(
+            "routerd_source_acks",
             "Source deliveries acked after their decision was confirmed.",
-            registry=r,
+            r,
         )
-        self.nacked = Counter(
-            "routerd_source_nacks_total",
+        self.nacked = LoopCounter(
+            "routerd_source_nacks",
             "Source deliveries nacked with requeue because their publish failed.",
-            registry=r,
+            r,
         )
         self.reconnects = Counter(
             "routerd_reconnects_total",
             "Times the broker connection was re-established after a loss.",
             registry=r,
         )
-        self.in_flight = Gauge(
+        self.in_flight = LoopGauge(
             "routerd_in_flight_requests",
             "Send requests consumed whose source delivery is not yet acked or nacked.",
-            registry=r,
+            r,
         )
-        self.in_flight_bytes = Gauge(
+        self.in_flight_bytes = LoopGauge(
             "routerd_in_flight_bytes",
             "Bytes of request bodies consumed and still being handled; each source's window "
             "keeps its share under the source's max_in_flight_bytes.",
-            registry=r,
+            r,
         )
         self.broker_blocked = Gauge(
             "routerd_broker_blocked",
@@ -149,11 +151,11 @@ class Metrics(TableMetrics):
             "disk alarm), else 0.",
             registry=r,
         )
-        self.processing_seconds = Histogram(
+        self.processing_seconds = LoopHistogram(
             "routerd_processing_seconds",
             "Time from consuming a send request to its source ack or nack.",
-            buckets=PROCESSING_BUCKETS,
-            registry=r,
+            r,
+            PROCESSING_BUCKETS,
         )
         self.loop_lag = Histogram(
             "routerd_event_loop_lag_seconds",
