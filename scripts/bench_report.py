@@ -437,9 +437,12 @@ def throughput_section(serve: dict[str, Any] | None, images: dict[str, str]) -> 
         return lines
     lines += [
         f"Each round every system drains the same backlog of {serve['count']:,} persistent "
-        f"~{serve['mean_body_bytes']:.0f} B requests ({serve['invalid']:.0%} invalid), one "
-        f"after the other, the order alternating per round; window (prefetch in flight) "
-        f"{serve['window']}. min / median / max over rounds.",
+        f"~{serve['mean_body_bytes']:.0f} B requests ({serve['invalid']:.0%} invalid), "
+        "published as routerd.client publishes them (message_id, content type, schema "
+        "version header), one after the other, the order alternating per round; window "
+        f"(prefetch in flight) {serve['window']}. The raw forwarder republishes each request "
+        "with the properties and headers it came with. Broker CPU: this machine's RabbitMQ "
+        "over the same drain, per request. min / median / max over rounds.",
         "",
     ]
     rows = []
@@ -451,10 +454,12 @@ def throughput_section(serve: dict[str, Any] | None, images: dict[str, str]) -> 
                 str(len(rounds)),
                 triple(summary(r["rate"] for r in rounds), 0),
                 triple(summary(r["cpu_ms_per_request"] for r in rounds), 3),
+                triple(summary(r.get("broker_cpu_ms_per_request") for r in rounds), 3),
                 number(max(finite(r["peak_rss_mib"] for r in rounds), default=None), 0),
             ]
         )
-    lines += table(["system", "rounds", "msg/s", "CPU ms per routed request", "peak RSS MiB"], rows)
+    header = ["system", "rounds", "msg/s", "CPU ms per routed request"]
+    lines += table([*header, "broker CPU ms per request", "peak RSS MiB"], rows)
     raw = summary(r["rate"] for r in rounds_of(serve, "raw"))
     for kind in ("routerd", "baseline"):
         other = summary(r["rate"] for r in rounds_of(serve, kind))

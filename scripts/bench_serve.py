@@ -1,10 +1,13 @@
 """Requests per second of `routerd serve` and of a raw aiormq forwarder, side by side.
 
 Both run as their own process on the same broker and drain the same pre-loaded backlog of
-~1 KB persistent send requests (5% invalid, from tests/factories.py) from a quorum queue into
-quorum queues behind a topic exchange. The raw forwarder does what routerd must do at the
-least: consume with the same prefetch, publish each body persistent, mandatory and
-confirmed, ack in delivery order with `multiple=True` from one task; it does not parse.
+~1 KB persistent send requests (5% invalid, from tests/factories.py), published as
+routerd.client publishes them (message_id, content type, schema version header), from a
+quorum queue into quorum queues behind a topic exchange. The raw forwarder does what routerd
+must do at the least: consume with the same prefetch, publish each request persistent,
+mandatory and confirmed with the properties and headers it came with, ack in delivery order
+with `multiple=True` from one task; it does not parse. `--raw-bare` makes it republish with
+`delivery_mode` alone (no message_id, no content type), which no real forwarder could.
 
 Throughput is measured from the first message seen in a target to the last, by polling the
 target queues' depths, so process start-up is left out of both. Prints figures; asserts
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import random
@@ -42,13 +46,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import aiormq  # noqa: E402
+import orjson  # noqa: E402
 import yaml  # noqa: E402
 from pamqp.commands import Basic  # noqa: E402
 
+from routerd.client import RequestInvalid  # noqa: E402
+from routerd.client._request import prepare  # noqa: E402
 from routerd.config.loader import load  # noqa: E402
+from routerd.config.model import RouteTable  # noqa: E402
 from tests.conftest import SHIPPED_CONFIG, SHIPPED_SCHEMAS, isolate_config  # noqa: E402
 from tests.factories import encode, invalid_v1, valid_v1  # noqa: E402
 from tests.harness import Broker, start_daemon, topology  # noqa: E402
+from tests.harness.broker import Outgoing  # noqa: E402
 from tests.harness.config import (  # noqa: E402
     catch_all_and_targets,
     catch_all_source,
@@ -124,10 +133,13 @@ class Result:
         cpu: float,
         rss: float,
         rss_series: list[tuple[float, float]] | None = None,
+        broker_cpu: float | None = None,
     ) -> None:
         self.name, self.count, self.seconds, self.cpu, self.rss = name, count, seconds, cpu, rss
         # (seconds since the measurement began, VmRSS MiB), every RSS_SAMPLE seconds.
         self.rss_series = rss_series or []
+        # CPU seconds of this machine's RabbitMQ over the same span (None: no local broker).
+        self.broker_cpu = broker_cpu
 
     @property
     def rate(self) -> float:
@@ -136,7 +148,13 @@ class Result:
     def line(self) -> str:
         return (
             f"{self.name:<22} {self.rate:>7.0f} msg/s   ({self.count} in {self.seconds:.2f} s, "
-            f"{1000 * self.cpu / max(self.count, 1):.3f} ms CPU/msg, peak RSS {self.rss:.0f} MiB)"
+            f"{1000 * self.cpu / max(self.count, 1):.3f} ms CPU/msg, peak RSS {self.rss:.0f} MiB"
+            + (
+                ""
+                if self.broker_cpu is None
+                else f"; broker {1000 * self.broker_cpu / max(self.count, 1):.3f} ms CPU/msg"
+            )
+            + ")"
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -148,6 +166,9 @@ class Result:
             "cpu_seconds": self.cpu,
             "cpu_ms_per_request": 1000 * self.cpu / max(self.count, 1),
             "peak_rss_mib": self.rss,
+            "broker_cpu_ms_per_request": (
+                None if self.broker_cpu is None else 1000 * self.broker_cpu / max(self.count, 1)
+            ),
             "rss_mib": [[round(t, 3), mib] for t, mib in self.rss_series],
         }
 
@@ -167,6 +188,22 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(json_safe(data), indent=1) + "\n")
 
 
+def broker_cpu_seconds() -> float | None:
+    """CPU seconds of this machine's RabbitMQ (every beam.smp process); None without one."""
+    total, found = 0.0, False
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "beam.smp":
+                continue
+            total += cpu_seconds(int(entry.name))
+            found = True
+        except OSError:
+            continue
+    return total if found else None
+
+
 async def measure(
     broker: Broker, targets: list[str], total: int, pid: int, name: str, limit: float
 ) -> Result:
@@ -181,30 +218,43 @@ async def measure(
         now = time.monotonic()
         sample_rss(series, pid, now - began)
         if first is None and done > 0:
-            first = (now, done, cpu_seconds(pid))
+            first = (now, done, cpu_seconds(pid), broker_cpu_seconds())
         if done >= total:
             break
         await asyncio.sleep(POLL)
     else:
         print(f"  {name}: only {done} of {total} after {limit:.0f} s", file=sys.stderr)
     end, cpu_end, rss = time.monotonic(), cpu_seconds(pid), peak_rss_mib(pid)
+    broker_end = broker_cpu_seconds()
     if first is None:
         return Result(name, 0, 0.0, 0.0, rss, series)
-    return Result(name, done - first[1], end - first[0], cpu_end - first[2], rss, series)
+    broker = None if broker_end is None or first[3] is None else broker_end - first[3]
+    return Result(name, done - first[1], end - first[0], cpu_end - first[2], rss, series, broker)
 
 
 # --------------------------------------------------------------------------- raw forwarder
 
 
 async def raw_forwarder(
-    url: str, source: str, exchange: str, key: str, prefetch: int, drain_wait: bool = False
+    url: str,
+    source: str,
+    exchange: str,
+    key: str,
+    prefetch: int,
+    drain_wait: bool = False,
+    bare: bool = False,
 ) -> None:
-    """consume → confirmed persistent mandatory publish → in-order ack, multiple=True."""
+    """consume → confirmed persistent mandatory publish → in-order ack, multiple=True.
+
+    The request goes on with the properties and headers it came with (its message_id,
+    content type, schema version header), as a forwarder must pass them on; `bare` sends
+    `delivery_mode` alone instead, which no real forwarder could (the message_id is lost).
+    """
     connection = await aiormq.connect(url)
     consume = await connection.channel(publisher_confirms=False)
     publish: Any = await connection.channel(publisher_confirms=True)
     await consume.basic_qos(prefetch_count=prefetch)
-    properties = Basic.Properties(delivery_mode=2)
+    bare_properties = Basic.Properties(delivery_mode=2)
     pending: collections.deque[tuple[int, asyncio.Future[Any]]] = collections.deque()
     wake = asyncio.Event()
 
@@ -214,7 +264,7 @@ async def raw_forwarder(
                 message.body,
                 exchange=exchange,
                 routing_key=key,
-                properties=properties,
+                properties=bare_properties if bare else message.header.properties,
                 mandatory=True,
                 # Confirms are still awaited; wait=False only skips waiting for the socket
                 # drain under the channel lock, which serializes publishes (routerd skips it
@@ -250,23 +300,46 @@ async def raw_forwarder(
 # --------------------------------------------------------------------------- phases
 
 
+def as_published(body: bytes, table: RouteTable) -> Outgoing:
+    """`body` as the public API publishes it with routerd.client: with its message_id,
+    content type and schema version header. A body that is not a JSON object goes with a
+    message_id and the content type only."""
+    try:
+        request = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        request = None
+    prepared = None
+    if isinstance(request, dict):
+        with contextlib.suppress(RequestInvalid):
+            prepared = prepare(request, table, check=False)
+    if prepared is None:
+        properties = {"content_type": "application/json", "message_id": uuid.uuid4().hex}
+        return Outgoing(body, None, properties)
+    # The harness always publishes persistent.
+    properties = {k: v for k, v in prepared.properties.items() if k != "delivery_mode"}
+    return Outgoing(prepared.body, prepared.headers, properties)
+
+
 async def preload(broker: Broker, queue: str, bodies: list[bytes]) -> None:
+    """Publish the backlog as routerd.client would."""
+    table = load(SHIPPED_CONFIG)
     start = time.monotonic()
-    await broker.publish(queue, bodies, window=1000)
+    await broker.publish(queue, (as_published(body, table) for body in bodies), window=1000)
     elapsed = time.monotonic() - start
     print(f"  loaded {len(bodies)} into {queue} in {elapsed:.1f} s", file=sys.stderr)
 
 
 def spawn_raw(
-    url: str, source: str, exchange: str, key: str, prefetch: int, drain_wait: bool
+    url: str, source: str, exchange: str, key: str, prefetch: int, drain_wait: bool, bare: bool
 ) -> Any:
     cmd = [sys.executable, __file__, "--raw-child", source, exchange, key]
     cmd += ["--amqp-url", url, "--prefetch", str(prefetch)]
-    return subprocess.Popen(cmd + (["--raw-drain-wait"] if drain_wait else []))
+    cmd += ["--raw-drain-wait"] if drain_wait else []
+    return subprocess.Popen(cmd + (["--raw-bare"] if bare else []))
 
 
 async def bench_raw(
-    url: str, bodies: list[bytes], prefetch: int, limit: float, drain_wait: bool
+    url: str, bodies: list[bytes], prefetch: int, limit: float, drain_wait: bool, bare: bool
 ) -> Result:
     suffix = uuid.uuid4().hex[:8]
     source, target, exchange = (
@@ -280,8 +353,9 @@ async def bench_raw(
         await broker.declare_queue(target)
         await broker.bind_queue(target, exchange, "transactional")
         await preload(broker, source, bodies)
-        child = spawn_raw(url, source, exchange, "transactional", prefetch, drain_wait)
+        child = spawn_raw(url, source, exchange, "transactional", prefetch, drain_wait, bare)
         label = "raw forwarder (drain)" if drain_wait else "raw aiormq forwarder"
+        label += " (bare)" if bare else ""
         try:
             return await measure(broker, [target], len(bodies), child.pid, label, limit)
         finally:
@@ -374,7 +448,7 @@ async def main(args: argparse.Namespace) -> None:
         for kind in kinds if round_ % 2 == 0 else kinds[::-1]:
             if kind == "raw":
                 result = await bench_raw(
-                    args.amqp_url, bodies, prefetch, args.limit, args.raw_drain_wait
+                    args.amqp_url, bodies, prefetch, args.limit, args.raw_drain_wait, args.raw_bare
                 )
             elif kind == "baseline":
                 result, spread = await bench_routerd(
@@ -438,6 +512,12 @@ def parse() -> argparse.Namespace:
         help="raw forwarder waits for each publish's socket drain (aiormq's default)",
     )
     parser.add_argument(
+        "--raw-bare",
+        action="store_true",
+        help="raw forwarder republishes with delivery_mode alone, dropping the request's "
+        "properties and headers (its message_id among them)",
+    )
+    parser.add_argument(
         "--raw-child", nargs=3, metavar=("SOURCE", "EXCHANGE", "KEY"), help=argparse.SUPPRESS
     )
     return parser.parse_args()
@@ -456,6 +536,7 @@ if __name__ == "__main__":
                 key,
                 arguments.prefetch,
                 arguments.raw_drain_wait,
+                arguments.raw_bare,
             )
         )
     else:
