@@ -382,7 +382,10 @@ def routerd_from(tree: Path | None) -> dict[str, str]:
     if tree is None:
         return {}
     code = "from routerd.cli import main; main()"
-    return {"ROUTERD_TEST_COMMAND": f"env PYTHONPATH={tree} {sys.executable} -c '{code}'"}
+    # -P: the harness starts the daemon in this checkout, and `python -c` would otherwise
+    # put that directory first on sys.path, so this checkout's routerd, not the tree's,
+    # would run (it did, in every --baseline run before this flag).
+    return {"ROUTERD_TEST_COMMAND": f"env PYTHONPATH={tree} {sys.executable} -P -c '{code}'"}
 
 
 async def bench_routerd(
