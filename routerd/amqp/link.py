@@ -13,9 +13,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiormq.abc import AbstractConnection
+from aiormq.channel import Channel
 from aiormq.exceptions import AMQPChannelError, AMQPError, ChannelInvalidStateError
 
 from routerd.amqp.connection import Backoff, BrokerUnavailable, connect
@@ -26,8 +28,8 @@ from routerd.amqp.publisher import Publisher
 from routerd.amqp.topology import TopologyError, declare_topology
 from routerd.config.model import RouteTable
 from routerd.delivery import AttemptCounter, RequestHandler, Sinks, TableSource, retry_pause
-from routerd.delivery.errors import PublishFailed, PublishFailure
-from routerd.delivery.handler import Publish
+from routerd.delivery.errors import NotConfirmed, PublishFailed, PublishFailure
+from routerd.delivery.handler import Publish, StartPublish
 from routerd.observe.health import Health
 from routerd.observe.metrics import Metrics
 from routerd.pipeline.envelope import Decision
@@ -162,6 +164,8 @@ class BrokerLink:
         blocks = BlockWatch.of(connection, self._blocked)
         consumers: list[Consumer] = []
         ackers: list[asyncio.Task[None]] = []
+        # Publishes tried again after a nack; they end with the session.
+        retries: set[asyncio.Task[None]] = set()
         try:
             # 2. declare the running table's topology: a restarted or new broker may lack it.
             table = self._tables.table
@@ -171,16 +175,21 @@ class BrokerLink:
             publisher = await Publisher.open(connection, self.broker.publish_timeout, blocks)
             # One channel per source: each has its own prefetch, so a backlog on one source
             # cannot take the in-flight slots of another.
+            patient = self._patient(publisher.publish)
+            start = self._patient_start(publisher, publisher.publish, retries)
             for source in table.sources:
                 handler = RequestHandler(
                     self._tables,
-                    self._patient(publisher.publish),
+                    patient,
                     sinks=self._sinks,
                     attempts=self._attempts,
                     pause=retry_pause,
                     source=source.queue,
+                    start=start,
                 )
                 channel = await connection.channel(publisher_confirms=False)
+                # The concrete class: the consumer reads deliveries on its reader.
+                assert isinstance(channel, Channel)
                 window = source.window(table.limits)
                 if window < source.prefetch:
                     log.info(
@@ -214,6 +223,10 @@ class BrokerLink:
                 if ackers:
                     await asyncio.wait(ackers)
         finally:
+            for retry in retries:
+                retry.cancel()
+            if retries:
+                await asyncio.wait(retries)
             self._session_ended()
             self._blocked(False, quiet=True)
             for consumer in consumers:
@@ -259,23 +272,89 @@ class BrokerLink:
         """
 
         async def publish_patiently(decision: Decision) -> None:
-            deadline = time.monotonic() + NACK_PATIENCE
-            # Made at the first nack: nearly every publish is confirmed at once, and this
-            # runs for every request.
-            backoff: Backoff | None = None
-            while True:
+            await self._publish_patiently(publish, decision)
+
+        return publish_patiently
+
+    async def _publish_patiently(
+        self, publish: Publish, decision: Decision, nacked: PublishFailed | None = None
+    ) -> None:
+        """Publish until confirmed, trying a nack again for NACK_PATIENCE s from the first
+        try (from `nacked`, when the first try was already nacked)."""
+        deadline = time.monotonic() + NACK_PATIENCE
+        # Made at the first nack: nearly every publish is confirmed at once, and this
+        # runs for every request.
+        backoff: Backoff | None = None
+        failure = nacked
+        while True:
+            if failure is None:
                 try:
                     await publish(decision)
                     return
                 except PublishFailed as exc:
-                    left = deadline - time.monotonic()
-                    if exc.cause is not PublishFailure.NACK or left <= 0 or self.stopping:
-                        raise
-                if backoff is None:
-                    backoff = Backoff(NACK_RETRY_MIN, NACK_RETRY_MAX)
-                await asyncio.sleep(min(backoff.next(), left))
+                    failure = exc
+            left = deadline - time.monotonic()
+            if failure.cause is not PublishFailure.NACK or left <= 0 or self.stopping:
+                raise failure
+            if backoff is None:
+                backoff = Backoff(NACK_RETRY_MIN, NACK_RETRY_MAX)
+            await asyncio.sleep(min(backoff.next(), left))
+            failure = None
 
-        return publish_patiently
+    def _patient_start(
+        self, publisher: Publisher, publish: Publish, retries: set[asyncio.Task[None]]
+    ) -> StartPublish:
+        """`publisher.start` with the patience of `_patient`: a nack is tried again in a
+        task (kept in `retries`, which the session cancels when it ends)."""
+
+        def start(decision: Decision, then: Callable[[NotConfirmed | None], None]) -> bool:
+            def settled(error: NotConfirmed | None) -> None:
+                if (
+                    isinstance(error, PublishFailed)
+                    and error.cause is PublishFailure.NACK
+                    and not self.stopping
+                ):
+                    task = asyncio.ensure_future(self._after_nack(publish, decision, error, then))
+                    retries.add(task)
+                    task.add_done_callback(retries.discard)
+                else:
+                    then(error)
+
+            return publisher.start(decision, settled)
+
+        return start
+
+    async def _after_nack(
+        self,
+        publish: Publish,
+        decision: Decision,
+        nacked: PublishFailed,
+        then: Callable[[NotConfirmed | None], None],
+    ) -> None:
+        try:
+            await self._publish_patiently(publish, decision, nacked)
+        except NotConfirmed as exc:
+            then(exc)
+        except Exception as exc:
+            log.exception("publishing a send request again failed unexpectedly")
+            then(
+                PublishFailed(
+                    PublishFailure.ERROR, decision.target.exchange, decision.routing_key, repr(exc)
+                )
+            )
+        except BaseException:
+            # The session ended: its consumer channel, and the delivery, are gone.
+            then(
+                PublishFailed(
+                    PublishFailure.CHANNEL_CLOSED,
+                    decision.target.exchange,
+                    decision.routing_key,
+                    "the session ended",
+                )
+            )
+            raise
+        else:
+            then(None)
 
     async def _watch(
         self,

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import struct
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from random import getrandbits
 from typing import Any
 
@@ -34,7 +34,7 @@ from pamqp.commands import Basic
 from pamqp.constants import FRAME_BODY, FRAME_END, FRAME_HEADER
 
 from routerd.amqp.flow import BlockWatch
-from routerd.delivery.errors import PublishFailed, PublishFailure, Unroutable
+from routerd.delivery.errors import NotConfirmed, PublishFailed, PublishFailure, Unroutable
 from routerd.pipeline.envelope import AMQP_PROPERTIES, Decision
 
 # Envelope property name (AMQP's) -> pamqp's attribute, for every basic property.
@@ -515,6 +515,43 @@ class Publisher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def start(self, decision: Decision, then: Callable[[NotConfirmed | None], None]) -> bool:
+        """Send the decision now and call `then` once it is settled: None when the broker
+        confirmed it, else Unroutable or PublishFailed. False, with nothing sent, when it
+        would have to wait (for room in the writer queue, or for an earlier publish of its
+        message_id): `publish` waits. Raises the domain error for a publish that failed
+        before anything was sent (an encoding error, a closed channel)."""
+        message_id = decision.properties.get("message_id")
+        busy = self._busy
+        channel = self.channel
+        window = self._windows.get(id(channel))
+        if window is None or window.full or (message_id and message_id in busy):
+            return False
+        exchange = decision.target.exchange
+        key = decision.routing_key
+        sent_id = message_id or new_message_id()
+        try:
+            confirmation = window.publish_encoded(
+                decision.body, exchange, key, encoded_properties(decision, sent_id), sent_id
+            )
+        except Exception as exc:
+            raise self._failure(exc, exchange, key) from None
+        if message_id:
+            busy[message_id] = None
+        pending = self._pending
+        pending[id(channel)] = pending.get(id(channel), 0) + 1
+
+        def settled(future: asyncio.Future[Any]) -> None:
+            self._settled(channel, message_id)
+            if future.cancelled():
+                then(PublishFailed(PublishFailure.CHANNEL_CLOSED, exchange, key, "channel closed"))
+                return
+            error = future.exception()
+            then(None if error is None else self._failure(error, exchange, key))
+
+        confirmation.add_done_callback(settled)
+        return True
+
     async def publish(self, decision: Decision) -> None:
         """Return once the broker confirmed the decision; raise Unroutable or PublishFailed."""
         message_id = decision.properties.get("message_id")
@@ -568,17 +605,6 @@ class Publisher:
                         wait=False,
                     ),
                 )
-        except PublishError as exc:
-            raise Unroutable(exchange, key, str(exc.args[0]) if exc.args else "NO_ROUTE") from None
-        except DeliveryError as exc:
-            self._nacked()
-            raise PublishFailed(PublishFailure.NACK, exchange, key, str(exc)) from None
-        except TimeoutError:
-            raise PublishFailed(
-                PublishFailure.TIMEOUT, exchange, key, f"no confirm within {self.timeout:g}s"
-            ) from None
-        except (AMQPError, ChannelInvalidStateError, ConnectionError) as exc:
-            raise PublishFailed(PublishFailure.CHANNEL_CLOSED, exchange, key, repr(exc)) from None
         except asyncio.CancelledError:
             # A closing channel rejects pending confirms with its close reason, and that
             # reason can be CancelledError itself. Only a real cancellation of this task
@@ -589,22 +615,45 @@ class Publisher:
             raise PublishFailed(
                 PublishFailure.CHANNEL_CLOSED, exchange, key, "channel closed"
             ) from None
-        except ValueError as exc:
+        except Exception as exc:
+            raise self._failure(exc, exchange, key) from None
+        finally:
+            self._settled(channel, message_id)
+
+    def _settled(self, channel: Channel, message_id: str | None) -> None:
+        """A publish on `channel` has its answer: retire the channel if it was the last,
+        and let the next publish of the message_id go."""
+        pending = self._pending
+        left = pending[id(channel)] = pending[id(channel)] - 1
+        if not left and id(channel) in self._retired:
+            self._retire(channel)
+        if message_id:
+            waiting = self._busy.pop(message_id)
+            if waiting is not None:
+                waiting.set_result(None)
+
+    def _failure(self, exc: BaseException, exchange: str, key: str) -> NotConfirmed:
+        """What aiormq's answer (or error) means for the request handler."""
+        if isinstance(exc, PublishError):
+            return Unroutable(exchange, key, str(exc.args[0]) if exc.args else "NO_ROUTE")
+        if isinstance(exc, DeliveryError):
+            self._nacked()
+            return PublishFailed(PublishFailure.NACK, exchange, key, str(exc))
+        if isinstance(exc, TimeoutError):
+            return PublishFailed(
+                PublishFailure.TIMEOUT, exchange, key, f"no confirm within {self.timeout:g}s"
+            )
+        if isinstance(exc, AMQPError | ChannelInvalidStateError | ConnectionError):
+            return PublishFailed(PublishFailure.CHANNEL_CLOSED, exchange, key, repr(exc))
+        if isinstance(exc, asyncio.CancelledError):
+            return PublishFailed(PublishFailure.CHANNEL_CLOSED, exchange, key, "channel closed")
+        if isinstance(exc, ValueError):
             # aiormq refuses a routing key longer than 255 bytes before sending anything;
             # no retry can fix that, so it is as unroutable as a basic.return.
-            raise Unroutable(exchange, key[:64], str(exc)) from None
-        except Exception as exc:
-            # Anything else failed before the frame was sent (marshalling, for one): the
-            # request goes back to the source and its redelivery bound ends the loop.
-            raise PublishFailed(PublishFailure.ERROR, exchange, key, repr(exc)) from None
-        finally:
-            left = pending[id(channel)] = pending[id(channel)] - 1
-            if not left and id(channel) in self._retired:
-                self._retire(channel)
-            if message_id:
-                waiting = busy.pop(message_id)
-                if waiting is not None:
-                    waiting.set_result(None)
+            return Unroutable(exchange, key[:64], str(exc))
+        # Anything else failed before the frame was sent (marshalling, for one): the
+        # request goes back to the source and its redelivery bound ends the loop.
+        return PublishFailed(PublishFailure.ERROR, exchange, key, repr(exc))
 
     async def _confirmed(self, blocks: BlockWatch, publish: Awaitable[Any]) -> None:
         """Await the publish's confirm within the timeout, the clock stopped while blocked.

@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from aiormq.channel import Channel
+
 from routerd.amqp.connection import connect
-from routerd.amqp.consumer import Consumer, Handle
+from routerd.amqp.consumer import Consumer
 from routerd.amqp.link import SHUTDOWN_TIMEOUT, BrokerLink, _close
 from routerd.amqp.options import BrokerOptions
 from routerd.amqp.topology import declare_topology
 from routerd.delivery import TableSource
+from routerd.delivery.handler import Handle, TaskHandler
 from routerd.observe.health import Health
 from routerd.observe.metrics import Metrics
 
@@ -42,7 +45,7 @@ class QueueLink(BrokerLink):
         super().__init__(broker, tables, metrics, health, shutdown_timeout=shutdown_timeout)
         self.queue = queue
         self.prefetch = prefetch
-        self._handle = handle
+        self._handler = TaskHandler(handle)
 
     async def _session(self) -> None:
         # Why each step, in order:
@@ -55,7 +58,9 @@ class QueueLink(BrokerLink):
             # 2. declare the table's topology: the queue may not exist yet.
             await declare_topology(connection, self._tables.table)
             channel = await connection.channel(publisher_confirms=False)
-            consumer = Consumer(channel, self.queue, self.prefetch, self._handle, self._metrics)
+            # The concrete class: the consumer reads deliveries on its reader.
+            assert isinstance(channel, Channel)
+            consumer = Consumer(channel, self.queue, self.prefetch, self._handler, self._metrics)
             acker = asyncio.create_task(consumer.acker.run(), name="routerd-queue-acker")
             try:
                 # 3. consume; deliveries are acked only once `handle` answered ACK.

@@ -37,8 +37,11 @@ from tests.unit.test_delivery_handler import (
     FakePublisher,
     Tables,
     delivery,
+    each_path,  # noqa: F401 (the fixture: every test here runs both handler paths too)
+    handler_for,
     nack,
     returned_unless_rejected,
+    run,
 )
 
 pytestmark = pytest.mark.anyio
@@ -66,7 +69,7 @@ def handler_with(
     table: RouteTable, behaviour: Behaviour, sinks: Sinks
 ) -> tuple[RequestHandler, FakePublisher]:
     publisher = FakePublisher(behaviour)
-    return RequestHandler(Tables(table), publisher, sinks=sinks), publisher
+    return handler_for(Tables(table), publisher, sinks=sinks), publisher
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -77,7 +80,7 @@ async def test_a_sink_sees_the_decision_every_publish_and_the_outcome(table: Rou
     sink = Recording()
     handler, _ = handler_with(table, returned_unless_rejected, Sinks((sink,)))
     request = delivery()
-    assert await handler(request) is Outcome.ACK
+    assert await run(handler, request) is Outcome.ACK
     [settlement] = sink.seen
     assert settlement.delivery is request
     assert settlement.outcome is Outcome.ACK
@@ -93,13 +96,13 @@ async def test_a_sink_sees_the_decision_every_publish_and_the_outcome(table: Rou
 async def test_a_sink_hears_of_requeues_and_left_deliveries_too(table: RouteTable) -> None:
     sink = Recording()
     handler, _ = handler_with(table, nack, Sinks((sink,)))
-    assert await handler(delivery()) is Outcome.REQUEUE
+    assert await run(handler, delivery()) is Outcome.REQUEUE
     closed, _ = handler_with(
         table,
         lambda d: PublishFailed(PublishFailure.CHANNEL_CLOSED, "", ""),
         Sinks((sink,)),
     )
-    assert await closed(delivery()) is Outcome.LEAVE
+    assert await run(closed, delivery()) is Outcome.LEAVE
     requeued, left = sink.seen
     assert requeued.outcome is Outcome.REQUEUE and requeued.confirmed is None
     [failed] = requeued.publishes
@@ -111,7 +114,7 @@ async def test_the_metrics_sink_counts_routed_rejected_and_failures(table: Route
     metrics = Metrics()
     sinks = Sinks((MetricsSink(metrics),))
     routed, publisher = handler_with(table, lambda d: None, sinks)
-    assert await routed(delivery(1)) is Outcome.ACK
+    assert await run(routed, delivery(1)) is Outcome.ACK
     [decision] = publisher.published
     labels = {
         "target": decision.target.name,
@@ -121,14 +124,14 @@ async def test_the_metrics_sink_counts_routed_rejected_and_failures(table: Route
     assert sample(metrics, "routerd_requests_routed_total", **labels) == 1
 
     returned, _ = handler_with(table, returned_unless_rejected, sinks)
-    assert await returned(delivery(2)) is Outcome.ACK
+    assert await run(returned, delivery(2)) is Outcome.ACK
     headed = decide(table, delivery(2).envelope).target.name
     failures = "routerd_publish_failures_total"
     assert sample(metrics, failures, target=headed, cause="unroutable") == 1
     assert sample(metrics, "routerd_requests_rejected_total", reason="unroutable") == 1
 
     failing, _ = handler_with(table, nack, sinks)
-    assert await failing(delivery(3)) is Outcome.REQUEUE
+    assert await run(failing, delivery(3)) is Outcome.REQUEUE
     headed = decide(table, delivery(3).envelope).target.name
     assert sample(metrics, failures, target=headed, cause="nack") == 1
 
@@ -141,7 +144,7 @@ async def test_a_failing_sink_is_logged_counted_and_the_next_sink_still_runs(
     sinks = Sinks((Broken(), after), failed=metrics.count_sink_error)
     handler, publisher = handler_with(table, lambda d: None, sinks)
     with caplog.at_level(logging.ERROR, logger="routerd.delivery.sinks"):
-        assert await handler(delivery()) is Outcome.ACK
+        assert await run(handler, delivery()) is Outcome.ACK
     assert len(publisher.published) == 1
     assert [s.outcome for s in after.seen] == [Outcome.ACK]
     assert sample(metrics, "routerd_sink_errors_total", sink="Broken") == 1
@@ -155,7 +158,7 @@ async def test_a_failing_counter_of_sink_failures_changes_nothing(table: RouteTa
         raise RuntimeError("metrics are broken too")
 
     handler, _ = handler_with(table, lambda d: None, Sinks((Broken(),), failed=count))
-    assert await handler(delivery()) is Outcome.ACK
+    assert await run(handler, delivery()) is Outcome.ACK
 
 
 def test_the_daemon_tells_metrics_first_and_counts_sink_errors_from_zero(
@@ -171,7 +174,11 @@ def test_the_daemon_tells_metrics_first_and_counts_sink_errors_from_zero(
 class AckChannel:
     """What the consumer and its acker use of an aiormq channel, recording the frames sent."""
 
+    number = 1
+    is_closed = False
+
     def __init__(self) -> None:
+        self.closing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.acks: list[tuple[int, bool]] = []
         self.rejects: list[int] = []
 
@@ -220,7 +227,7 @@ async def test_a_failing_sink_neither_loses_nor_double_settles(
     try:
         with anyio.fail_after(5):
             for tag in (1, 2, 3):
-                await consumer._on_message(delivered(tag, channel))
+                consumer._on_message(delivered(tag, channel))
             await consumer.acker.wait_idle()
     finally:
         acker.cancel()
