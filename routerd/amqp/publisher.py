@@ -225,6 +225,7 @@ class ConfirmWindow:
         self._frames: list[bytes | memoryview] = []
         # A batch the writer queue (bounded) had no room for; later batches wait for it.
         self._putting: asyncio.Task[None] | None = None
+        self._flush_due = False
         # Publishers waiting for room line up here, so each freed slot wakes one of them.
         self._line = asyncio.Lock()
         self._methods: dict[tuple[str, str], bytes] = {}
@@ -290,7 +291,11 @@ class ConfirmWindow:
 
         confirmation.add_done_callback(forget_message_id)
         self._frames += frames
-        self._flush()
+        if not self._flush_due:
+            # Every publish of this loop step leaves in one frame for the writer: one
+            # socket write for a burst of deliveries instead of one per publish.
+            self._flush_due = True
+            self._loop.call_soon(self._flush_step)
         self._watch(confirmation)
         return confirmation
 
@@ -318,6 +323,10 @@ class ConfirmWindow:
         # Listed first: settling removes entries from the table being read.
         for covered in [t for t in channel.confirmations if t <= tag]:
             channel._confirm_delivery(covered, frame)
+
+    def _flush_step(self) -> None:
+        self._flush_due = False
+        self._flush()
 
     def _flush(self) -> None:
         if self._putting is not None or not self._frames:

@@ -1,5 +1,5 @@
-"""The publisher's confirm window against the real broker: batched frames, confirms in
-order, a basic.return among confirmed publishes, a channel that dies halfway through a
+"""The publisher's confirm window against the real broker: one frame per loop step, confirms
+in order, a basic.return among confirmed publishes, a channel that dies halfway through a
 batch, and the one timeout watchdog per channel."""
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ async def take_all(connection: AbstractConnection, queue: str, count: int) -> li
     return bodies
 
 
-async def test_publishes_past_a_full_writer_queue_leave_as_one_frame_in_order(
+async def test_the_publishes_of_one_loop_step_leave_as_one_frame_in_order(
     connection: AbstractConnection, unique: str
 ) -> None:
     channel = await confirm_channel(connection)
@@ -75,12 +75,15 @@ async def test_publishes_past_a_full_writer_queue_leave_as_one_frame_in_order(
     # One body larger than the broker's frame_max travels as several body frames.
     bodies = [f"{i}".encode() * (1 if i != 7 else 100_000) for i in range(300)]
     futures = [window.publish(body, "", queue, props(i)) for i, body in enumerate(bodies)]
+    assert handed == [], "nothing is handed over before the loop step ends"
     results = await settle(futures)
     assert all(isinstance(r, Basic.Ack) for r in results), results[:3]
-    # One frame per publish while the writer queue had room, then the rest as one.
-    room = channel.write_queue.maxsize
-    assert len(handed) == room + 2
-    assert await take_all(connection, queue, len(bodies)) == bodies
+    # One socket write for the whole step, however many publishes it made.
+    assert len(handed) == 1
+    later = [window.publish(b"late", "", queue, props(300))]
+    assert isinstance((await settle(later))[0], Basic.Ack)
+    assert len(handed) == 2, "a later step's publishes go in a frame of their own"
+    assert await take_all(connection, queue, len(bodies) + 1) == [*bodies, b"late"]
     assert channel.confirmations == {}
     assert channel.message_id_delivery_tag == {}
 
@@ -174,6 +177,8 @@ async def test_a_full_writer_queue_delays_a_batch_without_reordering_it(
     while not channel.write_queue.full():
         channel.write_queue.put_nowait(ChannelFrame(payload=b"", should_close=False))
     first = [window.publish(b"a%d" % i, "", queue, props(i)) for i in range(5)]
+    # The end of the loop step, where the batch is handed over, before the writer runs.
+    window._flush_step()
     assert window.full
     room = asyncio.ensure_future(window.room())
     await asyncio.sleep(0)
