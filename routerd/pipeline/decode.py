@@ -100,22 +100,31 @@ def header_bytes(headers: Mapping[str, Any]) -> int:
     stack: list[Any] = [headers]
     while stack:
         value = stack.pop()
-        if isinstance(value, Mapping):
+        # Exact types first: this runs for every request and decision, and the ABC checks
+        # below cost more than the counting (text and dicts are nearly every value).
+        kind = type(value)
+        if kind is str:
+            total += 4 + _utf8_length(value)
+        elif kind is dict or isinstance(value, Mapping):
             total += 4
             for key, item in value.items():
-                total += 2 + len(str(key).encode("utf-8", "replace"))
+                total += 2 + _utf8_length(key if type(key) is str else str(key))
                 stack.append(item)
         elif isinstance(value, list | tuple):
             total += 4 + len(value)
             stack.extend(value)
         elif isinstance(value, str):
-            total += 4 + len(value.encode("utf-8", "replace"))
+            total += 4 + _utf8_length(value)
         elif isinstance(value, bytes | bytearray | memoryview):
             total += 4 + len(value)
         else:
             # Numbers, booleans, timestamps, decimals, void: at most 8 bytes each.
             total += 8
     return total
+
+
+def _utf8_length(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
 
 
 def _why_not_json(body: bytes, exc: orjson.JSONDecodeError) -> Reason:

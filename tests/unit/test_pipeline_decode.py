@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from routerd.config.model import Limits
 from routerd.pipeline import decode as decode_module
-from routerd.pipeline.decode import DecodeError, decode
+from routerd.pipeline.decode import DecodeError, decode, header_bytes
 from routerd.pipeline.envelope import Envelope, Reason
 
 LIMITS = Limits(max_body_bytes=64, max_depth=3, max_reasons=5)
@@ -183,3 +187,56 @@ def test_every_reason_code_has_its_stage() -> None:
     assert ReasonCode.UNROUTABLE.stage is Stage.DELIVER
     # The values are the public contract in x-rejected-reasons: they compare as text.
     assert ReasonCode.TOO_LARGE == "too_large"
+
+
+def _reference_header_bytes(headers: Any) -> int:
+    """The plain count `header_bytes` must equal: every value through the ABC checks."""
+    total = 0
+    stack: list[Any] = [headers]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, Mapping):
+            total += 4
+            for key, item in value.items():
+                total += 2 + len(str(key).encode("utf-8", "replace"))
+                stack.append(item)
+        elif isinstance(value, list | tuple):
+            total += 4 + len(value)
+            stack.extend(value)
+        elif isinstance(value, str):
+            total += 4 + len(value.encode("utf-8", "replace"))
+        elif isinstance(value, bytes | bytearray | memoryview):
+            total += 4 + len(value)
+        else:
+            total += 8
+    return total
+
+
+class _Text(str):
+    pass
+
+
+_LEAF = (
+    st.text()
+    | st.text().map(_Text)
+    | st.sampled_from(["\ud800", "ü" * 3, "x"])
+    | st.integers()
+    | st.booleans()
+    | st.none()
+    | st.binary(max_size=9)
+    | st.floats(allow_nan=False)
+)
+_VALUE = st.recursive(
+    _LEAF,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=5) | st.integers(), inner, max_size=4)
+        | st.dictionaries(st.text(max_size=5), inner, max_size=3).map(MappingProxyType)
+    ),
+    max_leaves=20,
+)
+
+
+@given(headers=st.dictionaries(st.text(max_size=8), _VALUE, max_size=6))
+def test_header_bytes_counts_as_the_plain_walk_does(headers: dict[str, Any]) -> None:
+    assert header_bytes(headers) == _reference_header_bytes(headers)
