@@ -25,6 +25,7 @@ from typing import Any
 
 from aiormq.abc import DeliveredMessage
 from aiormq.channel import Channel
+from pamqp.body import ContentBody
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
@@ -134,11 +135,29 @@ class Consumer:
         if not isinstance(header, ContentHeader):
             # What aiormq raises: the channel's reader stops and the channel closes.
             raise ValueError(f"Unexpected frame {header!r} instead of ContentHeader", header)
-        message = await channel._read_content(frame, header)
+        body = await self._read_body(header.body_size)
+        message = DeliveredMessage(delivery=frame, header=header, body=body, channel=channel)
         if frame.consumer_tag != self._tag:
             log.warning("a delivery for an unknown consumer", extra={"queue": self.queue})
             return
         self._on_message(message)
+
+    async def _read_body(self, size: int) -> bytes:
+        """The body frames' content: the one frame's own bytes when it fits in one (nearly
+        always: frame_max is 128 KiB), else one join. aiormq's reader copies every body
+        into a BytesIO and out again. (1 MiB bodies peaked as high either way: 147-149
+        against 152-167 MiB in `bench_big_bodies`, within its noise.)"""
+        parts: list[bytes] = []
+        received = 0
+        while received < size:
+            content = await self.channel._get_frame()
+            if not isinstance(content, ContentBody):
+                raise ValueError(f"Unexpected frame {content!r}", content)
+            parts.append(content.value)
+            received += len(content.value)
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(parts)
 
     def _on_message(self, message: DeliveredMessage) -> None:
         started = time.perf_counter()

@@ -142,3 +142,17 @@ async def test_a_publisher_channel_dying_halfway_through_a_batch_loses_nothing(
     every = {f"seq-{i}" for i in range(count)}
     assert set(seqs(routed)) | set(seqs(back)) == every, "nothing lost"
     assert len(set(seqs(routed))) == len(routed), "no request routed twice"
+
+
+async def test_bodies_over_several_frames_arrive_whole(
+    broker: Broker, names: QueueNames, isolated_config: Path, amqp_url: str
+) -> None:
+    # frame_max is 128 KiB: these take 1, 2 and 8 body frames, the last one partly filled.
+    bodies = [b"a" * 1000, b"b" * 131_072, b"c" * 1_000_000]
+    await broker.declare_config(isolated_config)
+    await broker.publish(names.source, bodies)
+    async with session(amqp_url, isolated_config, names) as s:
+        await s.consumer.start()
+        await wait_acked(s, len(bodies), "all acked")
+    rejected = await broker.drain(names.rejected)
+    assert sorted(r.body for r in rejected) == bodies, "not JSON: rejected, each body whole"
