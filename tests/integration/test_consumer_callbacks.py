@@ -56,8 +56,13 @@ async def wait_acked(s: Session, count: int, what: str) -> None:
 
 
 @asynccontextmanager
-async def session(amqp_url: str, config: Path, names: QueueNames) -> AsyncIterator[Session]:
+async def session(
+    broker: Broker, amqp_url: str, config: Path, names: QueueNames, backlog: list[Outgoing]
+) -> AsyncIterator[Session]:
+    """The consumer of the source and its publisher, consuming `backlog` (queued first)."""
     table = load(config)
+    await broker.declare_config(config)
+    await broker.publish(names.source, backlog)
     async with aiormq.connect(amqp_url) as connection:
         await declare_topology(connection, table)
         publisher = await Publisher.open(connection, 10.0)
@@ -78,6 +83,7 @@ async def session(amqp_url: str, config: Path, names: QueueNames) -> AsyncIterat
         consumer.acker._on_sent = record
         acker = asyncio.create_task(consumer.acker.run())
         try:
+            await consumer.start()
             yield Session(connection, publisher, consumer, metrics, sent)
         finally:
             acker.cancel()
@@ -100,10 +106,7 @@ async def test_acks_leave_in_delivery_order_in_runs_and_every_request_is_routed_
     broker: Broker, names: QueueNames, isolated_config: Path, amqp_url: str
 ) -> None:
     count = 600
-    await broker.declare_config(isolated_config)
-    await broker.publish(names.source, numbered(count))
-    async with session(amqp_url, isolated_config, names) as s:
-        await s.consumer.start()
+    async with session(broker, amqp_url, isolated_config, names, numbered(count)) as s:
         await wait_acked(s, count, f"all {count} acked")
         await s.consumer.acker.wait_idle()
     tags: list[int] = []
@@ -123,10 +126,7 @@ async def test_a_publisher_channel_dying_halfway_through_a_batch_loses_nothing(
     broker: Broker, names: QueueNames, isolated_config: Path, amqp_url: str
 ) -> None:
     count = 2000
-    await broker.declare_config(isolated_config)
-    await broker.publish(names.source, numbered(count))
-    async with session(amqp_url, isolated_config, names) as s:
-        await s.consumer.start()
+    async with session(broker, amqp_url, isolated_config, names, numbered(count)) as s:
         await wait_acked(s, PREFETCH, "routing under way")
         # Confirms pending: they fail with the close, and their deliveries are left alone.
         await s.publisher.channel.close()
@@ -149,10 +149,8 @@ async def test_bodies_over_several_frames_arrive_whole(
 ) -> None:
     # frame_max is 128 KiB: these take 1, 2 and 8 body frames, the last one partly filled.
     bodies = [b"a" * 1000, b"b" * 131_072, b"c" * 1_000_000]
-    await broker.declare_config(isolated_config)
-    await broker.publish(names.source, bodies)
-    async with session(amqp_url, isolated_config, names) as s:
-        await s.consumer.start()
+    backlog = [Outgoing(body) for body in bodies]
+    async with session(broker, amqp_url, isolated_config, names, backlog) as s:
         await wait_acked(s, len(bodies), "all acked")
     rejected = await broker.drain(names.rejected)
     assert sorted(r.body for r in rejected) == bodies, "not JSON: rejected, each body whole"
