@@ -4,10 +4,12 @@ a leader) tried again for a while. No broker: refused and silent ports, fake pub
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import SimpleNamespace
+from typing import Any, cast
 
 import anyio
 import pytest
@@ -18,7 +20,7 @@ from routerd.amqp.link import BrokerLink
 from routerd.amqp.options import BrokerOptions, BrokerOptionsError, redact_urls, split_urls
 from routerd.client import Publisher
 from routerd.config.loader import load
-from routerd.delivery.errors import PublishFailed, PublishFailure
+from routerd.delivery.errors import NotConfirmed, PublishFailed, PublishFailure
 from routerd.observe.health import Health
 from routerd.observe.metrics import Metrics
 from routerd.pipeline.envelope import Decision
@@ -187,3 +189,90 @@ async def test_nacks_past_the_patience_and_other_failures_reach_the_handler(
         await link._patient(always_nack)(_rejected_decision())
     assert caught.value.cause is PublishFailure.NACK
     assert 0.3 <= time.monotonic() - started < 2
+
+
+class _StartingPublisher:
+    """Publisher.start's contract: the answer later, from a loop callback."""
+
+    def __init__(self, answers: list[PublishFailed | None]) -> None:
+        self.answers = answers
+        self.started = 0
+
+    def start(self, decision: Decision, then: Callable[[NotConfirmed | None], None]) -> bool:
+        self.started += 1
+        asyncio.get_running_loop().call_soon(then, self.answers.pop(0))
+        return True
+
+
+async def _started(
+    link: BrokerLink,
+    publisher: _StartingPublisher,
+    publish: Callable[[Decision], Awaitable[None]],
+    retries: set[asyncio.Task[None]],
+) -> list[NotConfirmed | None]:
+    """What `then` heard, once; every retry task done."""
+    heard: list[NotConfirmed | None] = []
+    answered = anyio.Event()
+
+    def then(error: NotConfirmed | None) -> None:
+        heard.append(error)
+        answered.set()
+
+    start = link._patient_start(cast(Any, publisher), publish, retries)
+    assert start(_rejected_decision(), then)
+    with anyio.fail_after(5):
+        await answered.wait()
+        while retries:
+            await asyncio.wait(set(retries))
+    return heard
+
+
+@pytest.mark.anyio
+async def test_a_started_publish_that_is_nacked_gets_the_patience_in_a_task() -> None:
+    link = _link()
+    publisher = _StartingPublisher([PublishFailed(PublishFailure.NACK, "x", "k", "nack")])
+    calls: list[int] = []
+
+    async def publish(decision: Decision) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise PublishFailed(PublishFailure.NACK, "x", "k", "nack")
+
+    retries: set[asyncio.Task[None]] = set()
+    assert await _started(link, publisher, publish, retries) == [None]
+    assert publisher.started == 1 and len(calls) == 2
+
+
+@pytest.mark.anyio
+async def test_a_started_publish_fails_at_once_unless_nacked() -> None:
+    link = _link()
+    timeout = PublishFailed(PublishFailure.TIMEOUT, "x", "k")
+
+    async def never(decision: Decision) -> None:
+        raise AssertionError("only a nack is tried again")
+
+    heard = await _started(link, _StartingPublisher([timeout]), never, set())
+    assert heard == [timeout]
+
+
+@pytest.mark.anyio
+async def test_a_retry_cut_short_by_the_session_says_the_channel_closed() -> None:
+    link = _link()
+    publisher = _StartingPublisher([PublishFailed(PublishFailure.NACK, "x", "k", "nack")])
+    retries: set[asyncio.Task[None]] = set()
+    heard: list[NotConfirmed | None] = []
+    blocked = asyncio.Event()
+
+    async def hangs(decision: Decision) -> None:
+        blocked.set()
+        await asyncio.Event().wait()
+
+    start = link._patient_start(cast(Any, publisher), hangs, retries)
+    assert start(_rejected_decision(), heard.append)
+    with anyio.fail_after(5):
+        await blocked.wait()
+        for task in retries:
+            task.cancel()
+        await asyncio.wait(set(retries))
+    [error] = heard
+    assert isinstance(error, PublishFailed) and error.cause is PublishFailure.CHANNEL_CLOSED
