@@ -11,6 +11,7 @@ plain addition, and are read by the registry's scrape (served from the same loop
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 
@@ -24,7 +25,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.utils import floatToGoString
 
 
-class _LoopMetric:
+class _LoopMetric(ABC):
     """Registered under `name`; `collect` says what its value is now."""
 
     def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
@@ -32,8 +33,9 @@ class _LoopMetric:
         self.documentation = documentation
         registry.register(self)
 
+    @abstractmethod
     def collect(self) -> Iterator[Metric]:
-        raise NotImplementedError
+        """The metric family with the value now, as the registry scrapes it."""
 
     def describe(self) -> list[Metric]:
         # The registry checks names for clashes with this, without a scrape.
