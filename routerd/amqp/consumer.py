@@ -110,13 +110,10 @@ class Consumer:
     async def start(self) -> None:
         await self.channel.basic_qos(prefetch_count=self.prefetch)
         self.channel.on_consumer_cancel_callbacks.add(self._on_broker_cancel)
-        # aiormq hands each delivery to a new task (and its future store); this reads the
-        # delivery on the channel's reader and handles it there, without a task unless it
-        # has to wait (RequestHandler.begin). The reader awaits the delivery's content
-        # frames as aiormq's own method does.
+        # Deliveries are taken as the connection's reader hands their frames over
+        # (`_put_frame`), or from the channel's reader when frames are queued ahead of them
+        # (`_on_deliver_frame`); never by aiormq's consumer callback, a task per delivery.
         self.channel._on_deliver_frame = self._on_deliver_frame  # type: ignore[method-assign]
-        # Better still, a delivery is taken as the connection's reader hands its frames to
-        # the channel, without the channel's frame queue; see `_put_frame`.
         self._queue_put = self.channel.frames.put
         self.channel.frames.put = self._put_frame  # type: ignore[method-assign]
         ok = await self.channel.basic_consume(
@@ -164,22 +161,18 @@ class Consumer:
             assert self._queue_put is not None
             await self._queue_put(item)
             return
+        # A broken frame sequence raises here, in the connection's reader: the connection
+        # closes (aiormq would close the channel) and the broker requeues all the same.
         if self._header is None:
-            if not isinstance(frame, ContentHeader):
-                # A broken frame sequence: aiormq would close the channel; this closes the
-                # connection (the reader fails), and the broker requeues all the same.
-                raise ValueError(f"Unexpected frame {frame!r} instead of ContentHeader", frame)
-            self._header = frame
-            if frame.body_size == 0:
+            self._header = _content_header(frame)
+            if self._header.body_size == 0:
                 self._assembled(b"")
             return
-        if not isinstance(frame, ContentBody):
-            raise ValueError(f"Unexpected frame {frame!r}", frame)
-        self._parts.append(frame.value)
-        self._received += len(frame.value)
+        part = _body_part(frame)
+        self._parts.append(part)
+        self._received += len(part)
         if self._received >= self._header.body_size:
-            parts = self._parts
-            self._assembled(parts[0] if len(parts) == 1 else b"".join(parts))
+            self._assembled(_joined(self._parts))
 
     def _assembled(self, body: bytes) -> None:
         deliver, header = self._deliver, self._header
@@ -193,10 +186,8 @@ class Consumer:
 
     async def _on_deliver_frame(self, frame: Basic.Deliver) -> None:
         channel = self.channel
-        header = await channel._get_frame()
-        if not isinstance(header, ContentHeader):
-            # What aiormq raises: the channel's reader stops and the channel closes.
-            raise ValueError(f"Unexpected frame {header!r} instead of ContentHeader", header)
+        # A broken frame sequence raises, as aiormq's own reader does: the channel closes.
+        header = _content_header(await channel._get_frame())
         body = await self._read_body(header.body_size)
         message = DeliveredMessage(delivery=frame, header=header, body=body, channel=channel)
         if frame.consumer_tag != self._tag:
@@ -205,21 +196,13 @@ class Consumer:
         self._on_message(message)
 
     async def _read_body(self, size: int) -> bytes:
-        """The body frames' content: the one frame's own bytes when it fits in one (nearly
-        always: frame_max is 128 KiB), else one join. aiormq's reader copies every body
-        into a BytesIO and out again. (1 MiB bodies peaked as high either way: 147-149
-        against 152-167 MiB in `bench_big_bodies`, within its noise.)"""
+        """The body frames' content, read from the channel's queue."""
         parts: list[bytes] = []
         received = 0
         while received < size:
-            content = await self.channel._get_frame()
-            if not isinstance(content, ContentBody):
-                raise ValueError(f"Unexpected frame {content!r}", content)
-            parts.append(content.value)
-            received += len(content.value)
-        if len(parts) == 1:
-            return parts[0]
-        return b"".join(parts)
+            parts.append(_body_part(await self.channel._get_frame()))
+            received += len(parts[-1])
+        return _joined(parts)
 
     def _on_message(self, message: DeliveredMessage) -> None:
         started = time.perf_counter()
@@ -284,6 +267,28 @@ class Consumer:
     def _on_broker_cancel(self, frame: Basic.Cancel) -> None:
         log.warning("the broker cancelled the consumer", extra={"queue": self.queue})
         self.cancelled_by_broker.set()
+
+
+def _content_header(frame: Any) -> ContentHeader:
+    if not isinstance(frame, ContentHeader):
+        raise ValueError(f"Unexpected frame {frame!r} instead of ContentHeader", frame)
+    return frame
+
+
+def _body_part(frame: Any) -> bytes:
+    if not isinstance(frame, ContentBody):
+        raise ValueError(f"Unexpected frame {frame!r}", frame)
+    return frame.value
+
+
+def _joined(parts: list[bytes]) -> bytes:
+    """A body from its frames: the one frame's own bytes when it fits in one (nearly always:
+    frame_max is 128 KiB), else one join. aiormq copies every body into a BytesIO and out
+    again. (1 MiB bodies peaked as high either way in `bench_big_bodies`: 147-149 against
+    152-167 MiB, within its noise.)"""
+    if len(parts) == 1:
+        return parts[0]
+    return b"".join(parts)
 
 
 async def _never_called(message: DeliveredMessage) -> None:
