@@ -107,8 +107,7 @@ _WIRE_ORDER = tuple(
     )
     for attr in Basic.Properties.__slots__
 )
-_HEADERS_FLAG = Basic.Properties.flags["headers"]
-_PERSISTENT = Basic.Properties.flags["delivery_mode"], encode.octet(2)
+_PERSISTENT = encode.octet(2)
 _SHORT_STRING = struct.Struct("B")
 _BODY_FRAME_HEADER = struct.Struct(">BHI")  # frame type, channel, payload size
 _FRAME_END = bytes([FRAME_END])
@@ -132,14 +131,14 @@ def encoded_properties(decision: Decision, message_id: str) -> bytes:
     flags = 0
     parts: list[bytes] = []
     for name, flag, kind in _WIRE_ORDER:
-        if flag == _HEADERS_FLAG:
+        if name == "headers":
             headers = decision.headers
             flags |= flag
             parts.append(encoded_table(headers if type(headers) is dict else dict(headers)))
             continue
         if name == "delivery_mode":
             flags |= flag
-            parts.append(_PERSISTENT[1])
+            parts.append(_PERSISTENT)
             continue
         if name == "message_id":
             value: Any = message_id
@@ -538,11 +537,8 @@ class Publisher:
             return False
         exchange = decision.target.exchange
         key = decision.routing_key
-        sent_id = message_id or new_message_id()
         try:
-            confirmation = window.publish_encoded(
-                decision.body, exchange, key, encoded_properties(decision, sent_id), sent_id
-            )
+            confirmation = _send(window, decision, message_id)
         except Exception as exc:
             raise self._failure(exc, exchange, key) from None
         if message_id:
@@ -552,10 +548,7 @@ class Publisher:
 
         def settled(future: asyncio.Future[Any]) -> None:
             self._settled(channel, message_id)
-            if future.cancelled():
-                then(PublishFailed(PublishFailure.CHANNEL_CLOSED, exchange, key, "channel closed"))
-                return
-            error = future.exception()
+            error = asyncio.CancelledError() if future.cancelled() else future.exception()
             then(None if error is None else self._failure(error, exchange, key))
 
         confirmation.add_done_callback(settled)
@@ -580,11 +573,7 @@ class Publisher:
             if window is not None:
                 if window.full:
                     await window.room()
-                # Not a message_id of "": aiormq matches a basic.return by it.
-                sent_id = message_id or new_message_id()
-                confirmation = window.publish_encoded(
-                    decision.body, exchange, key, encoded_properties(decision, sent_id), sent_id
-                )
+                confirmation = _send(window, decision, message_id)
                 confirmation.add_done_callback(_retrieve)
                 # Timed by the window's watchdog: no timer, shield or scope per publish,
                 # which were 5% of routerd's CPU in a drain (scripts/bench_profile.py).
@@ -688,6 +677,19 @@ class Publisher:
                 # The first to wait makes the future the publish in flight resolves.
                 waiting = busy[message_id] = asyncio.get_running_loop().create_future()
             await asyncio.shield(waiting)
+
+
+def _send(window: ConfirmWindow, decision: Decision, message_id: str | None) -> asyncio.Future[Any]:
+    """The decision through `window`, its properties encoded, its confirm's future."""
+    # Not a message_id of "": aiormq matches a basic.return by it.
+    sent_id = message_id or new_message_id()
+    return window.publish_encoded(
+        decision.body,
+        decision.target.exchange,
+        decision.routing_key,
+        encoded_properties(decision, sent_id),
+        sent_id,
+    )
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
