@@ -243,19 +243,10 @@ class ConfirmWindow:
         )
 
     def publish(
-        self, body: bytes, exchange: str, routing_key: str, properties: Basic.Properties
-    ) -> asyncio.Future[Any]:
-        """Send one mandatory publish; the future resolves as aiormq's confirm does."""
-        if not properties.message_id:
-            properties.message_id = new_message_id()
-        return self.publish_encoded(
-            body, exchange, routing_key, properties.marshal(), properties.message_id
-        )
-
-    def publish_encoded(
         self, body: bytes, exchange: str, routing_key: str, properties: bytes, message_id: str
     ) -> asyncio.Future[Any]:
-        """`publish` with the properties already encoded, `message_id` among them."""
+        """Send one mandatory publish; the future resolves as aiormq's confirm does.
+        `properties` are encoded already (`encoded_properties`), `message_id` among them."""
         channel = self.channel
         if len(routing_key) > MAX_ROUTING_KEY:
             raise ValueError("Routing key too long (max 255 bytes)")
@@ -683,7 +674,7 @@ def _send(window: ConfirmWindow, decision: Decision, message_id: str | None) -> 
     """The decision through `window`, its properties encoded, its confirm's future."""
     # Not a message_id of "": aiormq matches a basic.return by it.
     sent_id = message_id or new_message_id()
-    return window.publish_encoded(
+    return window.publish(
         decision.body,
         decision.target.exchange,
         decision.routing_key,

@@ -37,8 +37,12 @@ async def confirm_channel(connection: AbstractConnection) -> Channel:
     return channel
 
 
-def props(i: int) -> Basic.Properties:
-    return Basic.Properties(delivery_mode=2, message_id=f"m-{i}")
+def send(
+    window: ConfirmWindow, body: bytes, exchange: str, key: str, i: int
+) -> asyncio.Future[Any]:
+    """Publish number `i`, persistent, with message_id m-<i>."""
+    properties = Basic.Properties(delivery_mode=2, message_id=f"m-{i}")
+    return window.publish(body, exchange, key, properties.marshal(), f"m-{i}")
 
 
 async def settle(futures: list[asyncio.Future[Any]]) -> list[Any]:
@@ -74,13 +78,13 @@ async def test_the_publishes_of_one_loop_step_leave_as_one_frame_in_order(
     channel.write_queue.put_nowait = spy  # type: ignore[method-assign]
     # One body larger than the broker's frame_max travels as several body frames.
     bodies = [f"{i}".encode() * (1 if i != 7 else 100_000) for i in range(300)]
-    futures = [window.publish(body, "", queue, props(i)) for i, body in enumerate(bodies)]
+    futures = [send(window, body, "", queue, i) for i, body in enumerate(bodies)]
     assert handed == [], "nothing is handed over before the loop step ends"
     results = await settle(futures)
     assert all(isinstance(r, Basic.Ack) for r in results), results[:3]
     # One socket write for the whole step, however many publishes it made.
     assert len(handed) == 1
-    later = [window.publish(b"late", "", queue, props(300))]
+    later = [send(window, b"late", "", queue, 300)]
     assert isinstance((await settle(later))[0], Basic.Ack)
     assert len(handed) == 2, "a later step's publishes go in a frame of their own"
     assert await take_all(connection, queue, len(bodies) + 1) == [*bodies, b"late"]
@@ -96,7 +100,7 @@ async def test_a_returned_publish_in_a_batch_fails_alone(
     await channel.queue_declare(queue)
     window = ConfirmWindow(channel, 10.0)
     futures = [
-        window.publish(b"x", "amq.topic" if i == 5 else "", "nobody" if i == 5 else queue, props(i))
+        send(window, b"x", "amq.topic" if i == 5 else "", "nobody" if i == 5 else queue, i)
         for i in range(10)
     ]
     results = await settle(futures)
@@ -114,8 +118,12 @@ async def test_a_channel_dying_halfway_through_a_batch_fails_the_rest(
     # A missing exchange is a channel error: the broker closes the channel at publish 50
     # and ignores what follows it on the wire.
     futures = [
-        window.publish(
-            b"x", f"window.missing.{unique}" if i == 50 else "", "x" if i == 50 else queue, props(i)
+        send(
+            window,
+            b"x",
+            f"window.missing.{unique}" if i == 50 else "",
+            "x" if i == 50 else queue,
+            i,
         )
         for i in range(100)
     ]
@@ -126,7 +134,7 @@ async def test_a_channel_dying_halfway_through_a_batch_fails_the_rest(
     depth = (await (await connection.channel()).queue_declare(queue, passive=True)).message_count
     assert depth is not None and len(acked) <= depth <= 50, "a confirmed publish was lost"
     with pytest.raises(aiormq.exceptions.ChannelInvalidStateError):
-        window.publish(b"x", "", queue, props(101))
+        send(window, b"x", "", queue, 101)
 
 
 async def test_one_watchdog_times_out_confirms_in_publish_order(
@@ -176,14 +184,14 @@ async def test_a_full_writer_queue_delays_a_batch_without_reordering_it(
     # Empty frames write nothing: they only take the writer queue's room.
     while not channel.write_queue.full():
         channel.write_queue.put_nowait(ChannelFrame(payload=b"", should_close=False))
-    first = [window.publish(b"a%d" % i, "", queue, props(i)) for i in range(5)]
+    first = [send(window, b"a%d" % i, "", queue, i) for i in range(5)]
     # The end of the loop step, where the batch is handed over, before the writer runs.
     window._flush_step()
     assert window.full
     room = asyncio.ensure_future(window.room())
     await asyncio.sleep(0)
     assert not room.done(), "a publisher waits while the writer queue is full"
-    second = [window.publish(b"b%d" % i, "", queue, props(10 + i)) for i in range(5)]
+    second = [send(window, b"b%d" % i, "", queue, 10 + i) for i in range(5)]
     results = await settle(first + second)
     with anyio.fail_after(5):
         await room
