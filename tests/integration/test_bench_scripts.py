@@ -89,6 +89,10 @@ def arg(args: list[str], name: str, default: str) -> str:
 def check_rounds(script: str, args: list[str], written: dict[str, Any]) -> None:
     """Every round the arguments ask for is in the JSON, not only a summary."""
     rounds = int(arg(args, "--rounds", "1"))
+    if script == "bench_latency.py":
+        # routerd's own share of every round, read from its histogram.
+        own = [r["routerd_p99_le_ms"] for level in written["levels"] for r in level["rounds"]]
+        assert own and all(ms is not None and ms > 0 for ms in own), own
     if script == "bench_latency.py" and "--reload" in args:
         assert len(at(written, "reload.rounds")) == rounds, written.get("reload")
         # The daemon's own loop-lag histogram was read around each reload.

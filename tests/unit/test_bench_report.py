@@ -375,3 +375,52 @@ def test_memory_big_goal_is_judged_at_the_shipped_window_only() -> None:
 def test_the_shipped_window_is_the_catch_alls() -> None:
     table = load(SHIPPED_CONFIG)
     assert report.shipped_window() == table.source.window(table.limits)
+
+
+# --------------------------------------------------------------------------- histograms
+latency_script = load_script("bench_latency")
+
+EXPOSITION = """\
+# TYPE routerd_processing_seconds histogram
+routerd_processing_seconds_bucket{le="0.001"} %d
+routerd_processing_seconds_bucket{le="0.005"} %d
+routerd_processing_seconds_bucket{le="0.025"} %d
+routerd_processing_seconds_bucket{le="+Inf"} %d
+routerd_processing_seconds_count %d
+routerd_processing_seconds_sum 1.0
+"""
+
+
+def scrape(*counts: int) -> dict[float, float]:
+    return dict(latency_script.processing(EXPOSITION % (*counts, counts[-1])))
+
+
+def test_quantile_bound_reads_only_what_was_observed_between_two_scrapes() -> None:
+    # Before: 1,000 fast ones. Between: 100 more, 2 of which took over 5 ms.
+    before = scrape(1000, 1000, 1000, 1000)
+    after = scrape(1090, 1098, 1100, 1100)
+    assert latency_script.bound_of(before, after, 0.5) == 1.0
+    assert latency_script.bound_of(before, after, 0.98) == 5.0
+    assert latency_script.bound_of(before, after, 0.99) == 25.0
+    assert latency_script.bound_of(before, before, 0.99) is None
+    # Past the last finite bound the histogram cannot say.
+    assert latency_script.bound_of(before, scrape(1000, 1000, 1000, 1010), 0.99) is None
+
+
+def test_latency_table_shows_routerds_own_share() -> None:
+    rounds = [
+        {"p50": 3.0, "p99": 30.0, "p999": 40.0, "max": 50.0, "cpu_ms_per_request": 0.2,
+         "routerd_p99_le_ms": own}
+        for own in (2.5, 5.0, 0.25)
+    ]  # fmt: skip
+    latency = {
+        "levels": [{"fraction": 0.5, "rate": 1000.0, "rounds": rounds}],
+        "max_rate": 2000.0,
+        "basis_rate": 2000.0,
+        "seconds_per_level": 10,
+        "drain_backlog": 20000,
+    }
+    lines = report.latency_section(latency, {})
+    same = "3.0 / 3.0 / 3.0 | 30.0 / 30.0 / 30.0 | 40.0 / 40.0 / 40.0 | 50.0 / 50.0 / 50.0"
+    row = f"| 50% | 1,000/s | 3 | {same} | 0.25 / 2.50 / 5.00 | 0.200 / 0.200 / 0.200 |"
+    assert row in lines
