@@ -499,8 +499,10 @@ def latency_section(latency: dict[str, Any] | None, images: dict[str, str]) -> l
         f"{number(latency.get('basis_rate'), 0)} msg/s, {latency['seconds_per_level']:g} s per "
         "round; milliseconds, min / median / max over rounds. routerd's own p99: from "
         "consuming a request to acking it, the publish confirm's wait included, read from "
-        "routerd's `routerd_processing_seconds` histogram (the upper bound of a bucket); the "
-        "rest of the latency is the broker's, the load generator's and the machine's.",
+        "routerd's `routerd_processing_seconds` histogram (the upper bound of a bucket); "
+        "confirm p99: the wait for the broker's publish confirm within it "
+        "(`routerd_publish_confirm_seconds`). The rest of the latency is the broker's "
+        "delivery, the load generator's and the machine's.",
         "",
     ]
     rows = []
@@ -513,6 +515,7 @@ def latency_section(latency: dict[str, Any] | None, images: dict[str, str]) -> l
                 str(len(rounds)),
                 *(triple(summary(r[k] for r in rounds)) for k in ("p50", "p99", "p999", "max")),
                 triple(summary(r.get("routerd_p99_le_ms") for r in rounds), 2),
+                triple(summary(r.get("confirm_p99_le_ms") for r in rounds), 2),
                 triple(summary(r["cpu_ms_per_request"] for r in rounds), 3),
             ]
         )
@@ -526,6 +529,7 @@ def latency_section(latency: dict[str, Any] | None, images: dict[str, str]) -> l
             "p999",
             "max",
             "routerd's own p99 <=",
+            "of which confirm p99 <=",
             "CPU ms per request",
         ],
         rows,

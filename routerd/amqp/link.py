@@ -172,7 +172,12 @@ class BrokerLink:
             await declare_topology(connection, table)
             # 3. the publisher's confirm channel before consuming, so that the first
             #    delivery can be routed at once.
-            publisher = await Publisher.open(connection, self.broker.publish_timeout, blocks)
+            publisher = await Publisher.open(
+                connection,
+                self.broker.publish_timeout,
+                blocks,
+                confirm_time=self._metrics.confirm_seconds.observe,
+            )
             # One channel per source: each has its own prefetch, so a backlog on one source
             # cannot take the in-flight slots of another.
             patient = self._patient(publisher.publish)

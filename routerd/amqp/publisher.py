@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from random import getrandbits
@@ -197,6 +198,11 @@ def body_frames(body: bytes, channel: int, max_size: int) -> list[bytes | memory
     return parts
 
 
+# Told the seconds from each publish to its confirm, nack, return or timeout: the broker's
+# share of a request's time (routerd_publish_confirm_seconds).
+ConfirmTime = Callable[[float], None]
+
+
 class ConfirmWindow:
     """Publishes on one confirm channel as aiormq's `basic_publish` does, for less per
     message: no lock, no timer and no coroutine per publish.
@@ -215,11 +221,16 @@ class ConfirmWindow:
     """
 
     def __init__(
-        self, channel: Channel, timeout: float | None, blocks: BlockWatch | None = None
+        self,
+        channel: Channel,
+        timeout: float | None,
+        blocks: BlockWatch | None = None,
+        confirm_time: ConfirmTime | None = None,
     ) -> None:
         self.channel = channel
         self.timeout = timeout
         self._blocks = blocks
+        self._confirm_time = confirm_time
         self._loop = asyncio.get_running_loop()
         self._frames: list[bytes | memoryview] = []
         # A batch the writer queue (bounded) had no room for; later batches wait for it.
@@ -275,9 +286,14 @@ class ConfirmWindow:
         channel.confirmations[tag] = confirmation
         channel.message_id_delivery_tag[message_id] = tag
 
-        def forget_message_id(_: asyncio.Future[Any]) -> None:
+        observe = self._confirm_time
+        sent = time.perf_counter()
+
+        def forget_message_id(future: asyncio.Future[Any]) -> None:
             if channel.message_id_delivery_tag.get(message_id) == tag:
                 channel.message_id_delivery_tag.pop(message_id)
+            if observe is not None and _answered(future):
+                observe(time.perf_counter() - sent)
 
         confirmation.add_done_callback(forget_message_id)
         self._frames += frames
@@ -408,9 +424,12 @@ class Publisher:
         timeout: float,
         blocks: BlockWatch | None = None,
         connection: AbstractConnection | None = None,
+        confirm_time: ConfirmTime | None = None,
     ) -> None:
         self.channel = channel
         self.timeout = timeout
+        # Each window's publishes are timed to their confirms for it (not aiormq's path).
+        self._confirm_time = confirm_time
         # The connection's connection.blocked state: while the broker blocks it, the
         # confirm clock stands still (see `_confirmed`).
         self.blocks = blocks
@@ -446,15 +465,16 @@ class Publisher:
         connection: AbstractConnection,
         confirm_timeout: float,
         blocks: BlockWatch | None = None,
+        confirm_time: ConfirmTime | None = None,
     ) -> Publisher:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         # The concrete class: its basic_publish takes `wait`, the abstract one does not.
         assert isinstance(channel, Channel)
-        return cls(channel, confirm_timeout, blocks, connection)
+        return cls(channel, confirm_timeout, blocks, connection, confirm_time)
 
     def _window_for(self, channel: Channel) -> ConfirmWindow:
         # The window's one watchdog times the confirms, stopped while the broker blocks.
-        return ConfirmWindow(channel, self.timeout, self.blocks)
+        return ConfirmWindow(channel, self.timeout, self.blocks, self._confirm_time)
 
     def closing(self) -> asyncio.Future[None]:
         """An observer of the loss of the channel in use (a renewal is not a loss)."""
@@ -681,6 +701,15 @@ def _send(window: ConfirmWindow, decision: Decision, message_id: str | None) -> 
         encoded_properties(decision, sent_id),
         sent_id,
     )
+
+
+def _answered(confirmation: asyncio.Future[Any]) -> bool:
+    """Whether the broker answered the publish (a confirm, a nack, a return) or its time
+    ran out; not a channel's close, which says nothing of the broker's pace."""
+    if confirmation.cancelled():
+        return False
+    error = confirmation.exception()
+    return error is None or isinstance(error, DeliveryError | TimeoutError)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

@@ -157,6 +157,13 @@ class Metrics(TableMetrics):
             r,
             PROCESSING_BUCKETS,
         )
+        self.confirm_seconds = LoopHistogram(
+            "routerd_publish_confirm_seconds",
+            "Time from publishing a decision to the broker's confirm, nack, return or "
+            "timeout: the broker's share of routerd_processing_seconds.",
+            r,
+            PROCESSING_BUCKETS,
+        )
         self.loop_lag = Histogram(
             "routerd_event_loop_lag_seconds",
             "How late the event loop ran a timer due every 50 ms: time routing stood still.",

@@ -91,8 +91,9 @@ def check_rounds(script: str, args: list[str], written: dict[str, Any]) -> None:
     rounds = int(arg(args, "--rounds", "1"))
     if script == "bench_latency.py":
         # routerd's own share of every round, read from its histogram.
-        own = [r["routerd_p99_le_ms"] for level in written["levels"] for r in level["rounds"]]
-        assert own and all(ms is not None and ms > 0 for ms in own), own
+        each = [r for level in written["levels"] for r in level["rounds"]]
+        own = [(r["routerd_p99_le_ms"], r["confirm_p99_le_ms"]) for r in each]
+        assert own and all(ms is not None and ms > 0 for pair in own for ms in pair), own
     if script == "bench_latency.py" and "--reload" in args:
         assert len(at(written, "reload.rounds")) == rounds, written.get("reload")
         # The daemon's own loop-lag histogram was read around each reload.

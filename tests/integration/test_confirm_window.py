@@ -108,6 +108,27 @@ async def test_a_returned_publish_in_a_batch_fails_alone(
     assert all(isinstance(r, Basic.Ack) for i, r in enumerate(results) if i != 5)
 
 
+async def test_each_answered_publish_tells_its_confirm_time(
+    connection: AbstractConnection, unique: str
+) -> None:
+    channel = await confirm_channel(connection)
+    queue = f"window.{unique}"
+    await channel.queue_declare(queue)
+    times: list[float] = []
+    window = ConfirmWindow(channel, 10.0, confirm_time=times.append)
+    started = asyncio.get_running_loop().time()
+    futures = [
+        send(window, b"x", "amq.topic" if i == 5 else "", "nobody" if i == 5 else queue, i)
+        for i in range(10)
+    ]
+    results = await settle(futures)
+    waited = asyncio.get_running_loop().time() - started
+    assert isinstance(results[5], PublishError)
+    # The return is the broker's answer too.
+    assert len(times) == 10
+    assert all(0 < seconds <= waited + 0.01 for seconds in times), (times, waited)
+
+
 async def test_a_channel_dying_halfway_through_a_batch_fails_the_rest(
     connection: AbstractConnection, unique: str
 ) -> None:

@@ -15,6 +15,7 @@ import anyio
 import pamqp.frame
 import pytest
 from aiormq.channel import Channel
+from aiormq.exceptions import ChannelInvalidStateError, DeliveryError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pamqp.body import ContentBody
@@ -240,3 +241,26 @@ def test_encoded_properties_are_the_bytes_pamqp_marshals(
         return
     ours = content_header_frame(channel, size, encoded_properties(decision, message_id))
     assert ours == expected
+
+
+async def test_only_the_brokers_answers_and_timeouts_count_as_confirm_times() -> None:
+    loop = asyncio.get_running_loop()
+
+    def settled(outcome: object) -> asyncio.Future[object]:
+        future: asyncio.Future[object] = loop.create_future()
+        if outcome == "cancel":
+            future.cancel()
+        elif isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+        return future
+
+    answered = publisher_module._answered
+    assert answered(settled(Basic.Ack()))
+    assert answered(settled(DeliveryError(None, Basic.Nack())))
+    # A return (PublishError) is a DeliveryError: tests/integration/test_confirm_window.py.
+    assert answered(settled(TimeoutError()))
+    assert not answered(settled(ChannelInvalidStateError("closed")))
+    assert not answered(settled(ConnectionError("lost")))
+    assert not answered(settled("cancel"))

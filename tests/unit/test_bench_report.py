@@ -410,7 +410,7 @@ def test_quantile_bound_reads_only_what_was_observed_between_two_scrapes() -> No
 def test_latency_table_shows_routerds_own_share() -> None:
     rounds = [
         {"p50": 3.0, "p99": 30.0, "p999": 40.0, "max": 50.0, "cpu_ms_per_request": 0.2,
-         "routerd_p99_le_ms": own}
+         "routerd_p99_le_ms": own, "confirm_p99_le_ms": own / 2}
         for own in (2.5, 5.0, 0.25)
     ]  # fmt: skip
     latency = {
@@ -422,5 +422,6 @@ def test_latency_table_shows_routerds_own_share() -> None:
     }
     lines = report.latency_section(latency, {})
     same = "3.0 / 3.0 / 3.0 | 30.0 / 30.0 / 30.0 | 40.0 / 40.0 / 40.0 | 50.0 / 50.0 / 50.0"
-    row = f"| 50% | 1,000/s | 3 | {same} | 0.25 / 2.50 / 5.00 | 0.200 / 0.200 / 0.200 |"
+    own = "0.25 / 2.50 / 5.00 | 0.12 / 1.25 / 2.50"
+    row = f"| 50% | 1,000/s | 3 | {same} | {own} | 0.200 / 0.200 / 0.200 |"
     assert row in lines

@@ -37,6 +37,7 @@ def test_every_metric_is_exposed_under_its_documented_name() -> None:
         "routerd_route_table_generation",
         "routerd_route_table_info",
         "routerd_processing_seconds_bucket",
+        "routerd_publish_confirm_seconds_bucket",
         "routerd_event_loop_lag_seconds_bucket",
     ):
         assert f"\n{name}" in text, name
