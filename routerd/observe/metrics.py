@@ -159,8 +159,9 @@ class Metrics(TableMetrics):
         )
         self.confirm_seconds = LoopHistogram(
             "routerd_publish_confirm_seconds",
-            "Time from publishing a decision to the broker's confirm, nack, return or "
-            "timeout: the broker's share of routerd_processing_seconds.",
+            "Time from publishing a decision to reading the broker's confirm, nack or "
+            "return (or its timeout): within routerd_processing_seconds, the broker's "
+            "write plus both sides' socket turns.",
             r,
             PROCESSING_BUCKETS,
         )
