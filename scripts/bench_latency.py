@@ -3,7 +3,7 @@ and 90% of the measured maximum rate.
 
     .venv/bin/python scripts/bench_latency.py [--seconds 10] [--max-rate N] [--rounds 1]
                                               [--basis sustained|drain] [--reload]
-                                              [--json PATH]
+                                              [--queues shipped|classic] [--json PATH]
 
 One routerd runs on an isolated copy of the shipped config. The maximum rate is measured
 first (unless --max-rate gives it) by draining a backlog, as scripts/bench_serve.py does,
@@ -16,13 +16,15 @@ arrival. Publisher and consumers share one event loop, so their own delays are i
 figures too; each round also reads routerd's own p99, consume to source ack (its
 `routerd_processing_seconds` histogram, so a bucket's upper bound), to tell how much of
 the tail is routerd's, and the broker's confirm p99 within it
-(`routerd_publish_confirm_seconds`). `--reload` adds `--rounds` rounds at 50% during each
-of which the config is replaced by one of 200 schemas and 500 rules
-(scripts/bench_config.py, written beforehand and moved into place): the time from the last
-file in place until routerd runs it, and the latency around it; the shipped config is
-written back, and reloaded, between them. Prints figures, asserts nothing; the goal is
-p99 <= 25 ms at 50%. `--json PATH` also writes the maximum, what was sustained and every
-round's percentiles, the reload rounds' under "reload".
+(`routerd_publish_confirm_seconds`). `--queues classic` declares every queue of the
+config classic instead of quorum, to see what the quorum queues' confirms cost.
+`--reload` adds `--rounds` rounds at 50% during each of which the config is replaced by
+one of 200 schemas and 500 rules (scripts/bench_config.py, written beforehand and moved
+into place): the time from the last file in place until routerd runs it, and the latency
+around it; the shipped config is written back, and reloaded, between them. Prints
+figures, asserts nothing; the goal is p99 <= 25 ms at 50%. `--json PATH` also writes
+the maximum, what was sustained and every round's percentiles, the reload rounds' under
+"reload".
 """
 
 from __future__ import annotations
@@ -63,7 +65,11 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from routerd.reload import Reloader  # noqa: E402
 from tests.harness import Broker, start_daemon, topology  # noqa: E402
-from tests.harness.config import catch_all_and_targets, read_config  # noqa: E402
+from tests.harness.config import (  # noqa: E402
+    catch_all_and_targets,
+    dump_config,
+    read_config,
+)
 
 STAMP = "x-bench-sent-ns"
 FRACTIONS = (0.25, 0.5, 0.9)
@@ -201,6 +207,7 @@ async def main(args: argparse.Namespace) -> None:
     report: dict[str, Any] = {
         "seconds_per_level": args.seconds,
         "basis": args.basis,
+        "queues": args.queues,
         "cpus": os.cpu_count(),
         "drain_backlog": None if args.max_rate is not None else args.backlog,
         "levels": [],
@@ -208,6 +215,8 @@ async def main(args: argparse.Namespace) -> None:
     suffix = uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
         config = isolated_copy(Path(tmp), suffix, None)
+        if args.queues == "classic":
+            to_classic(config)
         queues, _ = topology(config)
         source, targets = catch_all_and_targets(config, queues)
         async with Broker(args.amqp_url) as broker:
@@ -411,6 +420,25 @@ async def reload_under_load(
     }
 
 
+def to_classic(config: Path) -> None:
+    """Every queue the config declares as a quorum queue, declared classic instead (durable,
+    persistent messages still): what the quorum queues' confirms add to the latency."""
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "quorum":
+                node["type"] = "classic"
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    data = read_config(config)
+    visit(data)
+    config.write_text(dump_config(data))
+
+
 def buckets(text: str, name: str) -> dict[float, float]:
     """Histogram `name`'s cumulative bucket counts by upper bound (inf: all), summed over
     its label sets."""
@@ -505,6 +533,12 @@ def parse() -> argparse.Namespace:
         default="sustained",
         help="100%%: what routerd sustains beside this script's publisher and consumers "
         "(default), or the drain maximum with nothing else running",
+    )
+    parser.add_argument(
+        "--queues",
+        choices=["shipped", "classic"],
+        default="shipped",
+        help="the shipped config's queue types (quorum), or every one classic",
     )
     parser.add_argument("--amqp-url", default=DEFAULT_URL)
     parser.add_argument("--limit", type=float, default=300.0)

@@ -425,3 +425,19 @@ def test_latency_table_shows_routerds_own_share() -> None:
     own = "0.25 / 2.50 / 5.00 | 0.12 / 1.25 / 2.50"
     row = f"| 50% | 1,000/s | 3 | {same} | {own} | 0.200 / 0.200 / 0.200 |"
     assert row in lines
+
+
+def test_classic_queues_variant_keeps_the_config_valid(tmp_path: Path) -> None:
+    shipped = SHIPPED_CONFIG.read_text()
+    assert "type: quorum" in shipped
+    (tmp_path / "config").mkdir()
+    config = tmp_path / "config" / "routes.yaml"
+    config.write_text(shipped)
+    (tmp_path / "schemas").symlink_to(SHIPPED_CONFIG.parent.parent / "schemas")
+    latency_script.to_classic(config)
+    text = config.read_text()
+    assert "quorum" not in text and "type: classic" in text
+    table = load(config)
+    declared = [source.queue_spec for source in table.sources]
+    declared += [queue for target in table.targets.values() for queue in target.queues]
+    assert declared and {queue.type for queue in declared} == {"classic"}
