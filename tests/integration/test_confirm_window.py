@@ -37,6 +37,24 @@ async def confirm_channel(connection: AbstractConnection) -> Channel:
     return channel
 
 
+async def window_on_queue(
+    connection: AbstractConnection, unique: str, confirm_time: Any = None
+) -> tuple[Channel, str, ConfirmWindow]:
+    """A confirm channel, its window (10 s timeout) and a declared queue to publish to."""
+    channel = await confirm_channel(connection)
+    queue = f"window.{unique}"
+    await channel.queue_declare(queue)
+    return channel, queue, ConfirmWindow(channel, 10.0, confirm_time=confirm_time)
+
+
+def ten_with_a_return(window: ConfirmWindow, queue: str) -> list[asyncio.Future[Any]]:
+    """Ten publishes to `queue`, but the sixth to an exchange without a binding for it."""
+    return [
+        send(window, b"x", "amq.topic" if i == 5 else "", "nobody" if i == 5 else queue, i)
+        for i in range(10)
+    ]
+
+
 def send(
     window: ConfirmWindow, body: bytes, exchange: str, key: str, i: int
 ) -> asyncio.Future[Any]:
@@ -64,10 +82,7 @@ async def take_all(connection: AbstractConnection, queue: str, count: int) -> li
 async def test_the_publishes_of_one_loop_step_leave_as_one_frame_in_order(
     connection: AbstractConnection, unique: str
 ) -> None:
-    channel = await confirm_channel(connection)
-    queue = f"window.{unique}"
-    await channel.queue_declare(queue)
-    window = ConfirmWindow(channel, 10.0)
+    channel, queue, window = await window_on_queue(connection, unique)
     handed: list[Any] = []
     put = channel.write_queue.put_nowait
 
@@ -95,15 +110,8 @@ async def test_the_publishes_of_one_loop_step_leave_as_one_frame_in_order(
 async def test_a_returned_publish_in_a_batch_fails_alone(
     connection: AbstractConnection, unique: str
 ) -> None:
-    channel = await confirm_channel(connection)
-    queue = f"window.{unique}"
-    await channel.queue_declare(queue)
-    window = ConfirmWindow(channel, 10.0)
-    futures = [
-        send(window, b"x", "amq.topic" if i == 5 else "", "nobody" if i == 5 else queue, i)
-        for i in range(10)
-    ]
-    results = await settle(futures)
+    _, queue, window = await window_on_queue(connection, unique)
+    results = await settle(ten_with_a_return(window, queue))
     assert isinstance(results[5], PublishError)
     assert all(isinstance(r, Basic.Ack) for i, r in enumerate(results) if i != 5)
 
@@ -111,17 +119,10 @@ async def test_a_returned_publish_in_a_batch_fails_alone(
 async def test_each_answered_publish_tells_its_confirm_time(
     connection: AbstractConnection, unique: str
 ) -> None:
-    channel = await confirm_channel(connection)
-    queue = f"window.{unique}"
-    await channel.queue_declare(queue)
     times: list[float] = []
-    window = ConfirmWindow(channel, 10.0, confirm_time=times.append)
+    _, queue, window = await window_on_queue(connection, unique, confirm_time=times.append)
     started = asyncio.get_running_loop().time()
-    futures = [
-        send(window, b"x", "amq.topic" if i == 5 else "", "nobody" if i == 5 else queue, i)
-        for i in range(10)
-    ]
-    results = await settle(futures)
+    results = await settle(ten_with_a_return(window, queue))
     waited = asyncio.get_running_loop().time() - started
     assert isinstance(results[5], PublishError)
     # The return is the broker's answer too.
@@ -132,10 +133,7 @@ async def test_each_answered_publish_tells_its_confirm_time(
 async def test_a_channel_dying_halfway_through_a_batch_fails_the_rest(
     connection: AbstractConnection, unique: str
 ) -> None:
-    channel = await confirm_channel(connection)
-    queue = f"window.{unique}"
-    await channel.queue_declare(queue)
-    window = ConfirmWindow(channel, 10.0)
+    _, queue, window = await window_on_queue(connection, unique)
     # A missing exchange is a channel error: the broker closes the channel at publish 50
     # and ignores what follows it on the wire.
     futures = [
@@ -198,10 +196,7 @@ async def test_a_multiple_confirm_settles_every_publish_it_covers_and_no_other(
 async def test_a_full_writer_queue_delays_a_batch_without_reordering_it(
     connection: AbstractConnection, unique: str
 ) -> None:
-    channel = await confirm_channel(connection)
-    queue = f"window.{unique}"
-    await channel.queue_declare(queue)
-    window = ConfirmWindow(channel, 10.0)
+    channel, queue, window = await window_on_queue(connection, unique)
     # Empty frames write nothing: they only take the writer queue's room.
     while not channel.write_queue.full():
         channel.write_queue.put_nowait(ChannelFrame(payload=b"", should_close=False))
