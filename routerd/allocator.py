@@ -15,7 +15,8 @@ threshold fixed at 512 KiB: blocks that big are mapped for their lifetime and un
 when freed, so the peak follows what is in use. The price is the fresh pages of each
 mapping: bodies that big route about a third slower (98-129 against 137-192 requests/s of
 1 MiB). Requests of a few KB never come near the threshold and route as fast as before
-(`scripts/bench_serve.py`, 5,733-6,449 against 5,284-6,414 requests/s).
+(`scripts/bench_serve.py --baseline`, 6 interleaved rounds: 5,518 against 5,560 requests/s,
+medians), with as many page faults (9,900 against 9,790 per 20,000 requests).
 """
 
 from __future__ import annotations

@@ -198,8 +198,9 @@ def body_frames(body: bytes, channel: int, max_size: int) -> list[bytes | memory
     return parts
 
 
-# Told the seconds from each publish to its confirm, nack, return or timeout: the broker's
-# share of a request's time (routerd_publish_confirm_seconds).
+# Told the seconds from each publish to reading the broker's confirm, nack or return (or
+# its timeout): the broker's write plus both sides' socket turns
+# (routerd_publish_confirm_seconds).
 ConfirmTime = Callable[[float], None]
 
 
@@ -289,13 +290,13 @@ class ConfirmWindow:
         observe = self._confirm_time
         sent = time.perf_counter()
 
-        def forget_message_id(future: asyncio.Future[Any]) -> None:
+        def on_settled(future: asyncio.Future[Any]) -> None:
             if channel.message_id_delivery_tag.get(message_id) == tag:
                 channel.message_id_delivery_tag.pop(message_id)
             if observe is not None and _answered(future):
                 observe(time.perf_counter() - sent)
 
-        confirmation.add_done_callback(forget_message_id)
+        confirmation.add_done_callback(on_settled)
         self._frames += frames
         if not self._flush_due:
             # Every publish of this loop step leaves in one frame for the writer: one
