@@ -293,17 +293,14 @@ async def main(args: argparse.Namespace) -> None:
                             confirms_before, confirms, 0.99
                         )
                         level["rounds"].append(round_figures)
-                        own = round_figures["routerd_p99_le_ms"]
-                        confirm = round_figures["confirm_p99_le_ms"]
                         rows.append(
                             f"{fraction:>4.0%} {rate:>7.0f}/s  round {round_ + 1}: "
                             f"p50 {percentile(got, 0.5):6.1f}  p99 {percentile(got, 0.99):6.1f}  "
                             f"p999 {percentile(got, 0.999):6.1f}  max {max(got):6.1f}  "
                             f"mean {statistics.fmean(got):6.1f}  ({len(got)}/{sent} arrived, "
                             f"{1000 * cpu / max(sent, 1):.3f} ms CPU/request; routerd's own "
-                            f"p99 {'over 5 s' if own is None else f'<= {own:g}'} ms, "
-                            f"confirm p99 {'over 5 s' if confirm is None else f'<= {confirm:g}'}"
-                            " ms)"
+                            f"p99 {within(round_figures['routerd_p99_le_ms'])}, confirm p99 "
+                            f"{within(round_figures['confirm_p99_le_ms'])})"
                         )
                         print(rows[-1], flush=True)
                 if args.reload:
@@ -478,6 +475,11 @@ def bound_of(before: dict[float, float], after: dict[float, float], q: float) ->
         return None
     bound = min(bound for bound, count in delta.items() if count >= q * total)
     return None if math.isinf(bound) else bound * 1000
+
+
+def within(bound_ms: float | None) -> str:
+    """A bucket bound from `bound_of` of routerd's request histograms, as text."""
+    return "over 5 s" if bound_ms is None else f"<= {bound_ms:g} ms"
 
 
 def lag_during(before: dict[float, float], after: dict[float, float]) -> dict[str, Any]:
