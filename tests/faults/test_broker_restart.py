@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from tests.factories import mixed
-from tests.harness.accounting import Accounting, QueueNames, drain_all, numbered, routed, settle
+from tests.harness.accounting import (
+    Accounting,
+    QueueNames,
+    drain_all,
+    numbered,
+    settle,
+    wait_routed,
+)
 from tests.harness.alarms import broker_stopped
 from tests.harness.broker import Broker
 from tests.harness.daemon import running_daemon
@@ -35,12 +42,16 @@ async def test_broker_restart_during_a_backlog_recovers_and_loses_nothing(
     broker: Broker, names: QueueNames, isolated_config: Path, amqp_url: str, log_dir: Path
 ) -> None:
     requests = mixed(COUNT, seed=59)
+    # The whole backlog is queued before the daemon starts: the test's own connection dies
+    # with the broker, and routerd races no publisher, so the stop lands mid-stream at any
+    # pace of the machine's.
+    await broker.declare_config(isolated_config)
+    await broker.publish(names.source, numbered(b for _, b in requests))
     async with running_daemon(isolated_config, amqp_url, log_dir, extra_args=FAST_RETRY) as daemon:
-        # The whole backlog is confirmed before the stop: the test's connection dies with it.
-        await broker.publish(names.source, numbered(b for _, b in requests))
-        at_stop = await routed(broker, names)
+        await wait_routed(broker, names, COUNT // 10)
         async with broker_stopped():
             await daemon.wait_not_ready(15, during="while the broker is stopped")
+            at_stop = await daemon.decided()
         started = time.monotonic()
         await daemon.wait_ready(within=60)
         recovered = time.monotonic() - started

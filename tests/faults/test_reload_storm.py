@@ -19,7 +19,7 @@ import pytest
 
 from tests.factories import mixed
 from tests.faults.test_reload import with_catch_all
-from tests.harness.accounting import Accounting, QueueNames, numbered, routed, settle
+from tests.harness.accounting import Accounting, QueueNames, numbered, settle, wait_routed
 from tests.harness.alarms import broker_stopped
 from tests.harness.broker import Broker
 from tests.harness.config import read_config, write_by_rename
@@ -64,13 +64,16 @@ async def test_reload_storm_while_the_broker_restarts_loses_nothing(
         nonlocal edits
         edits = await storm(daemon, isolated_config, stop)
 
+    # Queued before the daemon starts, as in test_broker_restart: the stop lands mid-stream.
+    await broker.declare_config(isolated_config)
+    await broker.publish(names.source, numbered(b for _, b in requests))
     async with running_daemon(isolated_config, amqp_url, log_dir, extra_args=FAST_RETRY) as daemon:
-        await broker.publish(names.source, numbered(b for _, b in requests))
-        at_stop = await routed(broker, names)
+        await wait_routed(broker, names, COUNT // 10)
         async with anyio.create_task_group() as tg:
             tg.start_soon(run_storm, daemon)
             async with broker_stopped():
                 await daemon.wait_not_ready(15, during="while the broker is stopped")
+                at_stop = await daemon.decided()
             started = time.monotonic()
             await daemon.wait_ready(within=60)
             recovered = time.monotonic() - started

@@ -152,6 +152,15 @@ class Daemon:
         answer = await self.get("/metrics")
         return "" if answer is None else answer[1].decode("utf-8", "replace")
 
+    async def decided(self) -> int:
+        """Send requests whose decision the broker confirmed, by the daemon's own counters:
+        readable while the broker is away, when queue depths are not."""
+        text = await self.metrics()
+        return int(
+            metric_sum(text, "routerd_requests_routed_total")
+            + metric_sum(text, "routerd_requests_rejected_total")
+        )
+
     def send(self, sig: signal.Signals) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
