@@ -183,15 +183,19 @@ class Broker:
         await channel.close()
         self.track(exchanges=[exchange])
 
+    async def _declared(self, queue: str) -> Any:
+        """`queue`'s Queue.DeclareOk (a passive declare), or None if it does not exist."""
+        return await self._on_fresh_channel(lambda ch: ch.queue_declare(queue, passive=True))
+
     async def depth(self, queue: str) -> int | None:
         """Ready messages in `queue` (unacked ones not counted); None if it does not exist."""
+        ok = await self._declared(queue)
+        return None if ok is None else int(ok.message_count)
 
-        async def op(ch: Any) -> int:
-            ok = await ch.queue_declare(queue, passive=True)
-            return int(ok.message_count)
-
-        result: int | None = await self._on_fresh_channel(op)
-        return result
+    async def consumers(self, queue: str) -> int | None:
+        """Consumers on `queue`; None if it does not exist."""
+        ok = await self._declared(queue)
+        return None if ok is None else int(ok.consumer_count)
 
     async def depths(self, queues: Iterable[str]) -> dict[str, int]:
         return {q: (await self.depth(q)) or 0 for q in queues}

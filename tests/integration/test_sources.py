@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import aiormq
 import orjson
 import pytest
 
@@ -26,16 +25,6 @@ BACKLOG = 5000
 
 def bulk(i: int) -> dict[str, Any]:
     return valid_v1(i, stream="broadcast", tags=["newsletter"], message_id=f"bulk-{i}")
-
-
-async def consumers(url: str, queue: str) -> int:
-    connection = await aiormq.connect(url)
-    try:
-        channel = await connection.channel()
-        ok = await channel.queue_declare(queue, passive=True)
-        return int(ok.consumer_count)
-    finally:
-        await connection.close()
 
 
 async def test_the_client_puts_each_request_on_the_source_that_accepts_it(
@@ -85,7 +74,7 @@ async def test_a_transactional_request_does_not_wait_behind_a_bulk_backlog(
         # Routed while bulk requests still wait in their own source.
         assert (await broker.depth(bulk_source) or 0) > 0
         for queue in names.sources:
-            assert await consumers(amqp_url, queue) == 1, f"no consumer on {queue}"
+            assert await broker.consumers(queue) == 1, f"no consumer on {queue}"
         await wait_for(
             lambda: broker.depths([*names.sources, names.bulk]),
             lambda d: d[bulk_source] == 0 and d[names.sources[0]] == 0 and d[names.bulk] == BACKLOG,
