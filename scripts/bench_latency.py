@@ -3,7 +3,8 @@ and 90% of the measured maximum rate.
 
     .venv/bin/python scripts/bench_latency.py [--seconds 10] [--max-rate N] [--rounds 1]
                                               [--basis sustained|drain] [--reload]
-                                              [--queues shipped|classic] [--json PATH]
+                                              [--queues shipped|classic] [--raw]
+                                              [--json PATH]
 
 One routerd runs on an isolated copy of the shipped config. The maximum rate is measured
 first (unless --max-rate gives it) by draining a backlog, as scripts/bench_serve.py does,
@@ -17,7 +18,10 @@ figures too; each round also reads routerd's own p99, consume to source ack (its
 `routerd_processing_seconds` histogram, so a bucket's upper bound), to tell how much of
 the tail is routerd's, and the broker's confirm p99 within it
 (`routerd_publish_confirm_seconds`). `--queues classic` declares every queue of the
-config classic instead of quorum, to see what the quorum queues' confirms cost.
+config classic instead of quorum, to see what the quorum queues' confirms cost. `--raw`
+runs each round also through scripts/bench_serve.py's raw aiormq forwarder, at the same
+rate and interleaved with routerd's, from a source of its own into one target of the same
+queue type: the latency the broker and the machine give without routerd.
 `--reload` adds `--rounds` rounds at 50% during each of which the config is replaced by
 one of 200 schemas and 500 rules (scripts/bench_config.py, written beforehand and moved
 into place): the time from the last file in place until routerd runs it, and the latency
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import inspect
 import math
@@ -41,6 +46,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,11 +59,15 @@ import aiormq  # noqa: E402
 from bench_config import write_config  # noqa: E402
 from bench_serve import (  # noqa: E402
     DEFAULT_URL,
+    RawPath,
     backlog,
     cpu_seconds,
+    declare_raw_path,
     isolated_copy,
     measure,
     preload,
+    shipped_window,
+    spawn_raw,
     write_json,
 )
 from pamqp.commands import Basic  # noqa: E402
@@ -70,6 +80,7 @@ from tests.harness.config import (  # noqa: E402
     dump_config,
     read_config,
 )
+from tests.harness.wait import wait_for  # noqa: E402
 
 STAMP = "x-bench-sent-ns"
 FRACTIONS = (0.25, 0.5, 0.9)
@@ -202,12 +213,76 @@ def figures(got: list[float], sent: int, cpu: float | None) -> dict[str, float |
     }
 
 
+async def round_at(
+    url: str,
+    source: str,
+    targets: list[str],
+    bodies: list[bytes],
+    rate: float,
+    seconds: float,
+    pid: int,
+) -> dict[str, Any]:
+    """One round: `rate`/s into `source` for `seconds`, each arrival on `targets` timed; its
+    figures, with the CPU process `pid` spent in it."""
+    arrivals = Arrivals()
+    consumer = await consume(url, targets, arrivals)
+    cpu_before = cpu_seconds(pid)
+    sent = (await paced(url, source, bodies, rate, seconds, arrivals)).sent
+    cpu = cpu_seconds(pid) - cpu_before
+    await consumer.close()
+    return figures(arrivals.ms or [float("nan")], sent, cpu)
+
+
+def row(label: str, rate: float, round_: int, f: dict[str, Any]) -> str:
+    return (
+        f"{label:>4} {rate:>7.0f}/s  round {round_}: p50 {f['p50']:6.1f}  p99 {f['p99']:6.1f}  "
+        f"p999 {f['p999']:6.1f}  max {f['max']:6.1f}  mean {f['mean']:6.1f}  "
+        f"({f['arrived']}/{f['sent']} arrived, {f['cpu_ms_per_request']:.3f} ms CPU/request"
+    )
+
+
+@contextlib.asynccontextmanager
+async def raw_forwarding(
+    broker: Broker, url: str, *, quorum: bool
+) -> AsyncIterator[tuple[RawPath, int]]:
+    """scripts/bench_serve.py's raw aiormq forwarder, with routerd's window, consuming from
+    a source of its own into one target (queues of the same type as routerd's) until the
+    block ends: the same broker's latency without routerd's validation and routing. Yields
+    its queues and its process id."""
+    path = await declare_raw_path(broker, quorum=quorum)
+    child = spawn_raw(url, path.source, path.exchange, path.key, shipped_window(), False, False)
+    try:
+        # Its start-up is not a round's latency.
+        await wait_for(
+            lambda: broker.consumers(path.source),
+            lambda n: bool(n),
+            within=60,
+            what="the raw forwarder consuming",
+        )
+        yield path, child.pid
+        if child.poll() is not None:
+            raise SystemExit(f"the raw forwarder exited ({child.returncode}) during the rounds")
+    finally:
+        child.kill()
+        child.wait()
+
+
+async def raw_round(
+    args: argparse.Namespace, raw: tuple[RawPath, int], bodies: list[bytes], rate: float
+) -> dict[str, Any]:
+    path, pid = raw
+    return await round_at(
+        args.amqp_url, path.source, [path.target], bodies, rate, args.seconds, pid
+    )
+
+
 async def main(args: argparse.Namespace) -> None:
     bodies = backlog(5000, 0.05)
     report: dict[str, Any] = {
         "seconds_per_level": args.seconds,
         "basis": args.basis,
         "queues": args.queues,
+        "raw": args.raw,
         "cpus": os.cpu_count(),
         "drain_backlog": None if args.max_rate is not None else args.backlog,
         "levels": [],
@@ -227,6 +302,7 @@ async def main(args: argparse.Namespace) -> None:
                 drained = backlog(args.backlog, 0.05)
                 await preload(broker, source, drained)
             daemon = start_daemon(config, args.amqp_url, Path(tmp) / "logs", name="bench")
+            stack = contextlib.AsyncExitStack()
             try:
                 await daemon.wait_ready(60)
                 if max_rate is None:
@@ -261,30 +337,33 @@ async def main(args: argparse.Namespace) -> None:
                         f"{max_rate:.0f} msg/s"
                     )
                 report["basis_rate"] = max_rate
-                rows = []
+                raw = None
+                if args.raw:
+                    raw = await stack.enter_async_context(
+                        raw_forwarding(broker, args.amqp_url, quorum=args.queues == "shipped")
+                    )
+                    print(
+                        "raw: scripts/bench_serve.py's raw aiormq forwarder, same rates, "
+                        "its own source and target, rounds interleaved with routerd's"
+                    )
                 for fraction in FRACTIONS:
-                    level: dict[str, Any] = {
-                        "fraction": fraction,
-                        "rate": max_rate * fraction,
-                        "rounds": [],
-                    }
+                    rate = max_rate * fraction
+                    level: dict[str, Any] = {"fraction": fraction, "rate": rate, "rounds": []}
+                    if raw is not None:
+                        level["raw_rounds"] = []
                     report["levels"].append(level)
                     for round_ in range(args.rounds):
-                        arrivals = Arrivals()
-                        consumer = await consume(args.amqp_url, targets, arrivals)
+                        # Alternate who goes first, so a drift of the machine favours neither.
+                        if raw is not None and round_ % 2:
+                            level["raw_rounds"].append(await raw_round(args, raw, bodies, rate))
+                            print(row("raw", rate, round_ + 1, level["raw_rounds"][-1]) + ")")
                         scraped = await daemon.metrics()
                         held_before, confirms_before = processing(scraped), confirming(scraped)
-                        cpu_before = cpu_seconds(daemon.pid)
-                        rate = max_rate * fraction
-                        sent = (
-                            await paced(args.amqp_url, source, bodies, rate, args.seconds, arrivals)
-                        ).sent
-                        cpu = cpu_seconds(daemon.pid) - cpu_before
-                        await consumer.close()
+                        round_figures = await round_at(
+                            args.amqp_url, source, targets, bodies, rate, args.seconds, daemon.pid
+                        )
                         scraped = await daemon.metrics()
                         held, confirms = processing(scraped), confirming(scraped)
-                        got = arrivals.ms or [float("nan")]
-                        round_figures = figures(got, sent, cpu)
                         # How much of the tail is routerd's: consume to ack, which holds the
                         # wait for the broker's confirm too.
                         round_figures["routerd_p99_le_ms"] = bound_of(held_before, held, 0.99)
@@ -293,21 +372,21 @@ async def main(args: argparse.Namespace) -> None:
                             confirms_before, confirms, 0.99
                         )
                         level["rounds"].append(round_figures)
-                        rows.append(
-                            f"{fraction:>4.0%} {rate:>7.0f}/s  round {round_ + 1}: "
-                            f"p50 {percentile(got, 0.5):6.1f}  p99 {percentile(got, 0.99):6.1f}  "
-                            f"p999 {percentile(got, 0.999):6.1f}  max {max(got):6.1f}  "
-                            f"mean {statistics.fmean(got):6.1f}  ({len(got)}/{sent} arrived, "
-                            f"{1000 * cpu / max(sent, 1):.3f} ms CPU/request; routerd's own "
-                            f"p99 {within(round_figures['routerd_p99_le_ms'])}, confirm p99 "
-                            f"{within(round_figures['confirm_p99_le_ms'])})"
+                        print(
+                            f"{row(f'{fraction:.0%}', rate, round_ + 1, round_figures)}; routerd's "
+                            f"own p99 {within(round_figures['routerd_p99_le_ms'])}, confirm p99 "
+                            f"{within(round_figures['confirm_p99_le_ms'])})",
+                            flush=True,
                         )
-                        print(rows[-1], flush=True)
+                        if raw is not None and not round_ % 2:
+                            level["raw_rounds"].append(await raw_round(args, raw, bodies, rate))
+                            print(row("raw", rate, round_ + 1, level["raw_rounds"][-1]) + ")")
                 if args.reload:
                     report["reload"] = await reload_rounds(
                         args, config, source, targets, bodies, max_rate * 0.5, daemon
                     )
             finally:
+                await stack.aclose()
                 if await daemon.stop(30) != 0:
                     print(daemon.log_tail(), file=sys.stderr)
                 daemon.kill()
@@ -541,6 +620,12 @@ def parse() -> argparse.Namespace:
         choices=["shipped", "classic"],
         default="shipped",
         help="the shipped config's queue types (quorum), or every one classic",
+    )
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="each round also through scripts/bench_serve.py's raw aiormq forwarder, at the "
+        "same rate, on queues of its own of the same type",
     )
     parser.add_argument("--amqp-url", default=DEFAULT_URL)
     parser.add_argument("--limit", type=float, default=300.0)

@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -209,7 +210,8 @@ async def measure(
     broker: Broker, targets: list[str], total: int, pid: int, name: str, limit: float
 ) -> Result:
     """Poll the targets' depths until they hold `total`; rate from the first seen to the end."""
-    first: tuple[float, int, float] | None = None
+    # When the first arrival was seen: time, arrivals, the process's and the broker's CPU.
+    first: tuple[float, int, float, float | None] | None = None
     began = time.monotonic()
     deadline = began + limit
     done = 0
@@ -229,8 +231,10 @@ async def measure(
     broker_end = broker_cpu_seconds()
     if first is None:
         return Result(name, 0, 0.0, 0.0, rss, series)
-    broker = None if broker_end is None or first[3] is None else broker_end - first[3]
-    return Result(name, done - first[1], end - first[0], cpu_end - first[2], rss, series, broker)
+    broker_cpu = None if broker_end is None or first[3] is None else broker_end - first[3]
+    return Result(
+        name, done - first[1], end - first[0], cpu_end - first[2], rss, series, broker_cpu
+    )
 
 
 # --------------------------------------------------------------------------- raw forwarder
@@ -345,26 +349,46 @@ def spawn_raw(
     return subprocess.Popen(cmd + (["--raw-bare"] if bare else []))
 
 
+@dataclasses.dataclass(frozen=True)
+class RawPath:
+    """The raw forwarder's own queues: `source`, and `target` bound to `exchange` by `key`."""
+
+    source: str
+    target: str
+    exchange: str
+    key: str = "transactional"
+
+
+async def declare_raw_path(broker: Broker, *, quorum: bool = True) -> RawPath:
+    """A fresh RawPath, declared (quorum queues, as the shipped config's) and tracked, so the
+    broker deletes it on exit."""
+    suffix = uuid.uuid4().hex[:8]
+    path = RawPath(f"bench.raw.in.{suffix}", f"bench.raw.out.{suffix}", f"bench.{suffix}")
+    broker.track([path.source, path.target], [path.exchange])
+    await broker.declare_queue(path.source, quorum=quorum)
+    await broker.declare_queue(path.target, quorum=quorum)
+    await broker.bind_queue(path.target, path.exchange, path.key)
+    return path
+
+
+def shipped_window() -> int:
+    """routerd's window on the shipped config (the prefetch within the byte budget): the
+    raw forwarder gets the same."""
+    shipped = shipped_table()
+    return shipped.sources[-1].window(shipped.limits)
+
+
 async def bench_raw(
     url: str, bodies: list[bytes], prefetch: int, limit: float, drain_wait: bool, bare: bool
 ) -> Result:
-    suffix = uuid.uuid4().hex[:8]
-    source, target, exchange = (
-        f"bench.raw.in.{suffix}",
-        f"bench.raw.out.{suffix}",
-        f"bench.{suffix}",
-    )
     async with Broker(url) as broker:
-        broker.track([source, target], [exchange])
-        await broker.declare_queue(source)
-        await broker.declare_queue(target)
-        await broker.bind_queue(target, exchange, "transactional")
-        await preload(broker, source, bodies)
-        child = spawn_raw(url, source, exchange, "transactional", prefetch, drain_wait, bare)
+        path = await declare_raw_path(broker)
+        await preload(broker, path.source, bodies)
+        child = spawn_raw(url, path.source, path.exchange, path.key, prefetch, drain_wait, bare)
         label = "raw forwarder (drain)" if drain_wait else "raw aiormq forwarder"
         label += " (bare)" if bare else ""
         try:
-            return await measure(broker, [target], len(bodies), child.pid, label, limit)
+            return await measure(broker, [path.target], len(bodies), child.pid, label, limit)
         finally:
             child.kill()
             child.wait()
@@ -437,9 +461,7 @@ async def _bench_routerd(
 
 
 async def main(args: argparse.Namespace) -> None:
-    # The raw forwarder gets routerd's window (the prefetch within the byte budget).
-    shipped = shipped_table()
-    prefetch = args.prefetch or shipped.sources[-1].window(shipped.limits)
+    prefetch = args.prefetch or shipped_window()
     bodies = backlog(args.count, args.invalid)
     mean = sum(map(len, bodies)) / len(bodies)
     print(

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # (script, tiny arguments, a line it must print, needs the broker)
 SCRIPTS = [
     ("bench_serve.py", ["--count", "300", "--rounds", "1"], "ratio routerd/raw", True),
-    ("bench_latency.py", ["--seconds", "1", "--max-rate", "300"], "p99", True),
+    ("bench_latency.py", ["--seconds", "1", "--max-rate", "300", "--raw"], "p99", True),
     (
         "bench_latency.py",
         ["--seconds", "1", "--max-rate", "300", "--basis", "drain", "--reload", "--rounds", "2"],
@@ -94,6 +94,11 @@ def check_rounds(script: str, args: list[str], written: dict[str, Any]) -> None:
         each = [r for level in written["levels"] for r in level["rounds"]]
         own = [(r["routerd_p99_le_ms"], r["confirm_p99_le_ms"]) for r in each]
         assert own and all(ms is not None and ms > 0 for pair in own for ms in pair), own
+    if script == "bench_latency.py" and "--raw" in args:
+        # The raw forwarder's round beside each of routerd's, every request arrived.
+        raw = [level.get("raw_rounds", []) for level in written["levels"]]
+        assert all(len(each) == rounds for each in raw), raw
+        assert all(r["arrived"] == r["sent"] > 0 for each in raw for r in each), raw
     if script == "bench_latency.py" and "--reload" in args:
         assert len(at(written, "reload.rounds")) == rounds, written.get("reload")
         # The daemon's own loop-lag histogram was read around each reload.

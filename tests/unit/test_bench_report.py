@@ -101,6 +101,18 @@ def test_latency_goal_holds_only_when_every_round_at_half_load_does() -> None:
     assert "held in 2 of 3 rounds" in missed.measured
 
 
+def test_latency_goal_names_the_raw_forwarders_p99_beside_it_without_judging_it() -> None:
+    figures = latency([4.0, 30.0])
+    figures["levels"][1]["raw_rounds"] = [{"p99": 40.0}, {"p99": 20.0}]
+    goal = report.latency_goal(figures)
+    # routerd's rounds alone decide; the raw forwarder's say what the broker gave.
+    assert goal.met is False
+    assert goal.measured == (
+        "worst p99 30.0 ms; held in 1 of 2 rounds (the raw aiormq forwarder beside it: "
+        "worst p99 40.0 ms; held in 1 of 2)"
+    )
+
+
 def drain(
     phase: str, loaded: int, peak: float, rss: list[tuple[float, float]] | None = None
 ) -> dict[str, Any]:
@@ -425,6 +437,30 @@ def test_latency_table_shows_routerds_own_share() -> None:
     own = "0.25 / 2.50 / 5.00 | 0.12 / 1.25 / 2.50"
     row = f"| 50% | 1,000/s | 3 | {same} | {own} | 0.200 / 0.200 / 0.200 |"
     assert row in lines
+
+
+def test_latency_table_has_the_raw_forwarders_p99_when_the_run_had_it() -> None:
+    def level(fraction: float, raw: list[float]) -> dict[str, Any]:
+        rounds = [{"p50": 3.0, "p99": 9.0, "p999": 12.0, "max": 15.0, "cpu_ms_per_request": 0.2}]
+        return {
+            "fraction": fraction,
+            "rate": 1000.0 * fraction,
+            "rounds": rounds,
+            "raw_rounds": [{"p99": p} for p in raw],
+        }
+
+    latency = {
+        "levels": [level(0.5, [8.0, 30.0, 11.0]), level(0.9, [])],
+        "basis_rate": 1000.0,
+        "seconds_per_level": 10,
+    }
+    lines = report.latency_section(latency, {})
+    header = next(line for line in lines if line.startswith("| load"))
+    assert "| max | raw forwarder p99 | routerd's own p99 <= |" in header
+    assert (
+        "| 50% | 500/s | 1 | 3.0 | 9.0 | 12.0 | 15.0 | 8.0 / 11.0 / 30.0 | - | - | 0.200 |" in lines
+    )
+    assert "| 90% | 900/s | 1 | 3.0 | 9.0 | 12.0 | 15.0 | - | - | - | 0.200 |" in lines
 
 
 def test_classic_queues_variant_keeps_the_config_valid(tmp_path: Path) -> None:
