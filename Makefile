@@ -52,6 +52,7 @@ bench-all: bench postgres
 	$(BIN)/python scripts/bench_spike.py
 	$(BIN)/python scripts/bench_queue_ceiling.py
 	$(BIN)/python scripts/bench_rejections.py
+	$(BIN)/python scripts/bench_api.py --rounds 3
 
 # The fault scenarios, and docs/reliability.md written from their figures. Raises the
 # broker's memory alarm and restarts it (both undone): not against a shared production broker.

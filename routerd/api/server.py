@@ -11,6 +11,7 @@ from enum import IntEnum
 import anyio
 import uvicorn
 
+from routerd.allocator import map_large_blocks
 from routerd.api.app import create_app
 from routerd.api.keys import KeysError, KeysFile
 from routerd.api.settings import ApiSettings
@@ -76,6 +77,10 @@ def run(settings: ApiSettings) -> ApiExit:
     )
     for warning in common.warnings:
         log.warning(warning)
+    # `run` owns the process. A body near the size limit passes through blocks of its size
+    # as it does in `serve`; mapped, they leave no heap holes behind (routerd/allocator.py,
+    # scripts/bench_api.py).
+    map_large_blocks()
     app = create_app(publisher, keys, rejections, watch_config=True)
     config = uvicorn.Config(
         app,

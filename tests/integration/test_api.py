@@ -7,6 +7,7 @@ document.
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -27,6 +28,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from routerd.allocator import LARGE_BLOCK
 from routerd.api.app import create_app
 from routerd.api.keys import KeyStore, hash_key
 from routerd.client import Publisher
@@ -345,7 +347,7 @@ async def test_http_to_the_api_to_routerd_serve_to_the_target_queue(
 
 
 def start_api(
-    config: Path, amqp_url: str, keys: Path, port: int, log: Path
+    config: Path, amqp_url: str, keys: Path, port: int, log: Path, *flags: str
 ) -> subprocess.Popen[bytes]:
     """`routerd api` as a process, set up as a deployment does: by variables, one flag."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTERD_")}
@@ -359,7 +361,7 @@ def start_api(
     }
     with log.open("wb") as out:
         return subprocess.Popen(
-            [*routerd_command(), "api", "--listen", f"127.0.0.1:{port}"],
+            [*routerd_command(), "api", "--listen", f"127.0.0.1:{port}", *flags],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
@@ -417,6 +419,28 @@ async def test_routerd_api_runs_from_its_settings_reloads_on_sighup_and_stops_on
     assert got.properties["app_id"] == "routerd-api"
     assert code == 0, log.read_text()
     assert "guest:guest" not in log.read_text()
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt's threshold is glibc's")
+async def test_routerd_api_maps_large_blocks(
+    amqp_url: str, isolated_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The API inherits this environment: without the operator's own threshold.
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    keys = tmp_path / "keys.json"
+    keys.write_text(orjson.dumps({"cus-42": [hash_key(KEY)]}).decode())
+    log = tmp_path / "api.log"
+    proc = start_api(isolated_config, amqp_url, keys, free_port(), log, "--log-level", "debug")
+    said = f"blocks of {LARGE_BLOCK} bytes and more are mapped and unmapped"
+    try:
+
+        async def log_text() -> str:
+            return log.read_text(errors="replace")
+
+        await wait_for(log_text, lambda text: said in text, within=30, what=repr(said))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 async def test_routerd_api_exits_2_when_its_address_is_taken(

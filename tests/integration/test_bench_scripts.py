@@ -51,6 +51,12 @@ SCRIPTS = [
         "msg/s",
         True,
     ),
+    (
+        "bench_api.py",
+        ["--count", "6", "--concurrency", "2", "--size", "200000", "--rounds", "1"],
+        "requests/s (6 x 202)",
+        True,
+    ),
     ("bench_config.py", ["--schemas", "4", "--rules", "10", "--rounds", "1"], "lint", False),
     ("bench_rejections.py", ["--count", "1000"], "rows/s", True),
     (
