@@ -281,6 +281,15 @@ def api(
             show_default=False,
         ),
     ] = None,
+    max_in_flight: Annotated[
+        int | None,
+        typer.Option(
+            "--max-in-flight",
+            help="Sends whose bodies are read and published at once; more wait their turn "
+            "before their body is read, default 32 (env ROUTERD_API_MAX_IN_FLIGHT).",
+            show_default=False,
+        ),
+    ] = None,
     log_format: LogFormatOption = None,
     log_level: LogLevelOption = None,
 ) -> None:
@@ -298,6 +307,7 @@ def api(
         "listen": listen,
         "keys": keys,
         "rejections_db": rejections_db,
+        "max_in_flight": max_in_flight,
         "log_format": log_format,
         "log_level": log_level,
     }

@@ -27,6 +27,7 @@ from routerd.api.body import BodyTooLarge, read_body
 from routerd.api.customer import CustomerRefused, with_customer
 from routerd.api.keys import Customers
 from routerd.api.metrics import ApiMetrics
+from routerd.api.settings import DEFAULT_MAX_IN_FLIGHT
 from routerd.client import (
     BrokerUnavailable,
     NotConfirmed,
@@ -65,6 +66,7 @@ def create_app(
     rejections: RejectionStore | None = None,
     *,
     watch_config: bool = False,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
 ) -> Starlette:
     """The API over one `Publisher` (built with the route config) and the customers' keys,
     and, when given, the rejections database `GET /v1/rejections` reads.
@@ -78,6 +80,11 @@ def create_app(
     files watched, `app.state.reloader.request_reload` for SIGHUP; a config `routerd lint`
     rejects is refused and the running one stays), so the API checks requests against the
     rules routerd applies.
+
+    At most `max_in_flight` sends hold a body at once, from reading it to the broker's
+    confirm; the others wait, first come first served, before their body is read, so the
+    HTTP server stops reading their sockets after a small buffer. Memory then follows that
+    number times the body limit, not how many clients send at once.
     """
     table = publisher.table
     if table is None:
@@ -90,6 +97,7 @@ def create_app(
         publisher.use_table(new)
 
     reloader = Reloader(table.path, TableHolder(table), metrics, before_swap=use_table)
+    in_flight = anyio.CapacityLimiter(max_in_flight)
 
     async def send(request: Request) -> Response:
         started = time.perf_counter()
@@ -102,6 +110,10 @@ def create_app(
         customer = _customer(request, keys)
         if customer is None:
             return _unauthorized()
+        async with in_flight:
+            return await _accept(request, customer)
+
+    async def _accept(request: Request, customer: str) -> Response:
         try:
             # The running config's limit: a reload may have changed it.
             raw = await read_body(request, publisher_table(publisher).limits.max_body_bytes)

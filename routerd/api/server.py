@@ -73,6 +73,7 @@ def run(settings: ApiSettings) -> ApiExit:
             "config": str(common.config_path),
             "amqp_url": common.redacted_url,
             "customers": len(set(keys.store.customers.values())),
+            "max_in_flight": settings.max_in_flight,
         },
     )
     for warning in common.warnings:
@@ -81,7 +82,9 @@ def run(settings: ApiSettings) -> ApiExit:
     # as it does in `serve`; mapped, they leave no heap holes behind (routerd/allocator.py,
     # scripts/bench_api.py).
     map_large_blocks()
-    app = create_app(publisher, keys, rejections, watch_config=True)
+    app = create_app(
+        publisher, keys, rejections, watch_config=True, max_in_flight=settings.max_in_flight
+    )
     config = uvicorn.Config(
         app,
         host=settings.listen_host,

@@ -15,6 +15,10 @@ from routerd.settings import Settings, SettingsError, given, host_port
 
 DEFAULT_LISTEN_HOST = "127.0.0.1"
 DEFAULT_LISTEN_PORT = 8080
+# Sends whose bodies are read and published at once. At the shipped 1 MiB body limit, 32 big
+# sends at once peaked at 173 MiB RSS (scripts/bench_api.py --concurrency 32); small sends
+# never wait on it (each holds its place for a body read and a confirm, milliseconds).
+DEFAULT_MAX_IN_FLIGHT = 32
 
 # The API's own settings -> environment variable; the shared ones are routerd.settings'.
 API_ENV_VARS: Mapping[str, str] = {
@@ -22,6 +26,7 @@ API_ENV_VARS: Mapping[str, str] = {
     "keys": "ROUTERD_API_KEYS",
     # The same variable as the recorder's: the API reads the database it writes.
     "rejections_db": "ROUTERD_REJECTIONS_DB",
+    "max_in_flight": "ROUTERD_API_MAX_IN_FLIGHT",
 }
 
 
@@ -34,6 +39,9 @@ class ApiSettings:
     listen_port: int = DEFAULT_LISTEN_PORT
     # The rejections database `GET /v1/rejections` reads; None: the endpoint answers 404.
     rejections_db: str | None = None
+    # Sends at once between reading the body and the broker's confirm; more wait their turn
+    # before a byte of their body is read.
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
 
     @property
     def listen_addr(self) -> str:
@@ -49,7 +57,7 @@ class ApiSettings:
         """Build settings from CLI flags (None = not given) over environment variables.
 
         Keys of `flags`: config, amqp_url, log_format, log_level (as `serve`), listen, keys,
-        rejections_db. Raises `SettingsError` for the first bad or missing value.
+        rejections_db, max_in_flight. Raises `SettingsError` for the first bad or missing value.
         """
         shared = ("config", "amqp_url", "log_format", "log_level")
         common = Settings.from_sources({name: flags.get(name) for name in shared}, environ)
@@ -66,10 +74,26 @@ class ApiSettings:
                 f"give --keys FILE or {API_ENV_VARS['keys']} (docs/api.md: the keys file)",
             )
         rejections_db = given("rejections_db", flags, environ, API_ENV_VARS)
+        max_in_flight = DEFAULT_MAX_IN_FLIGHT
+        if (found := given("max_in_flight", flags, environ, API_ENV_VARS)) is not None:
+            max_in_flight = _max_in_flight(*found)
         return cls(
             common=common,
             keys_path=Path(keys[0]),
             listen_host=host,
             listen_port=port,
             rejections_db=rejections_db[0] if rejections_db else None,
+            max_in_flight=max_in_flight,
         )
+
+
+def _max_in_flight(value: str, origin: str) -> int:
+    text = value.strip()
+    if not text.isdigit() or int(text) < 1:
+        raise SettingsError(
+            "sends in flight",
+            origin,
+            value,
+            f"use a whole number of 1 or more, e.g. {DEFAULT_MAX_IN_FLIGHT}",
+        )
+    return int(text)

@@ -28,9 +28,12 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+import routerd.api.app
+import routerd.api.body
 from routerd.allocator import LARGE_BLOCK
 from routerd.api.app import create_app
 from routerd.api.keys import KeyStore, hash_key
+from routerd.api.settings import DEFAULT_MAX_IN_FLIGHT
 from routerd.client import Publisher
 from routerd.rejections.store import RejectionStore
 from tests.factories import valid_v1, valid_v2
@@ -80,10 +83,13 @@ async def running_api(
     rejections: RejectionStore | None = None,
     *,
     watch_config: bool = False,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The API under uvicorn on a free port, and an HTTP client pointed at it."""
     port = free_port()
-    app = create_app(publisher, keys, rejections, watch_config=watch_config)
+    app = create_app(
+        publisher, keys, rejections, watch_config=watch_config, max_in_flight=max_in_flight
+    )
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
     server = uvicorn.Server(config)
     async with anyio.create_task_group() as tg:
@@ -419,6 +425,71 @@ async def test_routerd_api_runs_from_its_settings_reloads_on_sighup_and_stops_on
     assert got.properties["app_id"] == "routerd-api"
     assert code == 0, log.read_text()
     assert "guest:guest" not in log.read_text()
+
+
+async def test_sends_beyond_max_in_flight_wait_before_their_body_is_read(
+    amqp_url: str,
+    isolated_config: Path,
+    broker: Broker,
+    names: QueueNames,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await broker.declare_queue(names.source)
+    limit, count = 2, 12
+    arrived = reading = peak = 0
+    release = anyio.Event()
+    check_key, read_body = routerd.api.app._customer, routerd.api.body.read_body
+
+    def counting_arrivals(*args: Any) -> str | None:
+        nonlocal arrived
+        arrived += 1
+        return check_key(*args)
+
+    async def counting_reads(*args: Any) -> bytes:
+        nonlocal reading, peak
+        reading += 1
+        peak = max(peak, reading)
+        return await read_body(*args)
+
+    monkeypatch.setattr(routerd.api.app, "_customer", counting_arrivals)
+    monkeypatch.setattr(routerd.api.app, "read_body", counting_reads)
+    with anyio.fail_after(60):
+        async with Publisher(amqp_url, config=isolated_config) as pub:
+            publish = pub.send
+
+            async def held_send(body: dict[str, Any]) -> str:
+                nonlocal reading
+                # Each send keeps its place until the test has seen all of them arrive.
+                await release.wait()
+                try:
+                    return await publish(body)
+                finally:
+                    reading -= 1
+
+            monkeypatch.setattr(pub, "send", held_send)
+            answers: list[int] = []
+            async with running_api(pub, max_in_flight=limit) as http:
+
+                async def post(i: int) -> None:
+                    answer = await http.post("/v1/send", json=request_v1(100 + i), headers=AUTH)
+                    answers.append(answer.status_code)
+
+                async with anyio.create_task_group() as tg:
+                    for i in range(count):
+                        tg.start_soon(post, i)
+
+                    async def state() -> tuple[int, int]:
+                        return arrived, reading
+
+                    # Every request is in the app, and only `limit` bodies have been read.
+                    await wait_for(
+                        state, lambda s: s == (count, limit), within=30, what="all arrived"
+                    )
+                    release.set()
+        got = await broker.drain(names.source, count)
+    assert answers == [202] * count
+    assert peak == limit
+    assert len(got) == count
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt's threshold is glibc's")

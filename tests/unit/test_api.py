@@ -123,6 +123,10 @@ def test_settings_flags_over_environment(tmp_path: Path) -> None:
     assert (logged.common.log_format, logged.common.log_level) == ("json", "info")
     default = ApiSettings.from_sources({"keys": "k.yaml"}, {})
     assert default.listen_addr == "127.0.0.1:8080"
+    assert default.max_in_flight == 32
+    bounded = {**env, "ROUTERD_API_MAX_IN_FLIGHT": "8"}
+    assert ApiSettings.from_sources({}, bounded).max_in_flight == 8
+    assert ApiSettings.from_sources({"max_in_flight": 4}, bounded).max_in_flight == 4
     assert default.common.config_path == Path("config/routes.yaml")
 
 
@@ -139,6 +143,13 @@ def test_settings_flags_over_environment(tmp_path: Path) -> None:
         ({"keys": "k", "amqp_url": "http://x"}, {}, "invalid AMQP URL"),
         ({"keys": "k", "log_format": "yaml"}, {}, "invalid log format 'yaml' (from option"),
         ({"keys": "k"}, {"ROUTERD_LOG_LEVEL": "loud"}, "ROUTERD_LOG_LEVEL"),
+        (
+            {"keys": "k"},
+            {"ROUTERD_API_MAX_IN_FLIGHT": "0"},
+            "invalid sends in flight '0' (from environment variable ROUTERD_API_MAX_IN_FLIGHT): "
+            "use a whole number of 1 or more, e.g. 32",
+        ),
+        ({"keys": "k", "max_in_flight": "many"}, {}, "invalid sends in flight 'many' (from option"),
     ],
 )
 def test_bad_settings_say_which_and_where_from(
