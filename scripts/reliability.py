@@ -53,7 +53,7 @@ routed again) and are counted here. The same tests run in `make test`.
 | black hole | `test_network.py` | the proxy accepts bytes and answers nothing, for new connections too | the heartbeat (1 s in the test's URL) notices in 3 x (1 + 1) s; `/readyz` 503 until the link heals |
 | slow link | `test_network.py` | the proxy holds each chunk 0.2 s and passes 64 KiB/s; 1 s publish timeout | publish timeouts requeue, nothing lost |
 | memory alarm | `test_alarm.py` | `rabbitmqctl set_vm_memory_high_watermark 0.0000001` for 3 publish timeouts, then the old value | `connection.blocked`: no publish timeout or requeue while blocked; `/readyz` 503 "the broker blocks publishing"; `routerd_broker_blocked` 1; resume by itself |
-| broker restart | `test_broker_restart.py` | `rabbitmqctl stop_app` / `start_app` during a 20,000 backlog | `/readyz` 503 while away; reconnect; nothing lost |
+| broker restart | `test_broker_restart.py` | `rabbitmqctl stop_app` / `start_app` during a 20,000 backlog (queued before the daemon starts; the stop once 2,000 are routed) | `/readyz` 503 while away; reconnect; nothing lost |
 | queue full | `test_queue_full.py` | a target with `x-max-length: 100`, `x-overflow: reject-publish` (from the config), and the rejected queue refusing by policy for 4 s, then consumed | each nack retried for the nack patience (2 s), then requeued after a pause (0.1 s doubling to 5 s), `max_redeliveries` (2 in this test) times, then rejected; while rejected refuses too, the request stays in the source; nacks on `/metrics`, errors in the log |
 | reload storm | `test_reload_storm.py` | the config rewritten and SIGHUP'd every 0.2 s while the broker restarts | stay up, come back ready, lose nothing |
 | bodies at the limit | `test_big_bodies.py` | 40 valid bodies of just under 1 MiB queued, every source's `max_in_flight_bytes` set to 4 MiB | consume with a window of 4 (the broker's own `prefetch_count`), never hold more than 4 MiB of bodies (`routerd_in_flight_bytes`), lose nothing |
@@ -87,7 +87,8 @@ What these scenarios found and what was changed:
 OUTRO = """
 Keys: `lost` and `duplicates` count request bodies over every target and rejected queue;
 `*_s` are seconds measured by the test from the fault's end (or the kill) to the state
-named; `routed_at_*` shows the fault landed mid-stream. Recovery times are bounded below
+named; `routed_at_*` shows the fault landed mid-stream (after a broker stop, the daemon's own
+count of confirmed decisions, read while the broker is down). Recovery times are bounded below
 by the test's probes (every 0.05-0.1 s) and, after a broker restart, start once
 `rabbitmqctl await_startup` returned, by which time routerd had often reconnected already.
 
