@@ -233,11 +233,13 @@ async def round_at(
     return figures(arrivals.ms or [float("nan")], sent, cpu)
 
 
-def row(label: str, rate: float, round_: int, f: dict[str, Any]) -> str:
+def row(label: str, rate: float, round_: int, f: dict[str, Any], more: str = "") -> str:
+    """One round's line; `more` goes inside its closing parenthesis."""
     return (
         f"{label:>4} {rate:>7.0f}/s  round {round_}: p50 {f['p50']:6.1f}  p99 {f['p99']:6.1f}  "
         f"p999 {f['p999']:6.1f}  max {f['max']:6.1f}  mean {f['mean']:6.1f}  "
         f"({f['arrived']}/{f['sent']} arrived, {f['cpu_ms_per_request']:.3f} ms CPU/request"
+        f"{more})"
     )
 
 
@@ -268,12 +270,20 @@ async def raw_forwarding(
 
 
 async def raw_round(
-    args: argparse.Namespace, raw: tuple[RawPath, int], bodies: list[bytes], rate: float
-) -> dict[str, Any]:
+    args: argparse.Namespace,
+    raw: tuple[RawPath, int],
+    bodies: list[bytes],
+    level: dict[str, Any],
+    round_: int,
+) -> None:
+    """One round through the raw forwarder at `level`'s rate, added to its raw_rounds."""
     path, pid = raw
-    return await round_at(
+    rate = level["rate"]
+    result = await round_at(
         args.amqp_url, path.source, [path.target], bodies, rate, args.seconds, pid
     )
+    level["raw_rounds"].append(result)
+    print(row("raw", rate, round_, result), flush=True)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -355,8 +365,7 @@ async def main(args: argparse.Namespace) -> None:
                     for round_ in range(args.rounds):
                         # Alternate who goes first, so a drift of the machine favours neither.
                         if raw is not None and round_ % 2:
-                            level["raw_rounds"].append(await raw_round(args, raw, bodies, rate))
-                            print(row("raw", rate, round_ + 1, level["raw_rounds"][-1]) + ")")
+                            await raw_round(args, raw, bodies, level, round_ + 1)
                         scraped = await daemon.metrics()
                         held_before, confirms_before = processing(scraped), confirming(scraped)
                         round_figures = await round_at(
@@ -372,15 +381,15 @@ async def main(args: argparse.Namespace) -> None:
                             confirms_before, confirms, 0.99
                         )
                         level["rounds"].append(round_figures)
+                        own = (
+                            f"; routerd's own p99 {within(round_figures['routerd_p99_le_ms'])}, "
+                            f"confirm p99 {within(round_figures['confirm_p99_le_ms'])}"
+                        )
                         print(
-                            f"{row(f'{fraction:.0%}', rate, round_ + 1, round_figures)}; routerd's "
-                            f"own p99 {within(round_figures['routerd_p99_le_ms'])}, confirm p99 "
-                            f"{within(round_figures['confirm_p99_le_ms'])})",
-                            flush=True,
+                            row(f"{fraction:.0%}", rate, round_ + 1, round_figures, own), flush=True
                         )
                         if raw is not None and not round_ % 2:
-                            level["raw_rounds"].append(await raw_round(args, raw, bodies, rate))
-                            print(row("raw", rate, round_ + 1, level["raw_rounds"][-1]) + ")")
+                            await raw_round(args, raw, bodies, level, round_ + 1)
                 if args.reload:
                     report["reload"] = await reload_rounds(
                         args, config, source, targets, bodies, max_rate * 0.5, daemon

@@ -15,9 +15,10 @@ from routerd.settings import Settings, SettingsError, given, host_port
 
 DEFAULT_LISTEN_HOST = "127.0.0.1"
 DEFAULT_LISTEN_PORT = 8080
-# Sends whose bodies are read and published at once. At the shipped 1 MiB body limit, 32 big
-# sends at once peaked at 173 MiB RSS (scripts/bench_api.py --concurrency 32); small sends
-# never wait on it (each holds its place for a body read and a confirm, milliseconds).
+# Sends whose bodies are read and published at once. 64 clients sending bodies at the
+# shipped 1 MiB limit peaked at 181 MiB RSS with 32, 390 MiB without a bound
+# (scripts/bench_api.py --concurrency 64); small sends hold a place for milliseconds (a body
+# read and a confirm), so they rarely wait.
 DEFAULT_MAX_IN_FLIGHT = 32
 
 # The API's own settings -> environment variable; the shared ones are routerd.settings'.
