@@ -436,7 +436,7 @@ async def test_sends_beyond_max_in_flight_wait_before_their_body_is_read(
 ) -> None:
     await broker.declare_queue(names.source)
     limit, count = 2, 12
-    arrived = reading = peak = 0
+    arrived = holding = peak = 0
     release = anyio.Event()
     check_key, read_body = routerd.api.app._customer, routerd.api.body.read_body
 
@@ -446,9 +446,9 @@ async def test_sends_beyond_max_in_flight_wait_before_their_body_is_read(
         return check_key(*args)
 
     async def counting_reads(*args: Any) -> bytes:
-        nonlocal reading, peak
-        reading += 1
-        peak = max(peak, reading)
+        nonlocal holding, peak
+        holding += 1
+        peak = max(peak, holding)
         return await read_body(*args)
 
     monkeypatch.setattr(routerd.api.app, "_customer", counting_arrivals)
@@ -458,13 +458,13 @@ async def test_sends_beyond_max_in_flight_wait_before_their_body_is_read(
             publish = pub.send
 
             async def held_send(body: dict[str, Any]) -> str:
-                nonlocal reading
+                nonlocal holding
                 # Each send keeps its place until the test has seen all of them arrive.
                 await release.wait()
                 try:
                     return await publish(body)
                 finally:
-                    reading -= 1
+                    holding -= 1
 
             monkeypatch.setattr(pub, "send", held_send)
             answers: list[int] = []
@@ -479,9 +479,9 @@ async def test_sends_beyond_max_in_flight_wait_before_their_body_is_read(
                         tg.start_soon(post, i)
 
                     async def state() -> tuple[int, int]:
-                        return arrived, reading
+                        return arrived, holding
 
-                    # Every request is in the app, and only `limit` bodies have been read.
+                    # Every request is in the app, and only `limit` hold a body.
                     await wait_for(
                         state, lambda s: s == (count, limit), within=30, what="all arrived"
                     )
