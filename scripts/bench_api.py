@@ -37,6 +37,7 @@ import orjson  # noqa: E402
 from bench_serve import (  # noqa: E402
     DEFAULT_URL,
     isolated_copy,
+    peak_rss_mib,
     routerd_from,
     shipped_table,
     status_mib,
@@ -45,7 +46,7 @@ from bench_serve import (  # noqa: E402
 
 from routerd.api.keys import hash_key  # noqa: E402
 from tests.factories import encode, valid_v1  # noqa: E402
-from tests.harness import Broker, free_port, http_get, routerd_command  # noqa: E402
+from tests.harness import Broker, free_port, http_get, start_api  # noqa: E402
 from tests.harness.config import keep_one_source  # noqa: E402
 from tests.harness.wait import wait_for  # noqa: E402
 
@@ -95,14 +96,8 @@ async def one_round(
             # Declared (and deleted on exit) by the harness: the API declares nothing.
             await broker.declare_config(config)
             port = free_port()
-            env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTERD_")}
-            env |= {
-                "ROUTERD_CONFIG": str(config),
-                "ROUTERD_AMQP_URL": args.amqp_url,
-                "ROUTERD_API_KEYS": str(keys),
-            }
-            command = [*command_of(tree), "api", "--listen", f"127.0.0.1:{port}"]
-            proc = spawn(command, env, workdir / "api.log")
+            log = workdir / "api.log"
+            proc = start_api(config, args.amqp_url, keys, port, log, command=command_of(tree))
             try:
                 await wait_for(
                     lambda: http_get(port, "/readyz"),
@@ -130,7 +125,7 @@ async def one_round(
                 return Round(
                     round_,
                     kind,
-                    status_mib(proc.pid, "VmHWM"),
+                    peak_rss_mib(proc.pid),
                     status_mib(proc.pid, "VmRSS"),
                     args.count / elapsed,
                     answers,
@@ -144,15 +139,10 @@ async def one_round(
                     proc.wait()
 
 
-def spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=out)
-
-
-def command_of(tree: Path | None) -> list[str]:
-    """The routerd command: this checkout's, or the one in `tree`."""
+def command_of(tree: Path | None) -> list[str] | None:
+    """The routerd command in `tree`; None for this checkout's (the harness's default)."""
     override = routerd_from(tree).get("ROUTERD_TEST_COMMAND")
-    return shlex.split(override) if override else routerd_command()
+    return shlex.split(override) if override else None
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -53,6 +53,7 @@ from tests.harness.daemon import (
     routerd_available,
     routerd_command,
     running_daemon,
+    start_api,
     start_daemon,
 )
 from tests.harness.wait import POLL, wait_for
@@ -88,6 +89,7 @@ __all__ = [
     "routerd_command",
     "running_daemon",
     "settle",
+    "start_api",
     "start_daemon",
     "tcp_local_ports",
     "topology",

@@ -256,6 +256,36 @@ def spawn(
     return Daemon(proc=proc, http_port=port, config=config, log_path=log_path)
 
 
+def start_api(
+    config: Path,
+    amqp_url: str,
+    keys: Path,
+    port: int,
+    log_path: Path,
+    *flags: str,
+    env: Mapping[str, str] | None = None,
+    command: Sequence[str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """`routerd api` (or `command api`) as a process, set up as a deployment does: by
+    variables (`env` adds to them), `--listen` and `flags`; its output in `log_path`."""
+    variables = {
+        "ROUTERD_CONFIG": str(config),
+        "ROUTERD_AMQP_URL": amqp_url,
+        "ROUTERD_API_KEYS": str(keys),
+        **(env or {}),
+    }
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [*(command or routerd_command()), "api", "--listen", f"127.0.0.1:{port}", *flags],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_child_env(variables),
+            cwd=ROOT,
+            start_new_session=True,
+        )
+
+
 @asynccontextmanager
 async def running_daemon(
     config: Path,

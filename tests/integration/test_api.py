@@ -6,11 +6,9 @@ document.
 
 from __future__ import annotations
 
-import os
 import platform
 import signal
 import socket
-import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -38,13 +36,12 @@ from routerd.client import Publisher
 from routerd.rejections.store import RejectionStore
 from tests.factories import valid_v1, valid_v2
 from tests.harness import (
-    ROOT,
     Broker,
     QueueNames,
     free_port,
     http_get,
-    routerd_command,
     running_daemon,
+    start_api,
     wait_for,
 )
 from tests.harness.config import keep_one_source
@@ -352,28 +349,9 @@ async def test_http_to_the_api_to_routerd_serve_to_the_target_queue(
     assert orjson.loads(bulky.body)["message_id"] == "msg-6"
 
 
-def start_api(
-    config: Path, amqp_url: str, keys: Path, port: int, log: Path, *flags: str
-) -> subprocess.Popen[bytes]:
-    """`routerd api` as a process, set up as a deployment does: by variables, one flag."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTERD_")}
-    env |= {
-        "ROUTERD_CONFIG": str(config),
-        "ROUTERD_AMQP_URL": amqp_url,
-        "ROUTERD_API_KEYS": str(keys),
-        # The flag wins over the variable.
-        "ROUTERD_API_ADDR": "127.0.0.1:1",
-        "PYTHONPATH": str(ROOT),
-    }
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [*routerd_command(), "api", "--listen", f"127.0.0.1:{port}", *flags],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=ROOT,
-            start_new_session=True,
-        )
+# Every `routerd api` here also has a variable naming an address nobody can bind: the
+# --listen flag must win over it.
+FLAG_WINS = {"ROUTERD_API_ADDR": "127.0.0.1:1"}
 
 
 async def test_routerd_api_runs_from_its_settings_reloads_on_sighup_and_stops_on_sigterm(
@@ -384,7 +362,7 @@ async def test_routerd_api_runs_from_its_settings_reloads_on_sighup_and_stops_on
     keys.write_text(orjson.dumps({"cus-42": [hash_key(KEY)]}).decode())
     port = free_port()
     log = tmp_path / "api.log"
-    proc = start_api(isolated_config, amqp_url, keys, port, log)
+    proc = start_api(isolated_config, amqp_url, keys, port, log, env=FLAG_WINS)
     try:
         with anyio.fail_after(60):
 
@@ -501,7 +479,9 @@ async def test_routerd_api_maps_large_blocks(
     keys = tmp_path / "keys.json"
     keys.write_text(orjson.dumps({"cus-42": [hash_key(KEY)]}).decode())
     log = tmp_path / "api.log"
-    proc = start_api(isolated_config, amqp_url, keys, free_port(), log, "--log-level", "debug")
+    proc = start_api(
+        isolated_config, amqp_url, keys, free_port(), log, "--log-level", "debug", env=FLAG_WINS
+    )
     said = f"blocks of {LARGE_BLOCK} bytes and more are mapped and unmapped"
     try:
 
@@ -523,7 +503,9 @@ async def test_routerd_api_exits_2_when_its_address_is_taken(
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        proc = start_api(isolated_config, amqp_url, keys, taken.getsockname()[1], log)
+        proc = start_api(
+            isolated_config, amqp_url, keys, taken.getsockname()[1], log, env=FLAG_WINS
+        )
         try:
 
             async def exited() -> int | None:
