@@ -38,12 +38,11 @@ from bench_serve import (  # noqa: E402
     isolated_copy,
     peak_rss_mib,
     preload,
+    shipped_window,
     status_mib,
     write_json,
 )
 
-from routerd.config.loader import load  # noqa: E402
-from tests.conftest import SHIPPED_CONFIG  # noqa: E402
 from tests.factories import valid_v1_at_limit  # noqa: E402
 from tests.harness import Broker, Daemon, metric_sum, start_daemon, topology  # noqa: E402
 from tests.harness.config import catch_all_and_targets  # noqa: E402
@@ -189,9 +188,7 @@ def rss_line(name: str, d: Drain) -> str:
 
 
 async def main(args: argparse.Namespace) -> None:
-    # The catch-all's window (its prefetch within the byte budget), as bench_serve reports it.
-    shipped = load(SHIPPED_CONFIG)
-    window = shipped.sources[-1].window(shipped.limits)
+    window = shipped_window()
     report: dict[str, Any] = {"sample_s": RSS_SAMPLE, "window": window}
     report |= {"invalid": INVALID, "memory": [], "scale": None}
     if args.skip != "memory":

@@ -375,7 +375,7 @@ def shipped_window() -> int:
     """routerd's window on the shipped config (the prefetch within the byte budget): the
     raw forwarder gets the same."""
     shipped = shipped_table()
-    return shipped.sources[-1].window(shipped.limits)
+    return shipped.source.window(shipped.limits)
 
 
 async def bench_raw(
